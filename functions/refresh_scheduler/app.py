@@ -1,0 +1,15 @@
+"""EventBridge schedule: queue the connections whose access token expires within the window."""
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from apicbase_oauth import deps, usecases
+from apicbase_oauth.config import Settings
+from apicbase_oauth.observability import logger, metrics
+
+DEPS = deps.build(Settings.from_env())
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return usecases.queue_due_refreshes(DEPS)

@@ -1,0 +1,300 @@
+"""Adapter for Apicbase's OAuth endpoints: authorize URL, code exchange, refresh, introspection.
+
+Every way an answer can go wrong is classified here, once, into the exceptions of
+``errors``. Nothing here logs a token, a code or a secret.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from .errors import (
+    ApicbaseRejected,
+    ApicbaseUnavailable,
+    InvalidClient,
+    InvalidGrant,
+    MalformedResponse,
+    RateLimited,
+)
+
+MAX_TOKEN_LENGTH = 2048
+MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+DEFAULT_RETRY_AFTER = 60.0
+_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces (RFC 6749 appendix A)
+_ERROR_CODE_RE = re.compile(r"^[a-z_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    application: str
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:  # the secret must never reach a log line through repr()
+        return f"ClientCredentials(application={self.application!r}, client_id={self.client_id!r})"
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str
+    refresh_token: str | None
+    expires_in: int
+    scope: str | None
+    received_at: float
+
+    @property
+    def expires_at(self) -> int:
+        return int(self.received_at) + self.expires_in
+
+    def __repr__(self) -> str:
+        return f"TokenResponse(expires_in={self.expires_in}, scope={self.scope!r})"
+
+
+@dataclass(frozen=True)
+class Introspection:
+    active: bool
+    scope: str | None = None
+    exp: int | None = None
+    client_id: str | None = None
+    username: str | None = None
+
+
+def _retry_after_seconds(value: str | None, now: float) -> float:
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), 3600.0)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return DEFAULT_RETRY_AFTER
+    return min(max(when - now, 0.0), 3600.0)
+
+
+def _json_object(response: requests.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedResponse(f"token response field {key} is not a string")
+    return value
+
+
+def _token(body: dict[str, Any], key: str, *, required: bool) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise MalformedResponse(f"token response has no {key}")
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not _TOKEN_RE.match(value):
+        raise MalformedResponse(f"token response field {key} is not a valid token")
+    return value
+
+
+def parse_token_response(body: dict[str, Any] | None, received_at: float) -> TokenResponse:
+    if body is None:
+        raise MalformedResponse("token response is not a JSON object")
+    access_token = _token(body, "access_token", required=True)
+    assert access_token is not None
+    expires_in = body.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+        raise MalformedResponse("token response has no whole-number expires_in")
+    if not 0 < expires_in <= MAX_EXPIRES_IN:
+        raise MalformedResponse("token response expires_in is out of range")
+    token_type = _optional_str(body, "token_type")
+    if token_type is not None and token_type.lower() != "bearer":
+        raise MalformedResponse("token response token_type is not Bearer")
+    scope = _optional_str(body, "scope")
+    if scope is not None and len(scope) > 512:
+        raise MalformedResponse("token response scope is too long")
+    return TokenResponse(
+        access_token=access_token,
+        refresh_token=_token(body, "refresh_token", required=False),
+        expires_in=expires_in,
+        scope=scope,
+        received_at=received_at,
+    )
+
+
+class ApicbaseClient:
+    """One ``requests.Session`` per container; connection errors retried, nothing else."""
+
+    def __init__(
+        self,
+        *,
+        authorize_url: str,
+        token_url: str,
+        introspect_url: str,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        refresh_read_timeout: float = 25.0,
+        session: requests.Session | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.now = now
+        self.authorize_endpoint = authorize_url
+        self.token_url = token_url
+        self.introspect_url = introspect_url
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        # Generous: after a read timeout the refresh token may already be rotated.
+        self.refresh_read_timeout = refresh_read_timeout
+        self.session = session or requests.Session()
+        # Retry only errors raised before the request was sent: a retried refresh that had
+        # reached Apicbase would present a revoked refresh token.
+        retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.2)
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=32)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers["User-Agent"] = "apicbase-oauth-broker"
+
+    def authorize_url(
+        self,
+        *,
+        client_id: str,
+        redirect_uri: str,
+        scopes: tuple[str, ...],
+        state: str,
+        code_challenge: str | None = None,
+    ) -> str:
+        params = {
+            "response_type": "code",
+            "client_id": client_id,
+            "scope": " ".join(scopes),
+            "state": state,
+            "redirect_uri": redirect_uri,
+        }
+        if code_challenge:
+            params["code_challenge"] = code_challenge
+            params["code_challenge_method"] = "S256"
+        separator = "&" if "?" in self.authorize_endpoint else "?"
+        return f"{self.authorize_endpoint}{separator}{urlencode(params)}"
+
+    def exchange_code(
+        self,
+        credentials: ClientCredentials,
+        *,
+        code: str,
+        redirect_uri: str | None,
+        code_verifier: str | None = None,
+    ) -> TokenResponse:
+        form = {"grant_type": "authorization_code", "code": code}
+        if redirect_uri:
+            form["redirect_uri"] = redirect_uri
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        received_at, body = self._post(self.token_url, credentials, form, self.read_timeout)
+        return parse_token_response(body, received_at)
+
+    def refresh(self, credentials: ClientCredentials, *, refresh_token: str) -> TokenResponse:
+        """Refresh; a response without ``refresh_token`` keeps the one presented."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        received_at, body = self._post(self.token_url, credentials, form, self.refresh_read_timeout)
+        tokens = parse_token_response(body, received_at)
+        if tokens.refresh_token is None:
+            tokens = TokenResponse(
+                access_token=tokens.access_token,
+                refresh_token=refresh_token,
+                expires_in=tokens.expires_in,
+                scope=tokens.scope,
+                received_at=tokens.received_at,
+            )
+        return tokens
+
+    def introspect(self, credentials: ClientCredentials, *, token: str) -> Introspection:
+        _, body = self._post(self.introspect_url, credentials, {"token": token}, self.read_timeout)
+        if body is None or not isinstance(body.get("active"), bool):
+            raise MalformedResponse("introspection response has no boolean active")
+        if not body["active"]:
+            return Introspection(active=False)
+
+        def text(key: str) -> str | None:
+            value = body.get(key)
+            return value[:256] if isinstance(value, str) else None
+
+        exp = body.get("exp")
+        return Introspection(
+            active=True,
+            scope=text("scope"),
+            exp=exp if isinstance(exp, int) and not isinstance(exp, bool) else None,
+            client_id=text("client_id"),
+            username=text("username"),
+        )
+
+    def _post(
+        self,
+        url: str,
+        credentials: ClientCredentials,
+        form: dict[str, str],
+        read_timeout: float,
+    ) -> tuple[float, dict[str, Any] | None]:
+        data = {**form, "client_id": credentials.client_id, "client_secret": credentials.client_secret}
+        try:
+            response = self.session.post(
+                url,
+                data=data,
+                headers={"Accept": "application/json"},
+                timeout=(self.connect_timeout, read_timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectTimeout:
+            raise ApicbaseUnavailable("Apicbase could not be reached", request_sent=False) from None
+        except requests.exceptions.ReadTimeout:
+            raise ApicbaseUnavailable("Apicbase did not answer in time", request_sent=True) from None
+        except requests.exceptions.ConnectionError as exc:
+            # A refused or unresolvable connection never sent anything; a reset after the
+            # request was written leaves its outcome unknown.
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            sent = not isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+            raise ApicbaseUnavailable("the connection to Apicbase failed", request_sent=sent) from None
+        except requests.exceptions.RequestException:
+            raise ApicbaseUnavailable("the request to Apicbase failed", request_sent=True) from None
+        received_at = self.now()
+        return received_at, self._classify(response, received_at)
+
+    @staticmethod
+    def _classify(response: requests.Response, now: float) -> dict[str, Any] | None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return _json_object(response)
+        if status == 429:
+            raise RateLimited(
+                "Apicbase's rate limit was reached",
+                retry_after=_retry_after_seconds(response.headers.get("Retry-After"), now),
+            )
+        if status >= 500:
+            raise ApicbaseUnavailable(f"Apicbase answered HTTP {status}", request_sent=True)
+        body = _json_object(response) or {}
+        error = body.get("error")
+        error = error if isinstance(error, str) and _ERROR_CODE_RE.match(error) else None
+        if error == "invalid_grant":
+            raise InvalidGrant("the authorization grant is invalid, expired, used or revoked")
+        if error == "invalid_client" or status == 401:
+            raise InvalidClient("Apicbase rejected the client id or secret")
+        if 300 <= status < 400:
+            raise ApicbaseRejected(f"Apicbase answered a redirect (HTTP {status}); check the endpoint URLs")
+        raise ApicbaseRejected(
+            f"Apicbase rejected the request: {error or f'HTTP {status}'}", code=error or "apicbase_rejected"
+        )

@@ -1,0 +1,102 @@
+"""The small HTML pages the public callback answers with. Every reflected value is escaped."""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from .errors import BrokerError
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+}
+
+_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f5f6f8; color: #1d2330; margin: 0; }}
+main {{ max-width: 34rem; margin: 12vh auto; background: #fff; border-radius: 12px; padding: 2rem 2.25rem;
+       box-shadow: 0 2px 12px rgba(0,0,0,.08); }}
+h1 {{ font-size: 1.4rem; margin-top: 0; color: {colour}; }}
+p {{ line-height: 1.5; }}
+.hint {{ color: #4a5568; }}
+code {{ background: #eef0f4; padding: .1rem .3rem; border-radius: 4px; }}
+</style>
+</head>
+<body>
+<main>
+<h1>{title}</h1>
+<p>{message}</p>
+{hint}
+</main>
+</body>
+</html>
+"""
+
+_HINTS = {
+    "invalid_state": "Go back to the application you were connecting and start again; sign-in links work once.",
+    "access_denied": "If that was a mistake, start connecting again and choose Authorize.",
+    "invalid_grant": "Start connecting again and finish the Apicbase sign-in within a minute.",
+    "invalid_code": "Start connecting again from your application.",
+    "apicbase_unavailable": "Apicbase is not answering right now. Wait a minute, then start connecting again.",
+    "rate_limited": "Apicbase asked us to slow down. Wait a minute, then start connecting again.",
+    "dependency_unavailable": "The broker is having trouble storing the connection. Try again in a minute.",
+    "invalid_client": "The broker's Apicbase client credentials were rejected. Tell the broker's operator.",
+    "configuration_error": "The broker is not configured correctly. Tell the broker's operator.",
+    "credentials_not_configured": "The broker's Apicbase client credentials are not set. Tell the broker's operator.",
+}
+
+
+def render(status: int, title: str, message: str, hint: str | None = None) -> tuple[int, dict[str, str], str]:
+    colour = "#1f7a4d" if status < 400 else "#b42318"
+    hint_html = f'<p class="hint">{escape(hint)}</p>' if hint else ""
+    body = _TEMPLATE.format(title=escape(title), message=escape(message), hint=hint_html, colour=colour)
+    return status, {"Content-Type": "text/html; charset=utf-8", **SECURITY_HEADERS}, body
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = f"{parts.query}&{urlencode(params)}" if parts.query else urlencode(params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def redirect(url: str) -> tuple[int, dict[str, str], str]:
+    return 302, {"Location": url, **SECURITY_HEADERS}, ""
+
+
+def connected(connection_id: str, username: str | None, return_url: str | None) -> tuple[int, dict[str, str], str]:
+    if return_url:
+        return redirect(with_query(return_url, {"connection_id": connection_id, "status": "connected"}))
+    who = f" as {username}" if username else ""
+    return render(
+        200,
+        "Apicbase connected",
+        f"Your Apicbase library is connected{who} (connection {connection_id}).",
+        "You can close this window.",
+    )
+
+
+def failure(exc: BrokerError) -> tuple[int, dict[str, str], str]:
+    if exc.return_url and exc.connection_id and exc.status < 500:
+        return redirect(with_query(exc.return_url, {"connection_id": exc.connection_id, "error": exc.code}))
+    title = "Connection not completed" if exc.status < 500 else "Something went wrong"
+    return render(exc.status, title, exc.message, _HINTS.get(exc.code))
+
+
+def unexpected() -> tuple[int, dict[str, str], str]:
+    return render(
+        500,
+        "Something went wrong",
+        "The connection could not be completed because of an unexpected error.",
+        "Try again in a minute. If it keeps happening, tell the broker's operator.",
+    )

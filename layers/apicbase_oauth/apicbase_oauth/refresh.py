@@ -1,0 +1,235 @@
+"""Refreshing a connection without ever losing a rotated refresh token.
+
+Apicbase (django-oauth-toolkit) very likely rotates refresh tokens: each refresh revokes the
+token presented. The rules, in order:
+
+1. Single flight: a conditional write takes the connection's lease before Apicbase is called.
+   The lease (``LEASE_SECONDS``) outlives any function's timeout, so it cannot lapse while its
+   holder still runs. The same write returns the item: that is the re-read.
+2. A token that is already fresh (someone refreshed meanwhile) is left alone.
+3. Apicbase answers: the new pair is encrypted and persisted before anything else, conditional
+   on the version read under the lease, with backoff on throttling. It is never logged.
+4. invalid_grant: the store is the only witness. A newer version means someone else stored a
+   rotated pair (success); otherwise the grant is gone: needs_reauthorization, an event, a metric.
+5. Transient failures and 429 keep the status, count failures and back off; no blind retries,
+   because a request that reached Apicbase may have rotated the token already.
+6. invalid_client is the secret's fault, not the connection's: re-read the secret once, then
+   fail loudly.
+
+The one window that cannot be closed: Apicbase rotated the token and the process died before
+the write in step 3 landed. The write is the very next thing after the response (one KMS
+encrypt, one UpdateItem); a failure there is logged as an error with the connection id, and the
+connection is recovered by connecting it again.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+from .apicbase import ClientCredentials, TokenResponse
+from .crypto import TokenPair
+from .deps import Deps
+from .errors import (
+    ApicbaseError,
+    BrokerError,
+    ConditionFailed,
+    ConfigurationError,
+    DependencyUnavailable,
+    InvalidClient,
+    InvalidGrant,
+    NeedsReauthorization,
+    RateLimited,
+    RefreshInProgress,
+    TokenUnreadable,
+)
+from .events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
+from .observability import logger, metrics
+from .store import NEEDS_REAUTHORIZATION, Connection, with_backoff
+
+BACKOFF_BASE_SECONDS = 60
+BACKOFF_MAX_SECONDS = 6 * 3600
+
+REFRESHED = "refreshed"
+ALREADY_FRESH = "already_fresh"
+ROTATED_ELSEWHERE = "rotated_elsewhere"
+SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    outcome: str
+    connection: Connection
+    tokens: TokenPair | None = None  # the plaintext pair when this call stored it
+
+
+def backoff_seconds(failures: int, *, retry_after: float = 0.0, rand: float | None = None) -> int:
+    """Exponential backoff with jitter (half to full), never sooner than Retry-After."""
+    ceiling = min(BACKOFF_BASE_SECONDS * 2 ** max(failures - 1, 0), BACKOFF_MAX_SECONDS)
+    jitter = random.uniform(0.5, 1.0) if rand is None else rand  # noqa: S311 (jitter, not a secret)
+    return int(max(ceiling * jitter, retry_after, 1))
+
+
+def refresh_connection(deps: Deps, connection_id: str, *, min_validity: int, force: bool = False) -> RefreshResult:
+    """Refresh if the access token expires within ``min_validity`` seconds (or always, ``force``).
+
+    Raises RefreshInProgress when another refresher holds the lease, NeedsReauthorization,
+    ConnectionNotFound, or the failure that was recorded.
+    """
+    owner = uuid.uuid4().hex
+    try:
+        connection = deps.store.acquire_lease(connection_id, owner, deps.settings.lease_seconds)
+    except ConditionFailed as held:
+        if held.item and held.item.get("status") == NEEDS_REAUTHORIZATION:
+            raise NeedsReauthorization(
+                f"connection {connection_id} needs to be connected again", code="needs_reauthorization"
+            ) from None
+        raise RefreshInProgress(f"connection {connection_id} is being refreshed by another caller") from None
+
+    if not force and connection.expires_at - int(deps.now()) > min_validity:
+        deps.store.release_lease(connection, owner)
+        return RefreshResult(ALREADY_FRESH, connection)
+    if connection.interrupted_lease_until:
+        logger.warning("previous refresh was interrupted", connection_id=connection_id)
+
+    try:
+        current = deps.cipher.decrypt(connection_id, connection.tokens)
+        response = _refresh_at_apicbase(deps, connection, current.refresh_token)
+    except InvalidGrant:
+        return _on_invalid_grant(deps, connection, owner)
+    except (ApicbaseError, DependencyUnavailable, ConfigurationError, TokenUnreadable) as exc:
+        _on_failure(deps, connection, owner, exc)
+        raise
+    return _persist(deps, connection, response, current)
+
+
+def _credentials(deps: Deps, connection: Connection, *, force_fetch: bool = False) -> ClientCredentials:
+    credentials = deps.credentials.get(connection.application, force_fetch=force_fetch)
+    if credentials.client_id != connection.client_id:
+        # A refresh must use the application that issued the token.
+        raise ConfigurationError(
+            f"connection {connection.connection_id} belongs to client {connection.client_id}, but application "
+            f"{connection.application!r} in the secret now has client {credentials.client_id}",
+            code="client_mismatch",
+        )
+    return credentials
+
+
+def _refresh_at_apicbase(deps: Deps, connection: Connection, refresh_token: str) -> TokenResponse:
+    credentials = _credentials(deps, connection)
+    try:
+        return deps.apicbase.refresh(credentials, refresh_token=refresh_token)
+    except InvalidClient:
+        # Apicbase authenticates the client before it looks at the refresh token, so one retry
+        # with a rotated secret cannot burn the token.
+        fresh = _credentials(deps, connection, force_fetch=True)
+        if fresh == credentials:
+            raise
+        logger.info("client secret changed; retrying once", connection_id=connection.connection_id)
+        return deps.apicbase.refresh(fresh, refresh_token=refresh_token)
+
+
+def _persist(deps: Deps, connection: Connection, response: TokenResponse, current: TokenPair) -> RefreshResult:
+    # The new refresh token exists only in memory until this write lands.
+    pair = TokenPair(response.access_token, response.refresh_token or current.refresh_token)
+    try:
+        ciphertext = with_backoff(lambda: deps.cipher.encrypt(connection.connection_id, pair), sleep=deps.sleep)
+        stored = with_backoff(
+            lambda: deps.store.save_refreshed(
+                connection, tokens=ciphertext, expires_at=response.expires_at, scope=response.scope
+            ),
+            sleep=deps.sleep,
+        )
+    except ConditionFailed:
+        # Reconnected or deleted while we refreshed: the newer grant wins, ours is discarded.
+        metrics.add_metric(name="RefreshSuperseded", unit="Count", value=1)
+        logger.warning("refreshed pair superseded by a newer grant", connection_id=connection.connection_id)
+        return RefreshResult(SUPERSEDED, deps.store.get(connection.connection_id))
+    except Exception:
+        metrics.add_metric(name="RotatedTokenNotStored", unit="Count", value=1)
+        logger.error(
+            "refreshed tokens could not be stored; if Apicbase rotated the refresh token, "
+            "the connection must be connected again",
+            connection_id=connection.connection_id,
+        )
+        raise
+    metrics.add_metric(name="Refreshed", unit="Count", value=1)
+    logger.info(
+        "refreshed",
+        connection_id=connection.connection_id,
+        version=stored.version,
+        expires_at=stored.expires_at,
+        rotated=pair.refresh_token != current.refresh_token,
+    )
+    return RefreshResult(REFRESHED, stored, pair)
+
+
+def _on_invalid_grant(deps: Deps, connection: Connection, owner: str) -> RefreshResult:
+    # The store is the only witness: a lost race and a revoked grant both say invalid_grant.
+    latest = deps.store.get(connection.connection_id)
+    if latest.version != connection.version:
+        deps.store.release_lease(latest, owner)
+        metrics.add_metric(name="RotationRecovered", unit="Count", value=1)
+        logger.info("refresh token was rotated by another refresher", connection_id=connection.connection_id)
+        return RefreshResult(ROTATED_ELSEWHERE, latest)
+    reason = (
+        "refresh_token_rejected_after_interrupted_refresh"
+        if connection.interrupted_lease_until
+        else "refresh_token_rejected"
+    )
+    try:
+        marked = deps.store.mark_needs_reauthorization(connection, reason=reason)
+    except ConditionFailed:
+        return RefreshResult(ROTATED_ELSEWHERE, deps.store.get(connection.connection_id))
+    metrics.add_metric(name="ReauthorizationRequired", unit="Count", value=1)
+    logger.warning("connection needs reauthorization", connection_id=connection.connection_id, reason=reason)
+    deps.events.publish(
+        REAUTHORIZATION_REQUIRED,
+        {
+            "connection_id": marked.connection_id,
+            "application": marked.application,
+            "client_id": marked.client_id,
+            "username": marked.username,
+            "reason": reason,
+        },
+    )
+    raise NeedsReauthorization(f"connection {connection.connection_id} needs to be connected again")
+
+
+def _on_failure(deps: Deps, connection: Connection, owner: str, exc: BrokerError) -> None:
+    failures = connection.consecutive_failures + 1
+    retry_after = exc.retry_after if isinstance(exc, RateLimited) else 0.0
+    next_attempt_at = int(deps.now()) + backoff_seconds(failures, retry_after=retry_after)
+    if isinstance(exc, InvalidClient):
+        metrics.add_metric(name="InvalidClient", unit="Count", value=1)
+        logger.error(
+            "Apicbase rejected the client credentials; fix the secret",
+            application=connection.application,
+            client_id=connection.client_id,
+        )
+    metrics.add_metric(name="RefreshFailed", unit="Count", value=1)
+    logger.warning(
+        "refresh failed",
+        connection_id=connection.connection_id,
+        error=exc.code,
+        consecutive_failures=failures,
+        next_attempt_at=next_attempt_at,
+    )
+    try:
+        deps.store.record_failure(connection, owner, error=exc.code, next_attempt_at=next_attempt_at)
+    except DependencyUnavailable:
+        logger.error(
+            "refresh failure not recorded; the lease expires on its own", connection_id=connection.connection_id
+        )
+    if failures == deps.settings.failure_warning_threshold:
+        deps.events.publish(
+            REFRESH_FAILING,
+            {
+                "connection_id": connection.connection_id,
+                "application": connection.application,
+                "username": connection.username,
+                "consecutive_failures": failures,
+                "error": exc.code,
+            },
+        )

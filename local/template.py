@@ -1,0 +1,167 @@
+"""Reads template.yaml so that tests and the local run build exactly what CloudFormation builds.
+
+CloudFormation's short tags (!Ref, !Sub, !GetAtt, ...) become their long forms; ``resolve``
+turns them into values given the physical names of the resources.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct(tag: str):  # type: ignore[no-untyped-def]
+    name = "Ref" if tag == "Ref" else f"Fn::{tag}"
+
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+            if tag == "GetAtt":
+                value = str(value).split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {name: value}
+
+    return construct
+
+
+for _tag in ("Ref", "Sub", "GetAtt", "If", "Not", "Equals", "FindInMap", "Join", "Select", "Split", "And", "Or"):
+    _CfnLoader.add_constructor(f"!{_tag}", _construct(_tag))
+
+
+def load(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 (SafeLoader subclass)
+
+
+def resource(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    return template["Resources"][logical_id]
+
+
+def resources_of_type(template: dict[str, Any], type_name: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_name}
+
+
+def parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+
+
+def resolve(value: Any, refs: dict[str, str]) -> Any:
+    """Resolve intrinsic functions given ``refs``: names for !Ref, ``Logical.Attr`` for !GetAtt."""
+    if isinstance(value, dict) and len(value) == 1:
+        (key, arg), = value.items()
+        if key == "Ref":
+            return refs[arg]
+        if key == "Fn::GetAtt":
+            return refs[".".join(arg)]
+        if key == "Fn::Sub":
+            text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+            local = {**refs, **{k: str(resolve(v, refs)) for k, v in variables.items()}}
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(local[m.group(1)]), text)
+        if key == "Fn::If":
+            condition, when_true, when_false = arg
+            return resolve(when_true if refs.get(f"Condition:{condition}") == "true" else when_false, refs)
+    if isinstance(value, dict):
+        return {k: resolve(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, refs) for v in value]
+    return value
+
+
+def dynamodb_create_table_kwargs(template: dict[str, Any], logical_id: str, table_name: str) -> dict[str, Any]:
+    """CreateTable arguments from the table's own properties (SSE and PITR are the cloud's job)."""
+    props = resource(template, logical_id)["Properties"]
+    kwargs: dict[str, Any] = {
+        "TableName": table_name,
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "BillingMode": props["BillingMode"],
+    }
+    if props.get("GlobalSecondaryIndexes"):
+        kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    return kwargs
+
+
+def ttl_attribute(template: dict[str, Any], logical_id: str) -> str | None:
+    spec = resource(template, logical_id)["Properties"].get("TimeToLiveSpecification") or {}
+    return spec.get("AttributeName") if spec.get("Enabled") else None
+
+
+@dataclass(frozen=True)
+class Function:
+    logical_id: str
+    code_uri: str
+    handler: str
+    environment: dict[str, Any]
+    events: dict[str, Any]
+    properties: dict[str, Any]
+
+    @property
+    def module_path(self) -> Path:
+        module, _ = self.handler.rsplit(".", 1)
+        return ROOT / self.code_uri / (module.replace(".", "/") + ".py")
+
+    @property
+    def handler_name(self) -> str:
+        return self.handler.rsplit(".", 1)[1]
+
+
+def functions(template: dict[str, Any]) -> dict[str, Function]:
+    global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    result = {}
+    for logical_id, res in resources_of_type(template, "AWS::Serverless::Function").items():
+        props = res["Properties"]
+        env = {**global_env, **props.get("Environment", {}).get("Variables", {})}
+        result[logical_id] = Function(
+            logical_id=logical_id,
+            code_uri=props["CodeUri"],
+            handler=props["Handler"],
+            environment=env,
+            events=props.get("Events", {}),
+            properties=props,
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # as in the template: /connections/{connection_id}
+    function: str
+    authorizer: str  # AWS_IAM or NONE
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def pattern(self) -> re.Pattern[str]:
+        regex = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
+        return re.compile(f"^{regex}$")
+
+
+def http_routes(template: dict[str, Any]) -> list[Route]:
+    default_auth = (
+        template.get("Resources", {}).get("HttpApi", {}).get("Properties", {}).get("Auth", {}).get("DefaultAuthorizer")
+    ) or "NONE"
+    routes = []
+    for fn in functions(template).values():
+        for event in fn.events.values():
+            if event["Type"] != "HttpApi":
+                continue
+            props = event["Properties"]
+            auth = props.get("Auth", {}).get("Authorizer", default_auth)
+            routes.append(Route(props["Method"].upper(), props["Path"], fn.logical_id, auth))
+    return routes

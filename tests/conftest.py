@@ -1,0 +1,176 @@
+"""Shared fixtures: fake AWS credentials, moto resources built from template.yaml, a fake
+Apicbase, a controllable clock, a Lambda context, and the handlers loaded as Lambda would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+import responses
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+
+from apicbase_oauth import deps as deps_module
+from apicbase_oauth.config import Settings
+from local import aws as local_aws
+from local import template as tpl
+from tests import fakes
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+REGION = "eu-west-1"
+CALLBACK_URL = "https://broker.example.com/oauth/callback"
+
+
+@pytest.fixture(autouse=True)
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials, and no endpoint override: unit tests never leave the process."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "POWERTOOLS_METRICS_NAMESPACE": "ApicbaseOAuthBrokerTest",
+        "POWERTOOLS_SERVICE_NAME": "apicbase-oauth-broker",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def clear_parameter_caches() -> Iterator[None]:
+    parameters.clear_caches()
+    yield
+    parameters.clear_caches()
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    return tpl.load()
+
+
+class Clock:
+    """Time that tests move by hand; ``sleep`` advances it instead of waiting."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.value = start
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+    sleep = advance
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@dataclass
+class Aws:
+    session: boto3.session.Session
+    refs: dict[str, str]
+
+    def env(self, template: dict[str, Any], logical_id: str) -> dict[str, str]:
+        return local_aws.function_environment(template, logical_id, self.refs)
+
+    @property
+    def table(self) -> Any:
+        return self.session.resource("dynamodb").Table(self.refs["ConnectionsTable"])
+
+
+@pytest.fixture
+def aws(template: dict[str, Any]) -> Iterator[Aws]:
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        refs = local_aws.provision(
+            session,
+            template,
+            applications=fakes.APPLICATIONS,
+            parameters={
+                "ApicbaseAuthorizeUrl": fakes.AUTHORIZE_URL,
+                "ApicbaseTokenUrl": fakes.TOKEN_URL,
+                "ApicbaseIntrospectUrl": fakes.INTROSPECT_URL,
+                "CallbackUrlOverride": CALLBACK_URL,
+            },
+        )
+        yield Aws(session=session, refs=refs)
+
+
+@pytest.fixture
+def settings(aws: Aws, template: dict[str, Any]) -> Settings:
+    # The scheduler's environment is the widest (it adds the queue and the window).
+    env = {**aws.env(template, "ConnectionsFunction"), **aws.env(template, "RefreshSchedulerFunction")}
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def deps(aws: Aws, settings: Settings, clock: Clock) -> deps_module.Deps:
+    built = deps_module.build(settings, session=aws.session, now=clock)
+    built.sleep = clock.sleep
+    return built
+
+
+@pytest.fixture
+def apicbase(clock: Clock) -> Iterator[fakes.FakeApicbase]:
+    fake = fakes.FakeApicbase(now=clock)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.register(mock)
+        yield fake
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:test-function"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext(aws_request_id=str(uuid.uuid4()))
+
+
+@pytest.fixture
+def load_handler(
+    aws: Aws, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], ModuleType]:
+    """Import a function's handler module fresh, with the environment the template gives it,
+    under a unique module name (every function's module is called ``app``)."""
+
+    def load(logical_id: str) -> ModuleType:
+        for name, value in aws.env(template, logical_id).items():
+            monkeypatch.setenv(name, value)
+        fn = tpl.functions(template)[logical_id]
+        name = f"handler_{logical_id}_{uuid.uuid4().hex[:8]}"
+        spec = importlib.util.spec_from_file_location(name, fn.module_path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())

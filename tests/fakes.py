@@ -1,0 +1,141 @@
+"""A fake Apicbase token and introspection endpoint for ``responses``: issues codes, rotates
+refresh tokens like django-oauth-toolkit (each refresh revokes the token presented), and counts
+every request. Thread-safe, so concurrent refreshers can be tested."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import responses
+
+AUTHORIZE_URL = "https://app.apicbase.test/oauth/authorize/"
+TOKEN_URL = "https://api.apicbase.test/oauth/token/"
+INTROSPECT_URL = "https://api.apicbase.test/oauth/introspect/"
+CLIENT_ID = "client-default"
+CLIENT_SECRET = "secret-default-0123456789"
+APPLICATIONS = {"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
+
+
+@dataclass
+class FakeApicbase:
+    client_id: str = CLIENT_ID
+    client_secret: str = CLIENT_SECRET
+    expires_in: int = 604800
+    username: str = "chef@example.com"
+    rotate: bool = True
+    now: Callable[[], float] = time.time
+    codes: dict[str, str] = field(default_factory=dict)  # code -> scope
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # live refresh token -> scope
+    access_tokens: dict[str, float] = field(default_factory=dict)  # access token -> exp
+    revoked: set[str] = field(default_factory=set)
+    token_requests: int = 0
+    refresh_requests: int = 0
+    introspections: int = 0
+    issued_refresh_tokens: list[str] = field(default_factory=list)
+    # Scripted answers for the next token requests: (status, body or text, headers)
+    scripted: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
+    delay: float = 0.0
+    _counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def issue_code(self, scope: str = "accounts library") -> str:
+        code = f"code{next(self._counter):06d}"
+        self.codes[code] = scope
+        return code
+
+    def issue_pair(self, scope: str = "accounts library") -> tuple[str, str]:
+        """A pair as if obtained elsewhere (for imports and seeded connections)."""
+        with self._lock:
+            return self._pair(scope)
+
+    def _pair(self, scope: str) -> tuple[str, str]:
+        n = next(self._counter)
+        access, refresh = f"access{n:06d}", f"refresh{n:06d}"
+        self.access_tokens[access] = self.now() + self.expires_in
+        self.refresh_tokens[refresh] = scope
+        self.issued_refresh_tokens.append(refresh)
+        return access, refresh
+
+    def revoke_all(self) -> None:
+        with self._lock:
+            self.revoked.update(self.refresh_tokens)
+            self.refresh_tokens.clear()
+            self.access_tokens.clear()
+
+    def register(self, mock: responses.RequestsMock) -> None:
+        mock.add_callback(responses.POST, TOKEN_URL, callback=self._token)
+        mock.add_callback(responses.POST, INTROSPECT_URL, callback=self._introspect)
+
+    def _client_ok(self, form: dict[str, str]) -> bool:
+        return form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
+
+    def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
+        form = {k: v[0] for k, v in parse_qs(request.body).items()}
+        if self.delay:
+            time.sleep(self.delay)
+        with self._lock:
+            self.token_requests += 1
+            if form.get("grant_type") == "refresh_token":
+                self.refresh_requests += 1
+            if self.scripted:
+                status, body, headers = self.scripted.pop(0)
+                text = body if isinstance(body, str) else json.dumps(body)
+                return status, headers, text
+            if not self._client_ok(form):
+                return 401, {}, json.dumps({"error": "invalid_client"})
+            grant = form.get("grant_type")
+            if grant == "authorization_code":
+                scope = self.codes.pop(form.get("code", ""), None)
+                if scope is None:
+                    return 400, {}, json.dumps({"error": "invalid_grant"})
+            elif grant == "refresh_token":
+                presented = form.get("refresh_token", "")
+                scope = self.refresh_tokens.get(presented)
+                if scope is None:
+                    return 400, {}, json.dumps({"error": "invalid_grant"})
+                if self.rotate:
+                    del self.refresh_tokens[presented]
+                    self.revoked.add(presented)
+            else:
+                return 400, {}, json.dumps({"error": "unsupported_grant_type"})
+            access, refresh = self._pair(scope)
+            if not self.rotate and grant == "refresh_token":
+                del self.refresh_tokens[refresh]
+                refresh = form["refresh_token"]
+            body = {
+                "access_token": access,
+                "refresh_token": refresh,
+                "expires_in": self.expires_in,
+                "token_type": "Bearer",
+                "scope": scope,
+            }
+            return 200, {}, json.dumps(body)
+
+    def _introspect(self, request: Any) -> tuple[int, dict[str, str], str]:
+        form = {k: v[0] for k, v in parse_qs(request.body).items()}
+        with self._lock:
+            self.introspections += 1
+            if not self._client_ok(form):
+                return 401, {}, json.dumps({"error": "invalid_client"})
+            exp = self.access_tokens.get(form.get("token", ""))
+            if exp is None or exp < self.now():
+                return 200, {}, json.dumps({"active": False})
+            body = {
+                "active": True,
+                "scope": "accounts library",
+                "exp": int(exp),
+                "client_id": self.client_id,
+                "username": self.username,
+            }
+            return 200, {}, json.dumps(body)
+
+    @property
+    def live_refresh_tokens(self) -> set[str]:
+        return set(self.refresh_tokens)
