@@ -1,0 +1,1 @@
+"""Command line for the Apicbase OAuth Broker's admin API (console script ``apicbase-broker``)."""

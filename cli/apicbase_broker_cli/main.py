@@ -1,0 +1,289 @@
+"""``apicbase-broker``: the operator's command line for the broker's admin API.
+
+Exit codes: 0 ok, 1 the API failed or could not be reached, 2 usage or configuration,
+3 the connection needs to be connected again, 4 no such connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import webbrowser
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+
+from . import output
+from .client import AdminApi, ApiError, UsageError, is_local, region_from_url
+
+OK, API_FAILED, USAGE, NEEDS_REAUTHORIZATION, NOT_FOUND = 0, 1, 2, 3, 4
+ENV_API_URL = "APICBASE_BROKER_API_URL"
+ENV_STACK = "APICBASE_BROKER_STACK"
+
+# One line that says what to do, by the API's error code.
+HINTS = {
+    "needs_reauthorization": "connect it again: apicbase-broker connect {id}",
+    "connection_not_found": "see the connections that exist: apicbase-broker list",
+    "invalid_grant": "the code expired (60 s) or was used; start again: apicbase-broker connect {id}",
+    "invalid_client": "fix the client id/secret in the stack's secret (output SecretArn), then retry",
+    "client_mismatch": "the secret's client id changed; put the original application back or reconnect",
+    "refresh_in_progress": "another refresh is running; retry in a few seconds",
+    "rate_limited": "Apicbase is rate limiting (100 requests/minute); retry in a minute",
+    "apicbase_unavailable": "Apicbase did not answer; retry later",
+    "dependency_unavailable": "an AWS dependency failed; retry in a few seconds",
+    "configuration_error": "the stack's configuration is wrong; see the function's logs",
+    "forbidden": "the API refused the signature: check AWS credentials, region and execute-api:Invoke",
+    "throttled": "the API is throttling; retry in a few seconds",
+    "unreachable": "check --api-url (or start the local run: python -m local.run)",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its message
+        return OK if exc.code == 0 else USAGE
+    try:
+        result = args.command(args, _api(args))
+    except UsageError as exc:
+        _fail(f"{exc}")
+        return USAGE
+    except ApiError as exc:
+        return _api_failed(args, exc)
+    except KeyboardInterrupt:
+        return USAGE
+    output.emit(result, as_json=args.json)
+    return OK
+
+
+def _api_failed(args: argparse.Namespace, exc: ApiError) -> int:
+    hint = HINTS.get(exc.code, "see the API's logs for details").format(id=getattr(args, "connection_id", "ID"))
+    where = f"HTTP {exc.status}, " if exc.status else ""
+    _fail(f"{exc.message.rstrip('.')} ({where}{exc.code}); {hint}")
+    if args.json:
+        print(json.dumps({"error": {"status": exc.status, "code": exc.code, "message": exc.message}}))
+    if exc.code in {"needs_reauthorization", "invalid_grant"}:
+        return NEEDS_REAUTHORIZATION
+    if exc.code == "connection_not_found":
+        return NOT_FOUND
+    return API_FAILED
+
+
+def _fail(message: str) -> None:
+    print(f"apicbase-broker: error: {message}", file=sys.stderr)
+
+
+# --- configuration -------------------------------------------------------------------------------
+def _api(args: argparse.Namespace) -> AdminApi:
+    url = args.api_url or os.environ.get(ENV_API_URL)
+    if url and is_local(url):
+        return AdminApi(url)
+    session = _session(args)
+    if not url:
+        stack = args.stack_name or os.environ.get(ENV_STACK)
+        if not stack:
+            raise UsageError(f"no API URL: pass --api-url, set {ENV_API_URL}, or pass --stack-name")
+        url = stack_api_url(session, stack)
+    region = args.region or region_from_url(url) or session.region_name
+    return AdminApi(url, credentials=session.get_credentials(), region=region)
+
+
+def _session(args: argparse.Namespace) -> Any:
+    try:
+        return boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    except ProfileNotFound as exc:
+        raise UsageError(str(exc)) from None
+
+
+def stack_api_url(session: Any, stack_name: str) -> str:
+    """The ``ApiUrl`` output of the deployed stack."""
+    try:
+        stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    except (ClientError, BotoCoreError) as exc:
+        raise UsageError(f"cannot read stack {stack_name!r} ({exc}); check --stack-name and --region") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    if "ApiUrl" not in outputs:
+        raise UsageError(f"stack {stack_name!r} has no ApiUrl output; is it the broker's stack?")
+    return outputs["ApiUrl"]
+
+
+# --- commands ------------------------------------------------------------------------------------
+def _path(args: argparse.Namespace, suffix: str = "") -> str:
+    return f"/connections/{args.connection_id}{suffix}"
+
+
+def cmd_connect(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    body: dict[str, Any] = {"connection_id": args.connection_id}
+    for key in ("scopes", "return_url", "application"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
+    session = api.request("POST", "/connect-sessions", body=body).body
+    session.pop("state", None)  # it is in the URL already; nothing else needs it
+    if args.open:
+        webbrowser.open(session["authorize_url"])
+    text = (
+        f"Open this URL to connect {session['connection_id']} (valid until {session['expires_at']}):\n"
+        f"{session['authorize_url']}\n"
+        f"Apicbase redirects to {session['redirect_uri']}; it must be registered in your Apicbase application."
+    )
+    return output.Result(session, text)
+
+
+def cmd_list(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    query = {"limit": str(args.limit)}
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = api.request("GET", "/connections", query=query).body
+        rows.extend(page["connections"])
+        if not (args.all and page.get("next_cursor")):
+            break
+        query["cursor"] = page["next_cursor"]
+    data = {"connections": rows, "next_cursor": None if args.all else page.get("next_cursor")}
+    text = output.table(rows, ["connection_id", "status", "application", "username", "updated_at"])
+    if data["next_cursor"]:
+        text += "\n(more: use --all)"
+    return output.Result(data, text)
+
+
+def cmd_show(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    query = {"introspect": "true"} if args.introspect else None
+    view = api.request("GET", _path(args), query=query).body
+    return output.Result(view, output.fields(view))
+
+
+def cmd_token(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    view = api.request("GET", _path(args, "/token")).body
+    # Alone on stdout, so that `$(apicbase-broker token ID)` is the token.
+    return output.Result(view, view["access_token"])
+
+
+def cmd_refresh(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    view = api.request("POST", _path(args, "/refresh")).body
+    return output.Result(view, output.fields(view))
+
+
+def cmd_paste_code(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    body: dict[str, Any] = {"code": _secret_input("Authorization code: ")}
+    if args.application:
+        body["application"] = args.application
+    if args.redirect_uri:
+        body["redirect_uri"] = args.redirect_uri
+    view = api.request("POST", _path(args, "/authorization-code"), body=body).body
+    return output.Result(view, output.fields(view))
+
+
+def cmd_import_tokens(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    body = _tokens_input(args.file)
+    if args.expires_in is not None:
+        body["expires_in"] = args.expires_in
+    if args.application:
+        body["application"] = args.application
+    view = api.request("PUT", _path(args, "/tokens"), body=body).body
+    return output.Result(view, output.fields(view))
+
+
+def cmd_disconnect(args: argparse.Namespace, api: AdminApi) -> output.Result:
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("disconnect deletes the stored tokens; pass --yes to confirm")
+        if input(f"Delete connection {args.connection_id} and its tokens? [y/N] ").strip().lower() != "y":
+            raise UsageError("not confirmed; nothing was deleted")
+    api.request("DELETE", _path(args))
+    return output.Result({"connection_id": args.connection_id, "disconnected": True}, "disconnected")
+
+
+# --- secrets come from stdin or a prompt, never from argv (shell history, ps) --------------------------
+def _secret_input(prompt: str) -> str:
+    value = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline()
+    value = value.strip()
+    if not value:
+        raise UsageError(f"nothing read for {prompt.rstrip(': ').lower()}; pipe it on stdin")
+    return value
+
+
+def _tokens_input(path: str | None) -> dict[str, Any]:
+    if path is None and sys.stdin.isatty():
+        return {"access_token": _secret_input("Access token: "), "refresh_token": _secret_input("Refresh token: ")}
+    try:
+        if path is None:
+            raw = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                raw = handle.read()
+        data = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"expected JSON with access_token and refresh_token ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not {"access_token", "refresh_token"} <= data.keys():
+        raise UsageError('expected JSON like {"access_token": "...", "refresh_token": "..."}')
+    return {k: data[k] for k in ("access_token", "refresh_token", "expires_in") if k in data}
+
+
+# --- arguments -----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: options given before the command are not overwritten by the subcommand's defaults.
+    s = argparse.SUPPRESS
+    common.add_argument("--api-url", default=s, help=f"admin API base URL (or {ENV_API_URL})")
+    common.add_argument("--stack-name", default=s, help=f"read ApiUrl from this stack's outputs (or {ENV_STACK})")
+    common.add_argument("--region", default=s, help="AWS region (default: from the URL or your AWS config)")
+    common.add_argument("--profile", default=s, help="AWS profile to sign with")
+    common.add_argument("--json", action="store_true", default=s, help="machine-readable output")
+
+    parser = argparse.ArgumentParser(
+        prog="apicbase-broker",
+        parents=[common],
+        description="Operate an Apicbase OAuth Broker: connect libraries, inspect connections, get tokens.",
+        epilog="Exit codes: 0 ok, 1 API error, 2 usage, 3 needs reauthorization, 4 not found.",
+    )
+    parser.set_defaults(api_url=None, stack_name=None, region=None, profile=None, json=False)
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., output.Result], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(command=handler)
+        return sub
+
+    def with_id(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("connection_id", help="your id for the connection (e.g. the library's id)")
+        return sub
+
+    connect = with_id(command("connect", cmd_connect, "start connecting a library: prints the URL to open"))
+    connect.add_argument("--scopes", nargs="+", help="Apicbase scopes (default: the stack's DefaultScopes)")
+    connect.add_argument("--return-url", help="where the callback sends the person afterwards")
+    connect.add_argument("--application", help="the application in the secret (default: default)")
+    connect.add_argument("--open", action="store_true", help="open the URL in a browser")
+
+    listing = command("list", cmd_list, "list connections")
+    listing.add_argument("--limit", type=int, default=50, choices=range(1, 101), metavar="1..100")
+    listing.add_argument("--all", action="store_true", help="follow the pages to the end")
+
+    show = with_id(command("show", cmd_show, "show a connection (never its tokens)"))
+    show.add_argument("--introspect", action="store_true", help="also ask Apicbase whether the token is active")
+
+    with_id(command("token", cmd_token, "print a valid access token, alone, on stdout"))
+    with_id(command("refresh", cmd_refresh, "refresh a connection now"))
+
+    paste = with_id(command("paste-code", cmd_paste_code, "exchange a code copied from Apicbase (read on stdin)"))
+    paste.add_argument("--application", help="the application in the secret (default: default)")
+    paste.add_argument("--redirect-uri", help="the redirect URI the code was issued for, if any")
+
+    tokens = with_id(
+        command("import-tokens", cmd_import_tokens, "store tokens obtained elsewhere (JSON on stdin or --file)")
+    )
+    tokens.add_argument("--file", help='JSON file {"access_token", "refresh_token", "expires_in"?}')
+    tokens.add_argument("--expires-in", type=int, help="seconds the access token stays valid")
+    tokens.add_argument("--application", help="the application in the secret (default: default)")
+
+    disconnect = with_id(command("disconnect", cmd_disconnect, "delete a connection and its tokens"))
+    disconnect.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
