@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
 from apicbase_oauth import deps as deps_module
+from apicbase_oauth import observability
 from apicbase_oauth.config import Settings
 from local import aws as local_aws
 from local import template as tpl
@@ -160,6 +162,9 @@ def load_handler(
     def load(logical_id: str) -> ModuleType:
         for name, value in aws.env(template, logical_id).items():
             monkeypatch.setenv(name, value)
+        # A container reads the metrics namespace when it creates Metrics; the shared one was
+        # created at the tests' first import, before this environment existed.
+        monkeypatch.setattr(observability.metrics, "namespace", os.environ["POWERTOOLS_METRICS_NAMESPACE"])
         fn = tpl.functions(template)[logical_id]
         name = f"handler_{logical_id}_{uuid.uuid4().hex[:8]}"
         spec = importlib.util.spec_from_file_location(name, fn.module_path)
