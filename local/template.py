@@ -136,6 +136,16 @@ def functions(template: dict[str, Any]) -> dict[str, Function]:
     return result
 
 
+def policy_statements(function: Function) -> list[dict[str, Any]]:
+    """The IAM statements of the function's inline policies (SAM ``Policies`` documents)."""
+    statements: list[dict[str, Any]] = []
+    for policy in function.properties.get("Policies", []):
+        if isinstance(policy, dict) and "Statement" in policy:
+            body = policy["Statement"]
+            statements.extend(body if isinstance(body, list) else [body])
+    return statements
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
