@@ -225,23 +225,27 @@ def _tokens_input(path: str | None) -> dict[str, Any]:
 
 
 # --- arguments -----------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: options given before the command are not overwritten by the subcommand's defaults.
-    s = argparse.SUPPRESS
-    common.add_argument("--api-url", default=s, help=f"admin API base URL (or {ENV_API_URL})")
-    common.add_argument("--stack-name", default=s, help=f"read ApiUrl from this stack's outputs (or {ENV_STACK})")
-    common.add_argument("--region", default=s, help="AWS region (default: from the URL or your AWS config)")
-    common.add_argument("--profile", default=s, help="AWS profile to sign with")
-    common.add_argument("--json", action="store_true", default=s, help="machine-readable output")
+def _common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> argparse.ArgumentParser:
+    # Given again after the command: SUPPRESS there, so a default cannot overwrite a value given before it.
+    none, false = (argparse.SUPPRESS, argparse.SUPPRESS) if suppress else (None, False)
+    parser.add_argument("--api-url", default=none, help=f"admin API base URL (or {ENV_API_URL})")
+    parser.add_argument("--stack-name", default=none, help=f"read ApiUrl from this stack's outputs (or {ENV_STACK})")
+    parser.add_argument("--region", default=none, help="AWS region (default: from the URL or your AWS config)")
+    parser.add_argument("--profile", default=none, help="AWS profile to sign with")
+    parser.add_argument("--json", action="store_true", default=false, help="machine-readable output")
+    return parser
 
-    parser = argparse.ArgumentParser(
-        prog="apicbase-broker",
-        parents=[common],
-        description="Operate an Apicbase OAuth Broker: connect libraries, inspect connections, get tokens.",
-        epilog="Exit codes: 0 ok, 1 API error, 2 usage, 3 needs reauthorization, 4 not found.",
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common_options(argparse.ArgumentParser(add_help=False), suppress=True)
+    parser = _common_options(
+        argparse.ArgumentParser(
+            prog="apicbase-broker",
+            description="Operate an Apicbase OAuth Broker: connect libraries, inspect connections, get tokens.",
+            epilog="Exit codes: 0 ok, 1 API error, 2 usage, 3 needs reauthorization, 4 not found.",
+        ),
+        suppress=False,
     )
-    parser.set_defaults(api_url=None, stack_name=None, region=None, profile=None, json=False)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[..., output.Result], help_text: str) -> argparse.ArgumentParser:

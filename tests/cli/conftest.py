@@ -1,0 +1,48 @@
+"""The CLI against the admin API's real handler, served on 127.0.0.1 by tests/cli/apigw.py
+(moto for AWS, the fake Apicbase for Apicbase)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cli"))
+
+from apicbase_broker_cli.main import main
+
+from tests.cli import apigw
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def broker(aws, apicbase, template, load_handler, lambda_context, monkeypatch) -> Iterator[apigw.Served]:
+    """The admin API and the callback, served on 127.0.0.1."""
+    monkeypatch.delenv("APICBASE_BROKER_API_URL", raising=False)
+    handlers = {name: load_handler(name) for name in ("ConnectionsFunction", "CallbackFunction")}
+    with apigw.serve(template, handlers, lambda_context) as served:
+        yield served
+
+
+@pytest.fixture
+def cli(broker, capsys, monkeypatch) -> Callable[..., Run]:
+    """Run ``apicbase-broker --api-url <local> ARGS`` in-process, with ``stdin`` piped."""
+
+    def run(*args: str, stdin: str = "") -> Run:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(["--api-url", broker.url, *args])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
