@@ -1,0 +1,294 @@
+"""The public callback, through its real Lambda handler: the state is consumed before anything
+else, every failure is a page that says what to do, and nothing secret is echoed or logged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from apicbase_oauth import usecases
+from apicbase_oauth.errors import ApicbaseUnavailable
+from apicbase_oauth.store import state_key
+from tests import fakes
+from tests.conftest import load_event
+from tests.unit.logcapture import captured_logs
+
+CID = "lib-42"
+RETURN_URL = "https://integrator.example.com/apicbase/done?tenant=7"
+FORGED_STATE = "A" * 43  # the shape of a real state, never issued
+SCRIPT = "<script>alert(1)</script>"
+
+Callback = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def callback(load_handler, deps, lambda_context) -> Callback:
+    """Call the callback handler with query parameters, as API Gateway would."""
+    module = load_handler("CallbackFunction")
+    module.DEPS = deps  # the test's clock and moto session, so states expire when the test says
+
+    def call(params: dict[str, str], *, event_name: str = "callback.json") -> dict[str, Any]:
+        event = load_event(event_name)
+        event["queryStringParameters"] = params or None  # API Gateway omits an empty query
+        event["rawQueryString"] = urlencode(params)
+        return module.lambda_handler(event, lambda_context)
+
+    return call
+
+
+def start(deps, **fields: Any) -> str:
+    """A connect session for CID, as an integrator starts it; returns its one-time state."""
+    return usecases.start_connect_session(deps, {"connection_id": CID, **fields}, request_domain=None)["state"]
+
+
+def state_item(deps, state: str) -> dict[str, Any] | None:
+    return deps.store.table.get_item(Key={"pk": state_key(state)}).get("Item")
+
+
+def assert_page(response: dict[str, Any], status: int) -> str:
+    """A clean HTML page that no cache or referrer keeps; returns its body."""
+    headers = response["headers"]
+    assert response["statusCode"] == status
+    assert headers["Content-Type"].startswith("text/html")
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    return response["body"]
+
+
+# --- success -----------------------------------------------------------------------------------
+def test_callback_stores_the_connection_and_answers_a_page(callback, deps, apicbase) -> None:
+    """Given a connect session, when Apicbase redirects back with a code, then the code is
+    exchanged once, the tokens are stored encrypted with the introspected username, and the
+    person sees a no-store page saying the library is connected."""
+    state = start(deps)
+    code = apicbase.issue_code()
+
+    body = assert_page(callback({"code": code, "state": state}), 200)
+
+    connection = deps.store.get(CID)
+    access, refresh = next(iter(apicbase.access_tokens)), apicbase.issued_refresh_tokens[-1]
+    assert apicbase.token_requests == 1
+    assert (connection.status, connection.username, connection.version) == ("active", "chef@example.com", 1)
+    pair = deps.cipher.decrypt(CID, connection.tokens)
+    assert (pair.access_token, pair.refresh_token) == (access, refresh)
+    assert access.encode() not in connection.tokens and refresh.encode() not in connection.tokens
+    assert "connected" in body and CID in body and "chef@example.com" in body
+    assert access not in body and refresh not in body and code not in body and state not in body
+
+
+def test_callback_redirects_to_the_sessions_return_url(callback, deps, apicbase) -> None:
+    """Given a session with a return_url, when the callback succeeds, then the person is sent
+    there (302) with the connection id, and neither the code nor the state goes along."""
+    state = start(deps, return_url=RETURN_URL)
+    code = apicbase.issue_code()
+
+    response = callback({"code": code, "state": state})
+
+    location = response["headers"]["Location"]
+    assert response["statusCode"] == 302
+    assert response["headers"]["Cache-Control"] == "no-store"
+    assert response["headers"]["Referrer-Policy"] == "no-referrer"
+    assert location.startswith("https://integrator.example.com/apicbase/done?")
+    assert parse_qs(urlsplit(location).query) == {"tenant": ["7"], "connection_id": [CID], "status": ["connected"]}
+    assert code not in location and state not in location
+
+
+def test_reconnecting_replaces_the_tokens_of_the_same_connection(callback, deps, apicbase) -> None:
+    """Given a connected library, when it is connected again, then the same connection id holds
+    the new pair and its version grows (a refresh in flight for the old grant cannot win)."""
+    callback({"code": apicbase.issue_code(), "state": start(deps)})
+    first = deps.store.get(CID)
+
+    assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
+
+    second = deps.store.get(CID)
+    pair = deps.cipher.decrypt(CID, second.tokens)
+    assert second.version == first.version + 1
+    assert second.created_at == first.created_at
+    assert pair.refresh_token == apicbase.issued_refresh_tokens[-1] != apicbase.issued_refresh_tokens[0]
+
+
+def test_a_failed_introspection_does_not_fail_the_connect(
+    callback, deps, apicbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the introspection endpoint is down, when the callback completes, then the
+    connection is stored anyway, without a username."""
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise ApicbaseUnavailable("Apicbase answered HTTP 503", request_sent=True)
+
+    monkeypatch.setattr(deps.apicbase, "introspect", down)
+
+    body = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
+
+    assert deps.store.get(CID).status == "active"
+    assert deps.store.get(CID).username is None
+    assert "connected" in body
+
+
+# --- states that must never reach the token endpoint -----------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"code": "code000001"},
+        {"code": "code000001", "state": ""},
+        {"code": "code000001", "state": FORGED_STATE},
+        {"code": "code000001", "state": "too-short"},
+        {"code": "code000001", "state": "x" * 5000},
+    ],
+    ids=["no-state", "empty-state", "forged-state", "malformed-state", "huge-state"],
+)
+def test_a_missing_or_forged_state_is_refused_before_the_token_endpoint(
+    callback, deps, apicbase, params: dict[str, str]
+) -> None:
+    """Given a callback whose state was never issued, then a 400 page says to start again and
+    Apicbase's token endpoint is never called."""
+    start(deps)  # a live session exists, and must not be usable without its state
+
+    body = assert_page(callback(params), 400)
+
+    assert apicbase.token_requests == 0
+    assert "start" in body.lower()
+
+
+def test_an_expired_state_is_refused_although_its_item_still_exists(callback, deps, apicbase, clock) -> None:
+    """Given a session older than STATE_TTL (DynamoDB's TTL has not deleted it yet), when its
+    callback arrives, then it is refused and no token is requested."""
+    state = start(deps)
+    clock.advance(deps.settings.state_ttl_seconds + 1)
+
+    assert_page(callback({"code": apicbase.issue_code(), "state": state}), 400)
+
+    assert apicbase.token_requests == 0
+    assert state_item(deps, state) is not None
+
+
+def test_a_reused_state_is_refused(callback, deps, apicbase) -> None:
+    """Given a state that completed a connect, when it comes back with another code, then it
+    is refused and the second code is never exchanged."""
+    state = start(deps)
+    callback({"code": apicbase.issue_code(), "state": state})
+
+    assert_page(callback({"code": apicbase.issue_code(), "state": state}), 400)
+
+    assert apicbase.token_requests == 1
+    assert deps.store.get(CID).version == 1
+
+
+# --- Apicbase says no --------------------------------------------------------------------------------
+def test_access_denied_answers_a_page_and_consumes_the_state(callback, deps, apicbase) -> None:
+    """Given the person declined on Apicbase, when the error callback arrives, then a 400 page
+    says nothing was connected, no token is requested, and the state cannot be used again."""
+    state = start(deps)
+
+    body = assert_page(callback({"error": "access_denied", "state": state}, event_name="callback_error.json"), 400)
+
+    assert apicbase.token_requests == 0
+    assert state_item(deps, state) is None
+    assert "not granted" in body
+    assert_page(callback({"code": apicbase.issue_code(), "state": state}), 400)
+    assert apicbase.token_requests == 0
+
+
+def test_access_denied_with_a_return_url_hands_back_to_the_integrator(callback, deps, apicbase) -> None:
+    """Given a session with a return_url, when the person declines, then the integrator's page
+    gets the connection id and error=access_denied, and no token is requested."""
+    state = start(deps, return_url=RETURN_URL)
+
+    response = callback({"error": "access_denied", "state": state}, event_name="callback_error.json")
+
+    query = parse_qs(urlsplit(response["headers"]["Location"]).query)
+    assert response["statusCode"] == 302
+    assert query == {"tenant": ["7"], "connection_id": [CID], "error": ["access_denied"]}
+    assert apicbase.token_requests == 0
+
+
+def test_an_expired_code_says_start_again(callback, deps, apicbase) -> None:
+    """Given Apicbase answers invalid_grant (the code lived past its 60 seconds), then a 400
+    page tells the person to start again, and nothing is stored."""
+    apicbase.scripted.append((400, {"error": "invalid_grant"}, {}))
+
+    body = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 400)
+
+    assert "Start connecting again" in body
+    assert "60 seconds" in body
+    assert deps.store.table.get_item(Key={"pk": f"CONN#{CID}"}).get("Item") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(500, "<html><h1>Server Error (500)</h1></html>"), (503, {"error": "temporarily_unavailable"})],
+    ids=["500-html", "503-json"],
+)
+def test_apicbase_down_answers_503(callback, deps, apicbase, status: int, body: Any) -> None:
+    """Given Apicbase's token endpoint fails with a 5xx, then the page is a 503 that says to wait
+    and start again, and Apicbase's own page is not shown."""
+    apicbase.scripted.append((status, body, {}))
+
+    page = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 503)
+
+    assert "Wait a minute" in page
+    assert "Server Error" not in page
+
+
+# --- nothing hostile is reflected, nothing secret is logged --------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"state": SCRIPT, "code": SCRIPT},
+        {"state": FORGED_STATE, "error": SCRIPT, "error_description": SCRIPT},
+        {"state": FORGED_STATE, "code": f'"><img src=x onerror=alert(1)>{SCRIPT}'},
+    ],
+    ids=["script-state-and-code", "script-error", "attribute-breakout"],
+)
+def test_hostile_query_values_are_never_reflected_raw(callback, deps, params: dict[str, str]) -> None:
+    """Given markup in any query value, then the error page contains no raw markup of it."""
+    body = assert_page(callback(params), 400)
+
+    assert "<script" not in body.lower()
+    assert "<img" not in body.lower()
+
+
+def test_an_error_with_a_live_state_reflects_no_markup(callback, deps, apicbase) -> None:
+    """Given a live state and an unknown error value carrying markup, then the page names a
+    generic failure and contains no raw markup, and no token is requested."""
+    body = assert_page(callback({"state": start(deps), "error": SCRIPT}), 400)
+
+    assert "<script" not in body.lower()
+    assert "authorization_failed" in body
+    assert apicbase.token_requests == 0
+
+
+def test_an_introspected_username_is_html_escaped(callback, deps, apicbase) -> None:
+    """Given Apicbase reports a username carrying markup, then the success page escapes it."""
+    apicbase.username = SCRIPT
+
+    body = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
+
+    assert "<script" not in body.lower()
+    assert "&lt;script&gt;" in body
+
+
+def test_codes_states_tokens_and_secrets_are_never_logged(
+    callback, deps, apicbase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Given a successful connect, a reused state, a declined sign-in and an expired code, then
+    no log line holds a code, a state, a token or the client secret (yet the logs say something)."""
+    states = [start(deps) for _ in range(3)]
+    codes = [apicbase.issue_code() for _ in range(3)]
+    with captured_logs(caplog) as logs:
+        callback({"code": codes[0], "state": states[0]})
+        callback({"code": codes[1], "state": states[0]})
+        callback({"error": "access_denied", "state": states[1]}, event_name="callback_error.json")
+        apicbase.scripted.append((400, {"error": "invalid_grant"}, {}))
+        callback({"code": codes[2], "state": states[2]})
+        text = logs()
+
+    secrets = [*codes, *states, *apicbase.issued_refresh_tokens, *apicbase.access_tokens, fakes.CLIENT_SECRET]
+    assert "connection stored" in text and "callback failed" in text
+    for secret in secrets:
+        assert secret not in text
