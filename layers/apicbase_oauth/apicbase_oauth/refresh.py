@@ -33,6 +33,7 @@ from .crypto import TokenPair
 from .deps import Deps
 from .errors import (
     ApicbaseError,
+    ApicbaseRejected,
     BrokerError,
     ConditionFailed,
     ConfigurationError,
@@ -55,6 +56,12 @@ REFRESHED = "refreshed"
 ALREADY_FRESH = "already_fresh"
 ROTATED_ELSEWHERE = "rotated_elsewhere"
 SUPERSEDED = "superseded"
+BACKING_OFF = "backing_off"
+
+# Failures a redelivery of the same message cannot cure (the secret, the configuration, the stored
+# ciphertext, a request Apicbase refuses). They are recorded on the connection with a backoff and
+# the scheduler queues it again when that has passed; an SQS retry would only repeat the answer.
+PERMANENT_FAILURES = (InvalidClient, ApicbaseRejected, ConfigurationError, TokenUnreadable)
 
 
 @dataclass(frozen=True)
@@ -71,20 +78,31 @@ def backoff_seconds(failures: int, *, retry_after: float = 0.0, rand: float | No
     return int(max(ceiling * jitter, retry_after, 1))
 
 
-def refresh_connection(deps: Deps, connection_id: str, *, min_validity: int, force: bool = False) -> RefreshResult:
+def refresh_connection(
+    deps: Deps, connection_id: str, *, min_validity: int, force: bool = False, respect_backoff: bool = False
+) -> RefreshResult:
     """Refresh if the access token expires within ``min_validity`` seconds (or always, ``force``).
+
+    ``respect_backoff`` (the scheduled path): a connection whose next attempt is still in the
+    future is left alone (BACKING_OFF), so a redelivered message cannot cut a Retry-After short.
 
     Raises RefreshInProgress when another refresher holds the lease, NeedsReauthorization,
     ConnectionNotFound, or the failure that was recorded.
     """
     owner = uuid.uuid4().hex
     try:
-        connection = deps.store.acquire_lease(connection_id, owner, deps.settings.lease_seconds)
+        connection = deps.store.acquire_lease(
+            connection_id, owner, deps.settings.lease_seconds, respect_backoff=respect_backoff
+        )
     except ConditionFailed as held:
-        if held.item and held.item.get("status") == NEEDS_REAUTHORIZATION:
+        item = held.item or {}
+        if item.get("status") == NEEDS_REAUTHORIZATION:
             raise NeedsReauthorization(
                 f"connection {connection_id} needs to be connected again", code="needs_reauthorization"
             ) from None
+        now = int(deps.now())
+        if respect_backoff and int(item.get("lease_until") or 0) < now < int(item.get("next_attempt_at") or 0):
+            return RefreshResult(BACKING_OFF, Connection.from_item(item))
         raise RefreshInProgress(f"connection {connection_id} is being refreshed by another caller") from None
 
     if not force and connection.expires_at - int(deps.now()) > min_validity:

@@ -349,13 +349,21 @@ class ConnectionStore:
         return summaries, _encode_cursor(last) if last else None
 
     # --- refresh ------------------------------------------------------------------------
-    def acquire_lease(self, connection_id: str, owner: str, lease_seconds: int) -> Connection:
+    def acquire_lease(
+        self, connection_id: str, owner: str, lease_seconds: int, *, respect_backoff: bool = False
+    ) -> Connection:
         """Take the refresh lease with a conditional write; the item it returns is the re-read.
 
         Raises ConditionFailed (with the item as it is) when the connection is leased by another
-        refresher or is not active, and ConnectionNotFound when it does not exist.
+        refresher or is not active (or, with ``respect_backoff``, its next attempt is still in the
+        future), and ConnectionNotFound when it does not exist.
         """
         now = int(self.now())
+        condition = (
+            "entity = :entity AND #status = :active AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+        )
+        if respect_backoff:
+            condition += " AND (attribute_not_exists(next_attempt_at) OR next_attempt_at <= :now)"
         try:
             result = self._call(
                 self.table.update_item,
@@ -364,10 +372,7 @@ class ConnectionStore:
                     "SET interrupted_lease_until = if_not_exists(lease_until, :zero), "
                     "lease_owner = :owner, lease_until = :until"
                 ),
-                ConditionExpression=(
-                    "entity = :entity AND #status = :active "
-                    "AND (attribute_not_exists(lease_until) OR lease_until < :now)"
-                ),
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":owner": owner,

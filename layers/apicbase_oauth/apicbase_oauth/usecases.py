@@ -32,7 +32,7 @@ from .errors import (
 from .events import CONNECTION_CREATED, CONNECTION_DISCONNECTED
 from .observability import logger, metrics
 from .queue import decode
-from .refresh import refresh_connection
+from .refresh import PERMANENT_FAILURES, refresh_connection
 from .store import NEEDS_REAUTHORIZATION, Connection, ConnectSession, with_backoff
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
@@ -470,14 +470,19 @@ def queue_due_refreshes(deps: Deps) -> dict[str, int]:
 def refresh_from_message(deps: Deps, body: Any) -> str:
     """One SQS record. Returns the outcome; raises (the record fails, SQS retries) on failures
     worth retrying. Duplicates and out-of-order messages are harmless: the lease and the
-    freshness check make a second delivery a no-op."""
+    freshness check make a second delivery a no-op, and a connection backing off is left alone."""
     message = decode(body)
     try:
-        result = refresh_connection(deps, message.connection_id, min_validity=deps.settings.refresh_window_seconds)
+        result = refresh_connection(
+            deps, message.connection_id, min_validity=deps.settings.refresh_window_seconds, respect_backoff=True
+        )
     except RefreshInProgress:
         return "in_progress_elsewhere"
     except NeedsReauthorization:
         return "needs_reauthorization"
+    except PERMANENT_FAILURES:
+        # Recorded with a backoff (and alarmed); the scheduler queues it again, not SQS.
+        return "failed_permanently"
     except BrokerError as exc:
         if exc.code == "connection_not_found":
             return "connection_gone"
