@@ -28,7 +28,10 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> R
 
 
 def _body() -> Any:
-    raw = app.current_event.decoded_body or ""
+    try:
+        raw = app.current_event.decoded_body or ""
+    except ValueError:  # base64 that is invalid, or decodes to bytes that are not UTF-8
+        raise InvalidRequest("the request body is not valid base64 of UTF-8 text", code="invalid_body") from None
     if len(raw.encode()) > MAX_BODY_BYTES:
         raise InvalidRequest("the request body is larger than 16 KiB", code="body_too_large")
     try:
