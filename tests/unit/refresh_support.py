@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from apicbase_oauth.crypto import TokenPair
 from apicbase_oauth.deps import Deps
 from apicbase_oauth.store import Connection
 from tests import fakes
+from tests.conftest import Clock
 
 WEEK = 604800
 
@@ -39,6 +41,12 @@ def seed(deps: Deps, apicbase: fakes.FakeApicbase, connection_id: str, *, expire
         source="import",
     )
     return pair
+
+
+def real_clock() -> Clock:
+    """A handler's container runs on the real clock (its DEPS is built with time.time): tests
+    that call handlers seed their connections on it too."""
+    return Clock(time.time())
 
 
 def stored_pair(deps: Deps, connection_id: str) -> TokenPair:

@@ -4,23 +4,19 @@ Query on the sparse refresh-due index, never a Scan, and the due connections sen
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import pytest
 
 from apicbase_oauth.queue import BATCH_SIZE, decode
 from apicbase_oauth.store import NEEDS_REAUTHORIZATION, REFRESH_INDEX, connection_key
-from tests.conftest import Clock, load_event
-from tests.unit.refresh_support import AwsCalls, drain
+from tests.conftest import load_event
+from tests.unit.refresh_support import AwsCalls, drain, real_clock
 
 CONNECTIONS = 300
 
 
-@pytest.fixture
-def clock() -> Clock:
-    """The handler's container runs on the real clock: seed on it too."""
-    return Clock(time.time())
+clock = pytest.fixture(real_clock, name="clock")
 
 
 @pytest.fixture

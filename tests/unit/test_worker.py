@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,16 +12,13 @@ import pytest
 
 from apicbase_oauth.observability import metrics
 from apicbase_oauth.queue import encode
-from tests.conftest import Clock, load_event
-from tests.unit.refresh_support import seed, stored_pair
+from tests.conftest import load_event
+from tests.unit.refresh_support import real_clock, seed, stored_pair
 
 DUE = 3600
 
 
-@pytest.fixture
-def clock() -> Clock:
-    """The handler's container runs on the real clock: seed on it too."""
-    return Clock(time.time())
+clock = pytest.fixture(real_clock, name="clock")
 
 
 @pytest.fixture
