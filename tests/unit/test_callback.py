@@ -131,28 +131,24 @@ def test_a_failed_introspection_does_not_fail_the_connect(
 
 
 # --- states that must never reach the token endpoint -----------------------------------------------
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"code": "code000001"},
-        {"code": "code000001", "state": ""},
-        {"code": "code000001", "state": FORGED_STATE},
-        {"code": "code000001", "state": "too-short"},
-        {"code": "code000001", "state": "x" * 5000},
-    ],
-    ids=["no-state", "empty-state", "forged-state", "malformed-state", "huge-state"],
-)
-def test_a_missing_or_forged_state_is_refused_before_the_token_endpoint(
-    callback, deps, apicbase, params: dict[str, str]
-) -> None:
+def test_a_missing_or_forged_state_is_refused_before_the_token_endpoint(callback, deps, apicbase, subtests) -> None:
     """Given a callback whose state was never issued, then a 400 page says to start again and
     Apicbase's token endpoint is never called."""
     start(deps)  # a live session exists, and must not be usable without its state
+    for name, state in [
+        ("no-state", None),
+        ("empty-state", ""),
+        ("forged-state", FORGED_STATE),
+        ("malformed-state", "too-short"),
+        ("huge-state", "x" * 5000),
+    ]:
+        with subtests.test(name):
+            params = {"code": apicbase.issue_code()} | ({} if state is None else {"state": state})
 
-    body = assert_page(callback(params), 400)
+            body = assert_page(callback(params), 400)
 
-    assert apicbase.token_requests == 0
-    assert "start" in body.lower()
+            assert apicbase.token_requests == 0
+            assert "start" in body.lower()
 
 
 def test_an_expired_state_is_refused_although_its_item_still_exists(callback, deps, apicbase, clock) -> None:
@@ -219,38 +215,35 @@ def test_an_expired_code_says_start_again(callback, deps, apicbase) -> None:
     assert deps.store.table.get_item(Key={"pk": f"CONN#{CID}"}).get("Item") is None
 
 
-@pytest.mark.parametrize(
-    ("status", "body"),
-    [(500, "<html><h1>Server Error (500)</h1></html>"), (503, {"error": "temporarily_unavailable"})],
-    ids=["500-html", "503-json"],
-)
-def test_apicbase_down_answers_503(callback, deps, apicbase, status: int, body: Any) -> None:
+def test_apicbase_down_answers_503(callback, deps, apicbase, subtests) -> None:
     """Given Apicbase's token endpoint fails with a 5xx, then the page is a 503 that says to wait
     and start again, and Apicbase's own page is not shown."""
-    apicbase.scripted.append((status, body, {}))
+    for status, body in [
+        (500, "<html><h1>Server Error (500)</h1></html>"),
+        (503, {"error": "temporarily_unavailable"}),
+    ]:
+        with subtests.test(status=status):
+            apicbase.scripted.append((status, body, {}))
 
-    page = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 503)
+            page = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 503)
 
-    assert "Wait a minute" in page
-    assert "Server Error" not in page
+            assert "Wait a minute" in page
+            assert "Server Error" not in page
 
 
 # --- nothing hostile is reflected, nothing secret is logged --------------------------------------------
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"state": SCRIPT, "code": SCRIPT},
-        {"state": FORGED_STATE, "error": SCRIPT, "error_description": SCRIPT},
-        {"state": FORGED_STATE, "code": f'"><img src=x onerror=alert(1)>{SCRIPT}'},
-    ],
-    ids=["script-state-and-code", "script-error", "attribute-breakout"],
-)
-def test_hostile_query_values_are_never_reflected_raw(callback, deps, params: dict[str, str]) -> None:
+def test_hostile_query_values_are_never_reflected_raw(callback, subtests) -> None:
     """Given markup in any query value, then the error page contains no raw markup of it."""
-    body = assert_page(callback(params), 400)
+    for name, params in [
+        ("script-state-and-code", {"state": SCRIPT, "code": SCRIPT}),
+        ("script-error", {"state": FORGED_STATE, "error": SCRIPT, "error_description": SCRIPT}),
+        ("attribute-breakout", {"state": FORGED_STATE, "code": f'"><img src=x onerror=alert(1)>{SCRIPT}'}),
+    ]:
+        with subtests.test(name):
+            body = assert_page(callback(params), 400)
 
-    assert "<script" not in body.lower()
-    assert "<img" not in body.lower()
+            assert "<script" not in body.lower()
+            assert "<img" not in body.lower()
 
 
 def test_an_error_with_a_live_state_reflects_no_markup(callback, deps, apicbase) -> None:
