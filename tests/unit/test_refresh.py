@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -350,17 +350,23 @@ def test_a_throttled_persist_is_retried_with_backoff_and_lands(deps, apicbase, c
 
 
 # --- what one refresh costs -----------------------------------------------------------------------
+class Calls(NamedTuple):
+    dynamodb_reads: int
+    dynamodb_writes: int
+    kms_decrypts: int
+    kms_encrypts: int
+    secret_reads: int
+    events_put: int
+
+
 @dataclass(frozen=True)
 class Cost:
     expires_in: int
     warm_secret: bool
     run: Callable[[Any], str]
     outcome: str
-    dynamodb_reads: int
-    dynamodb_writes: int
-    kms_decrypts: int
-    kms_encrypts: int
-    secret_reads: int
+    calls: Calls
+    apicbase_answers: Callable[[fakes.FakeApicbase], None] = lambda apicbase: None
 
 
 def _scheduled(deps: Any) -> str:
@@ -371,42 +377,52 @@ def _on_demand(deps: Any) -> str:
     return REFRESHED if usecases.get_token(deps, CID)["expires_in"] == WEEK else "not refreshed"
 
 
+def _revoke(apicbase: fakes.FakeApicbase) -> None:
+    apicbase.revoke_all()
+
+
+def _unavailable(apicbase: fakes.FakeApicbase) -> None:
+    apicbase.scripted.append((503, "Service Unavailable", {}))
+
+
 COSTS = {
     # The lease's conditional UpdateItem returns the item (the re-read); the persist is the second write.
-    "scheduled, warm secret cache": Cost(DUE, True, _scheduled, REFRESHED, 0, 2, 1, 1, 0),
-    "scheduled, cold secret cache": Cost(DUE, False, _scheduled, REFRESHED, 0, 2, 1, 1, 1),
+    "scheduled, warm secret cache": Cost(DUE, True, _scheduled, REFRESHED, Calls(0, 2, 1, 1, 0, 0)),
+    "scheduled, cold secret cache": Cost(DUE, False, _scheduled, REFRESHED, Calls(0, 2, 1, 1, 1, 0)),
     # GET /token reads the item first to see whether a refresh is due at all.
-    "on demand, warm secret cache": Cost(60, True, _on_demand, REFRESHED, 1, 2, 1, 1, 0),
+    "on demand, warm secret cache": Cost(60, True, _on_demand, REFRESHED, Calls(1, 2, 1, 1, 0, 0)),
     # A duplicate delivery for a fresh token: lease and release, nothing decrypted.
-    "duplicate delivery, already fresh": Cost(WEEK, False, _scheduled, ALREADY_FRESH, 0, 2, 0, 0, 0),
+    "duplicate delivery, already fresh": Cost(WEEK, True, _scheduled, ALREADY_FRESH, Calls(0, 2, 0, 0, 0, 0)),
+    # A transient failure: the lease, then the failure recorded (which releases it).
+    "scheduled, Apicbase 503": Cost(DUE, True, _scheduled, "raised", Calls(0, 2, 1, 0, 0, 0), _unavailable),
+    # A revoked grant: the lease, the re-read that proves no one rotated it, the mark, the event.
+    "scheduled, grant revoked": Cost(DUE, True, _scheduled, "needs_reauthorization", Calls(1, 2, 1, 0, 0, 1), _revoke),
 }
 
 
 @pytest.mark.parametrize("name", COSTS)
 def test_aws_calls_per_refresh(deps, apicbase, calls, name):
-    # Given a connection in the case's state, and the secret cache warm or cold
+    # Given a connection in the case's state, the secret cache warm or cold, and Apicbase's answer
     cost = COSTS[name]
     seed(deps, apicbase, CID, expires_in=cost.expires_in)
     if cost.warm_secret:
         deps.credentials.get("default")
+    cost.apicbase_answers(apicbase)
     calls.reset()
     # When it is refreshed
-    outcome = cost.run(deps)
+    try:
+        outcome = cost.run(deps)
+    except ApicbaseUnavailable:
+        outcome = "raised"
     # Then it made exactly these AWS calls, and no others
-    counted = ("dynamodb", "kms", "secretsmanager")
+    counted = ("dynamodb", "kms", "secretsmanager", "events")
     assert outcome == cost.outcome
-    assert {
-        "dynamodb_reads": calls.count("dynamodb", *DYNAMODB_READS),
-        "dynamodb_writes": calls.count("dynamodb", *DYNAMODB_WRITES),
-        "kms_decrypts": calls.count("kms", "Decrypt"),
-        "kms_encrypts": calls.count("kms", "Encrypt"),
-        "secret_reads": calls.count("secretsmanager", "GetSecretValue"),
-        "other": len(calls.calls) - sum(calls.count(service) for service in counted),
-    } == {
-        "dynamodb_reads": cost.dynamodb_reads,
-        "dynamodb_writes": cost.dynamodb_writes,
-        "kms_decrypts": cost.kms_decrypts,
-        "kms_encrypts": cost.kms_encrypts,
-        "secret_reads": cost.secret_reads,
-        "other": 0,
-    }
+    assert len(calls.calls) == sum(calls.count(service) for service in counted)
+    assert cost.calls == Calls(
+        dynamodb_reads=calls.count("dynamodb", *DYNAMODB_READS),
+        dynamodb_writes=calls.count("dynamodb", *DYNAMODB_WRITES),
+        kms_decrypts=calls.count("kms", "Decrypt"),
+        kms_encrypts=calls.count("kms", "Encrypt"),
+        secret_reads=calls.count("secretsmanager", "GetSecretValue"),
+        events_put=calls.count("events", "PutEvents"),
+    )
