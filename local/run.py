@@ -1,0 +1,111 @@
+"""python -m local.run: the broker on this machine, with no AWS account and no Docker.
+
+Environment: PORT (3000), MOTO_PORT (5000), SANDBOX_PORT (8000), REFRESH_TICK_SECONDS (60),
+REFRESH_WINDOW_HOURS, LOG_LEVEL, SANDBOX_CODE_LIFETIME (60), SANDBOX_TEST_HOOKS,
+SANDBOX_CLIENT_ID / SANDBOX_CLIENT_SECRET (generated per run by default), TEMPLATE_FILE; or
+APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CLIENT_ID and
+APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this
+run's callback URL) instead of the sandbox.
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+MINIMUM_PYTHON = (3, 11)
+CONNECTION_ID = "demo"
+
+
+def python_problem() -> str | None:
+    if sys.version_info < MINIMUM_PYTHON:
+        return f"Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer is needed; this is {platform.python_version()}"
+    return None
+
+
+def fail(line: str) -> int:
+    print(f"local run: {line}", file=sys.stderr, flush=True)
+    return 2
+
+
+def load_stack_module() -> Any:
+    """The stack's module, imported only after the Python check (it needs 3.11 and the packages)."""
+    from local import stack  # noqa: PLC0415 (see the docstring)
+
+    return stack
+
+
+def banner(stack: Any, started: float) -> str:
+    url = stack.url
+    lines = [
+        "",
+        f"Apicbase OAuth Broker is running locally (started in {time.monotonic() - started:.1f} s)",
+        f"  broker API:       {url}   (every HttpApi route of template.yaml)",
+        f"  callback URL:     {stack.callback_url}",
+    ]
+    if stack.sandbox_url:
+        lines.append(f"  Apicbase sandbox: {stack.sandbox_url}   (log in as demo / demo)")
+    else:
+        lines.append(f"  Apicbase:         {stack.config.external.authorize_url}   (your application)")
+    lines += [
+        f"  AWS (moto):       {stack.moto_url}",
+        f"  refresh schedule: every {stack.config.refresh_tick_seconds:g} s, worker fed from the local queue",
+        "",
+        "  NOTE: admin routes are served WITHOUT SigV4 (no IAM auth) here; everything listens on 127.0.0.1 only.",
+        "",
+    ]
+    try:
+        session = stack.connect_session(CONNECTION_ID)
+        lines += [
+            f'Connect link for connection "{CONNECTION_ID}" (open it in a browser; '
+            f"valid until {session['expires_at']}):",
+            f"  {session['authorize_url']}",
+        ]
+    except Exception as exc:  # the stack runs anyway; the curl below makes another link
+        lines.append(f"(could not create a connect session: {type(exc).__name__}; see the logs above)")
+    lines += [
+        "",
+        "Try the admin API:",
+        f"  curl -s {url}/connections/{CONNECTION_ID}",
+        f"  curl -s -X POST {url}/connect-sessions -H 'content-type: application/json' "
+        """-d '{"connection_id": "lib-42"}'""",
+        f"  curl -s -X POST {url}/connections/{CONNECTION_ID}/refresh",
+        f"  curl -s {url}/connections/{CONNECTION_ID}/token   # prints the access token itself",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    problem = python_problem()
+    if problem:
+        return fail(problem)
+    try:
+        stack_module = load_stack_module()
+    except ImportError as exc:
+        return fail(f"the {exc.name} package is missing: install requirements-dev.txt into the venv first")
+
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+
+    started = time.monotonic()
+    try:
+        stack = stack_module.Stack(stack_module.Config.from_env())
+        with stack:
+            print(banner(stack, started), flush=True)
+            stopping.wait()
+            print("\nstopping...", flush=True)
+    except stack_module.StartupError as exc:
+        return fail(str(exc))
+    print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
