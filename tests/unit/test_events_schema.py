@@ -1,0 +1,128 @@
+"""Every EventBridge event the use cases emit matches its JSON Schema in docs/events/."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import jsonschema
+import pytest
+
+from apicbase_oauth import events, usecases
+from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events"
+
+
+def load_schemas() -> dict[str, dict]:
+    schemas = [json.loads(path.read_text()) for path in SCHEMAS.glob("*.json")]
+    return {s["properties"]["detail-type"]["const"]: s for s in schemas}
+
+
+@pytest.fixture
+def emitted(deps) -> list[dict]:
+    """The events as EventBridge receives them, captured from the PutEvents call itself."""
+    captured: list[dict] = []
+
+    def capture(params, **_):
+        for entry in params["Entries"]:
+            captured.append(
+                {"source": entry["Source"], "detail-type": entry["DetailType"], "detail": json.loads(entry["Detail"])}
+            )
+
+    deps.events.events.meta.events.register("before-parameter-build.events.PutEvents", capture)
+    return captured
+
+
+def imported(deps, apicbase, connection_id: str = "lib-1") -> None:
+    access, refresh = apicbase.issue_pair()
+    usecases.import_tokens(deps, connection_id, {"access_token": access, "refresh_token": refresh})
+
+
+def assert_valid(emitted: list[dict], detail_type: str) -> dict:
+    matching = [e for e in emitted if e["detail-type"] == detail_type]
+    assert matching, f"no {detail_type!r} event was emitted"
+    for event in matching:
+        jsonschema.validate(event, load_schemas()[detail_type])
+    return matching[-1]
+
+
+def test_every_event_type_the_code_names_has_a_schema():
+    # Given the detail types events.py defines, Then each has a schema file
+    names = {v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)}
+    assert names == set(load_schemas())
+
+
+def test_schemas_are_valid_draft_2020_12():
+    for schema in load_schemas().values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_connection_created_by_the_callback(deps, apicbase, emitted):
+    # Given a connect session that Apicbase redirects back to with a code
+    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain=None)
+    state = parse_qs(urlsplit(session["authorize_url"]).query)["state"][0]
+    # When the callback completes
+    usecases.complete_callback(deps, {"code": apicbase.issue_code(), "state": state})
+    # Then a Created event with source "callback" matches its schema
+    event = assert_valid(emitted, events.CONNECTION_CREATED)
+    assert event["detail"]["source"] == "callback"
+    assert event["detail"]["reconnected"] is False
+
+
+def test_connection_created_by_a_pasted_code_and_a_reconnect(deps, apicbase, emitted):
+    # Given an imported connection
+    imported(deps, apicbase)
+    # When a pasted code connects the same id again
+    usecases.exchange_pasted_code(deps, "lib-1", {"code": apicbase.issue_code()})
+    # Then both Created events match, the second one a reconnect from a pasted code
+    event = assert_valid(emitted, events.CONNECTION_CREATED)
+    assert (event["detail"]["source"], event["detail"]["reconnected"]) == ("pasted_code", True)
+
+
+def test_reauthorization_required(deps, apicbase, emitted):
+    # Given a connection whose grant Apicbase revoked
+    imported(deps, apicbase)
+    apicbase.revoke_all()
+    # When it is refreshed
+    with pytest.raises(NeedsReauthorization):
+        usecases.force_refresh(deps, "lib-1")
+    # Then a Reauthorization Required event matches its schema
+    event = assert_valid(emitted, events.REAUTHORIZATION_REQUIRED)
+    assert event["detail"]["reason"] == "refresh_token_rejected"
+
+
+def test_refresh_failing(deps, apicbase, emitted):
+    # Given a warning threshold of 2 and an Apicbase that keeps failing
+    deps.settings = dataclasses.replace(deps.settings, failure_warning_threshold=2)
+    imported(deps, apicbase)
+    apicbase.scripted = [(503, {"error": "temporarily_unavailable"}, {})] * 2
+    # When two refreshes fail in a row
+    for _ in range(2):
+        with pytest.raises(ApicbaseUnavailable):
+            usecases.force_refresh(deps, "lib-1")
+    # Then a Refresh Failing event matches its schema
+    event = assert_valid(emitted, events.REFRESH_FAILING)
+    assert event["detail"]["consecutive_failures"] == 2
+
+
+def test_disconnected(deps, apicbase, emitted):
+    # Given a connection
+    imported(deps, apicbase)
+    # When it is deleted
+    usecases.disconnect(deps, "lib-1")
+    # Then a Disconnected event matches its schema
+    assert_valid(emitted, events.CONNECTION_DISCONNECTED)
+
+
+def test_no_event_carries_a_token(deps, apicbase, emitted):
+    # Given every kind of event emitted for one connection
+    imported(deps, apicbase)
+    usecases.force_refresh(deps, "lib-1")
+    usecases.disconnect(deps, "lib-1")
+    # Then no issued token appears in any of them
+    text = json.dumps(emitted)
+    assert emitted
+    assert not any(token in text for token in [*apicbase.issued_refresh_tokens, *apicbase.access_tokens])
