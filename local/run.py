@@ -10,7 +10,6 @@ run's callback URL) instead of the sandbox.
 
 from __future__ import annotations
 
-import platform
 import signal
 import sys
 import threading
@@ -23,7 +22,8 @@ CONNECTION_ID = "demo"
 
 def python_problem() -> str | None:
     if sys.version_info < MINIMUM_PYTHON:
-        return f"Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer is needed; this is {platform.python_version()}"
+        needed, found = (".".join(map(str, v)) for v in (MINIMUM_PYTHON, sys.version_info[:3]))
+        return f"Python {needed} or newer is needed; this is {found}"
     return None
 
 

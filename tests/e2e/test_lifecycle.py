@@ -1,0 +1,96 @@
+"""Starting and stopping ``python -m local.run``: a clean Ctrl-C, and one clear line when it cannot start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.localrun import LocalRun, free_port, run_briefly, run_env
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], *phrases: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("local run: ")
+    for phrase in phrases:
+        assert phrase in lines[0]
+
+
+def test_ctrl_c_stops_the_run_and_the_sandbox(tmp_path: Path) -> None:
+    # Given a run that is ready
+    run = LocalRun(tmp_path / "run.log")
+    try:
+        run.wait_ready()
+
+        # When it gets Ctrl-C
+        run.process.send_signal(signal.SIGINT)
+        code = run.process.wait(timeout=30)
+    finally:
+        run.stop()
+
+    # Then it says so and exits 0, with nothing left behind: no sandbox, no listening port
+    assert code == 0
+    assert run.log().rstrip().endswith("stopped.")
+    assert "Traceback" not in run.log()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(run.process.pid, 0)
+    for port in (run.port, run.sandbox_port, run.moto_port):
+        with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+            probe.connect(("127.0.0.1", port))
+
+
+def test_a_port_in_use_gives_one_line_naming_the_setting() -> None:
+    # Given the broker's port already taken
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        # When the run starts on it
+        result = run_briefly(run_env(PORT=str(port), MOTO_PORT=str(free_port()), SANDBOX_PORT=str(free_port())))
+
+    # Then it stops at once with one line that says which port and which setting
+    assert_one_clear_line(result, f"port {port}", "already in use", "PORT")
+
+
+def test_a_broken_template_gives_one_line(tmp_path: Path) -> None:
+    # Given a template that is not valid YAML
+    broken = tmp_path / "template.yaml"
+    broken.write_text("Resources:\n  Table: [unclosed\n")
+
+    # When the run starts with it
+    result = run_briefly(run_env(TEMPLATE_FILE=str(broken)))
+
+    # Then one line says what is wrong with which file
+    assert_one_clear_line(result, "template.yaml is not valid YAML")
+
+
+def test_a_python_older_than_3_11_gives_one_line() -> None:
+    # Given an interpreter that says it is 3.10
+    pretend = "import sys; sys.version_info = (3, 10, 14, 'final', 0); from local.run import main; sys.exit(main())"
+
+    # When the run starts on it
+    result = run_briefly(run_env(), "-c", pretend)
+
+    # Then one line says which Python is needed
+    assert_one_clear_line(result, "Python 3.11 or newer is needed; this is 3.10.14")
+
+
+def test_settings_of_another_apicbase_must_come_complete() -> None:
+    # Given only some of the settings for a real Apicbase application
+    env = run_env(APICBASE_CLIENT_ID="abc", APICBASE_CLIENT_SECRET="not-printed")
+
+    # When the run starts
+    result = run_briefly(env)
+
+    # Then one line names the missing ones, and never the secret
+    assert_one_clear_line(result, "APICBASE_AUTHORIZE_URL", "APICBASE_TOKEN_URL", "APICBASE_INTROSPECT_URL")
+    assert "not-printed" not in result.stderr + result.stdout
