@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import validation
-from .apicbase import ClientCredentials, Introspection
+from .apicbase import ClientCredentials, Introspection, TokenResponse
 from .crypto import TokenPair
 from .deps import Deps
 from .errors import (
@@ -220,8 +220,8 @@ def _exchange_and_store(
         )
     # The code lives 60 seconds: exchange it before anything else.
     try:
-        tokens = deps.apicbase.exchange_code(
-            credentials, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+        credentials, tokens = _exchange_code(
+            deps, credentials, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
         )
     except InvalidGrant:
         metrics.add_metric(name="CodeRejected", unit="Count", value=1)
@@ -247,6 +247,27 @@ def _exchange_and_store(
         username=introspection.username if introspection else None,
         source=source,
     )
+
+
+def _exchange_code(
+    deps: Deps, credentials: ClientCredentials, *, code: str, redirect_uri: str | None, code_verifier: str | None
+) -> tuple[ClientCredentials, TokenResponse]:
+    """Exchange the code; after invalid_client, once more if the secret was rotated meanwhile.
+
+    Apicbase authenticates the client before it looks at the code, so the retry cannot burn it.
+    """
+    try:
+        return credentials, deps.apicbase.exchange_code(
+            credentials, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+        )
+    except InvalidClient:
+        fresh = deps.credentials.get(credentials.application, force_fetch=True)
+        if fresh == credentials or fresh.client_id != credentials.client_id:
+            raise
+        logger.info("client secret changed; retrying the exchange once", application=credentials.application)
+        return fresh, deps.apicbase.exchange_code(
+            fresh, code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+        )
 
 
 def _introspect_quietly(
