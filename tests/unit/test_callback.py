@@ -3,6 +3,7 @@ else, every failure is a page that says what to do, and nothing secret is echoed
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -229,6 +230,34 @@ def test_apicbase_down_answers_503(callback, deps, apicbase, subtests) -> None:
 
             assert "Wait a minute" in page
             assert "Server Error" not in page
+
+
+def test_a_rotated_client_secret_is_read_again_and_the_code_exchanged_once_more(callback, deps, apicbase, aws) -> None:
+    """Given the client secret was rotated (in Apicbase and in Secrets Manager) after this
+    container cached it, when a callback arrives, then Apicbase's invalid_client makes the
+    broker read the secret again and present the same code once more, and the connect succeeds."""
+    state = start(deps)  # reads, and caches, the old secret
+    apicbase.client_secret = "rotated-secret-0002"
+    aws.session.client("secretsmanager").put_secret_value(
+        SecretId=deps.settings.client_secret_id,
+        SecretString=json.dumps({"default": {"client_id": fakes.CLIENT_ID, "client_secret": "rotated-secret-0002"}}),
+    )
+
+    assert_page(callback({"code": apicbase.issue_code(), "state": state}), 200)
+
+    assert apicbase.token_requests == 2
+    assert deps.store.get(CID).username == "chef@example.com"
+
+
+def test_rejected_client_credentials_are_not_retried_and_the_page_says_whom_to_tell(callback, deps, apicbase) -> None:
+    """Given Apicbase rejects the client and the secret has not changed, then the code is
+    presented once only, and a 502 page says to tell the broker's operator."""
+    apicbase.client_secret = "what-apicbase-expects"
+
+    body = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 502)
+
+    assert apicbase.token_requests == 1
+    assert "operator" in body
 
 
 # --- nothing hostile is reflected, nothing secret is logged --------------------------------------------
