@@ -6,9 +6,12 @@ turns them into values given the physical names of the resources.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -117,6 +120,16 @@ class Function:
     @property
     def handler_name(self) -> str:
         return self.handler.rsplit(".", 1)[1]
+
+    def import_module(self, module_name: str) -> ModuleType:
+        """Import the handler's module as ``module_name``: every function's module is called
+        ``app``, so each needs a name of its own. It runs with the process's environment."""
+        spec = importlib.util.spec_from_file_location(module_name, self.module_path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
 
 
 def functions(template: dict[str, Any]) -> dict[str, Function]:
