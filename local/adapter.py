@@ -170,7 +170,10 @@ class _Handler(BaseHTTPRequestHandler):
         found = match(self.server.routes, self.command, path)
         if found is None:
             return _api_gateway_error(404, "Not Found")
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return _api_gateway_error(400, "Bad Request")
         if length > MAX_BODY_BYTES:
             return _api_gateway_error(413, "Request Entity Too Large")
         body = self.rfile.read(length) if length > 0 else b""

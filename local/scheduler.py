@@ -113,9 +113,9 @@ class RefreshSchedule:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
         self._stopping.set()
-        for thread in self._threads:
+        for thread in self._threads if wait else ():
             thread.join(timeout=POLL_WAIT_SECONDS + 5)
 
     def _tick(self) -> None:

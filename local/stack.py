@@ -6,7 +6,6 @@ Used by ``python -m local.run`` (foreground, with a banner) and ``python -m loca
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -217,13 +216,7 @@ class LoadedFunction:
 
 
 def _import_handler(fn: tpl.Function, template: dict[str, Any]) -> LoadedFunction:
-    # Every function's module is called app.py: import each under its own name.
-    name = f"local_lambda_{fn.logical_id}"
-    spec = importlib.util.spec_from_file_location(name, fn.module_path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    module = fn.import_module(f"local_lambda_{fn.logical_id}")
     globals_ = template.get("Globals", {}).get("Function", {})
     return LoadedFunction(
         logical_id=fn.logical_id,
@@ -290,14 +283,17 @@ class SandboxProcess:
             if time.monotonic() > deadline:
                 raise StartupError(f"the Apicbase sandbox did not start within {SANDBOX_START_SECONDS} s")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class Stack:
@@ -449,12 +445,18 @@ class Stack:
         return self.functions[logical_id].invoke(event)
 
     def stop(self) -> None:
+        # Everything is told to stop first and waited for after, so the waits overlap; moto
+        # goes last, since the handlers may still be calling it.
         if self.schedule is not None:
-            self.schedule.stop()
+            self.schedule.stop(wait=False)
+        if self.sandbox is not None:
+            self.sandbox.terminate()
         if self.adapter is not None:
             if self._threads:
                 self.adapter.shutdown()
             self.adapter.server_close()
+        if self.schedule is not None:
+            self.schedule.stop()
         if self.sandbox is not None:
             self.sandbox.stop()
         if self.moto is not None:

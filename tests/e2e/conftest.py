@@ -7,9 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.localrun import ROOT, LocalRun
-
-ARTIFACTS = ROOT / "artifacts"
+from tests.e2e.localrun import ARTIFACTS, LocalRun
 
 
 @pytest.fixture(scope="session")

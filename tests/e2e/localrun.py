@@ -18,6 +18,7 @@ import requests
 from local.sandbox.browserless import authorize_as
 
 ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"  # kept by CI, ignored by git
 TIMEOUT = 30
 START_SECONDS = 120
 CLIENT_ID = "e2e-client"

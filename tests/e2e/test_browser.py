@@ -15,8 +15,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.conftest import ARTIFACTS
-from tests.e2e.localrun import LocalRun
+from tests.e2e.localrun import ARTIFACTS, LocalRun
 
 pytestmark = pytest.mark.browser
 
