@@ -179,6 +179,8 @@ def main() -> int:
             passed = walk(stack)
     except stack_module.StartupError as exc:
         return fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
     if not passed:
         print("demo FAILED", flush=True)
         return 1

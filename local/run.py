@@ -90,19 +90,26 @@ def main() -> int:
     except ImportError as exc:
         return fail(f"the {exc.name} package is missing: install requirements-dev.txt into the venv first")
 
-    stopping = threading.Event()
+    # Ctrl-C and SIGTERM interrupt whatever runs, start-up included; the stack is then stopped
+    # with both ignored, so that a second Ctrl-C cannot leave the sandbox behind.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-
+        signal.signal(signum, signal.default_int_handler)
     started = time.monotonic()
+    stack = None
     try:
         stack = stack_module.Stack(stack_module.Config.from_env())
-        with stack:
-            print(banner(stack, started), flush=True)
-            stopping.wait()
-            print("\nstopping...", flush=True)
+        stack.start()
+        print(banner(stack, started), flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
     except stack_module.StartupError as exc:
         return fail(str(exc))
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        if stack is not None:
+            stack.stop()
     print("stopped.", flush=True)
     return 0
 

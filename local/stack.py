@@ -45,6 +45,8 @@ EXTERNAL_APICBASE_VARS = (
 )
 SCHEDULER_FUNCTION = "RefreshSchedulerFunction"
 WORKER_FUNCTION = "RefreshWorkerFunction"
+# Template parameters the environment sets, by the name of the environment variable.
+PARAMETER_SETTINGS = {"RefreshWindowHours": "REFRESH_WINDOW_HOURS", "LogLevel": "LOG_LEVEL"}
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 # The handlers share Powertools' logger and metrics (one layer) and keep the current request on
 # their resolver: like a Lambda container, a handler runs one event at a time, so every
@@ -157,6 +159,20 @@ def load_template(path: Path) -> tuple[dict[str, Any], dict[str, tpl.Function], 
     return template, functions, routes
 
 
+def check_parameters(template: dict[str, Any], parameters: Mapping[str, str]) -> None:
+    """The template's own constraints on the parameters set from the environment (not its
+    https-only URL patterns: the sandbox is plain http on loopback, which the code allows)."""
+    for parameter, value in parameters.items():
+        spec = template.get("Parameters", {}).get(parameter, {})
+        name = PARAMETER_SETTINGS.get(parameter, parameter)
+        allowed = spec.get("AllowedValues")
+        if allowed and value not in map(str, allowed):
+            raise StartupError(f"{name} must be one of {', '.join(map(str, allowed))}, not {value[:20]!r}")
+        low, high = spec.get("MinValue"), spec.get("MaxValue")
+        if (low is not None and float(value) < low) or (high is not None and float(value) > high):
+            raise StartupError(f"{name} must be between {low} and {high}")
+
+
 def ensure_port_free(port: int, variable: str) -> None:
     """Fail early, in one line, rather than in a server thread (moto's would hang on it)."""
     if port == 0:
@@ -250,7 +266,6 @@ class SandboxProcess:
         ]
         if config.sandbox_test_hooks:
             command.append("--test-hooks")
-        self.url = f"http://{HOST}:{port}"
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             command, cwd=tpl.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
         )
@@ -313,7 +328,7 @@ class Stack:
         self.client_secret = config.sandbox_client_secret or secrets.token_urlsafe(32)
         self.sandbox_url: str | None = None
         self.moto_url = ""
-        self._threads: list[threading.Thread] = []
+        self._adapter_thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -332,26 +347,29 @@ class Stack:
         if config.external is None:
             ensure_port_free(config.sandbox_port, "SANDBOX_PORT")
             sandbox_port = config.sandbox_port or free_port()
+            self.sandbox_url = f"http://{HOST}:{sandbox_port}"
         try:
             self.adapter = Adapter(HOST, config.port, routes, self.invoke, log, log_requests=self.log_requests)
         except OSError:
             raise StartupError(f"port {config.port} on {HOST} is already in use: set PORT to another port") from None
+        parameters = self._parameters()
+        check_parameters(self.template, parameters)
         # The sandbox (Django) takes the longest to start: it boots while AWS is provisioned.
         if sandbox_port is not None:
             self.sandbox = SandboxProcess(sandbox_port, self.client_id, self.client_secret, self.callback_url, config)
-            self.sandbox_url = self.sandbox.url
         self._start_aws()
         session = self._aws_session()
         self.refs = local_aws.provision(
             session,
             self.template,
             applications={"default": self._application()},
-            parameters=self._parameters(),
+            parameters=parameters,
         )
         self._load_functions(functions)
         if self.sandbox is not None:
             self.sandbox.wait_ready("SANDBOX_PORT")
-        self._serve(self.adapter.serve_forever, "adapter")
+        self._adapter_thread = threading.Thread(target=self.adapter.serve_forever, name="adapter", daemon=True)
+        self._adapter_thread.start()
         worker_event = next(e for e in functions[WORKER_FUNCTION].events.values() if e["Type"] == "SQS")
         self.schedule = RefreshSchedule(
             invoke=self.invoke,
@@ -394,9 +412,10 @@ class Stack:
         # invocation that adds no metric (metrics are off here anyway).
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
-        self.moto = ThreadedMotoServer(ip_address=HOST, port=self.config.moto_port, verbose=False)
-        self.moto.start()
-        host, port = self.moto.get_host_and_port()
+        moto = ThreadedMotoServer(ip_address=HOST, port=self.config.moto_port, verbose=False)
+        moto.start()
+        self.moto = moto
+        host, port = moto.get_host_and_port()
         self.moto_url = f"http://{host}:{port}"
         # The handlers' unchanged boto3 clients read these: every AWS call goes to moto, with
         # credentials that are not anyone's (a profile or session token would be someone's).
@@ -436,31 +455,30 @@ class Stack:
             except ConfigurationError as exc:
                 raise StartupError(f"{fn.logical_id}: {exc.message}") from None
 
-    def _serve(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         return self.functions[logical_id].invoke(event)
 
     def stop(self) -> None:
+        """Stop what was started (all of it, or what a failed start got to), once."""
+        schedule, sandbox, adapter, moto = self.schedule, self.sandbox, self.adapter, self.moto
+        self.schedule = self.sandbox = self.moto = None
         # Everything is told to stop first and waited for after, so the waits overlap; moto
         # goes last, since the handlers may still be calling it.
-        if self.schedule is not None:
-            self.schedule.stop(wait=False)
-        if self.sandbox is not None:
-            self.sandbox.terminate()
-        if self.adapter is not None:
-            if self._threads:
-                self.adapter.shutdown()
-            self.adapter.server_close()
-        if self.schedule is not None:
-            self.schedule.stop()
-        if self.sandbox is not None:
-            self.sandbox.stop()
-        if self.moto is not None:
-            self.moto.stop()
+        if schedule is not None:
+            schedule.stop(wait=False)
+        if sandbox is not None:
+            sandbox.terminate()
+        if adapter is not None and self._adapter_thread is not None:
+            adapter.shutdown()
+            self._adapter_thread = None
+        if adapter is not None:
+            adapter.server_close()
+        if schedule is not None:
+            schedule.stop()
+        if sandbox is not None:
+            sandbox.stop()
+        if moto is not None:
+            moto.stop()
 
     def __enter__(self) -> Stack:
         try:
