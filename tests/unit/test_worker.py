@@ -13,6 +13,7 @@ import pytest
 from apicbase_oauth.observability import metrics
 from apicbase_oauth.queue import encode
 from tests.conftest import load_event
+from tests.unit.logcapture import captured_logs
 from tests.unit.refresh_support import real_clock, seed, stored_pair
 
 DUE = 3600
@@ -61,6 +62,20 @@ def test_the_sample_event_refreshes_its_connection(deps, apicbase, worker, lambd
     # Then no record failed and the rotated refresh token is stored
     assert failed_ids(response) == []
     assert stored_pair(deps, "lib-42").refresh_token == apicbase.issued_refresh_tokens[-1]
+
+
+def test_the_worker_logs_no_token(deps, apicbase, worker, lambda_context, caplog):
+    # Given a due connection
+    seeded = seed(deps, apicbase, "lib-42", expires_in=DUE)
+    # When the worker refreshes it, logging at its most talkative
+    with captured_logs(caplog) as logged:
+        worker.lambda_handler(load_event("sqs_refresh_batch.json"), lambda_context)
+    # Then no token, old or new, appears in what it logged
+    issued = stored_pair(deps, "lib-42")
+    text = logged()
+    assert "lib-42" in text
+    tokens = (seeded.access_token, seeded.refresh_token, issued.access_token, issued.refresh_token)
+    assert [token for token in tokens if token in text] == []
 
 
 def test_duplicate_and_out_of_order_messages_refresh_once(deps, apicbase, clock, worker, lambda_context):
