@@ -12,7 +12,9 @@ token presented. The rules, in order:
 4. invalid_grant: the store is the only witness. A newer version means someone else stored a
    rotated pair (success); otherwise the grant is gone: needs_reauthorization, an event, a metric.
 5. Transient failures and 429 keep the status, count failures and back off; no blind retries,
-   because a request that reached Apicbase may have rotated the token already.
+   because a request that reached Apicbase may have rotated the token already. The scheduled
+   path leaves a connection alone until its next attempt, so an SQS redelivery cannot cut a
+   Retry-After short.
 6. invalid_client is the secret's fault, not the connection's: re-read the secret once, then
    fail loudly.
 
