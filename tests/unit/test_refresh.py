@@ -300,11 +300,17 @@ def test_a_crash_before_the_write_is_logged_as_an_error_with_the_connection_id(d
     assert stored_pair(deps, CID).refresh_token not in apicbase.live_refresh_tokens
 
 
+@pytest.mark.parametrize("transient_failures_first", [0, 2])
 def test_after_a_crash_the_next_refresh_asks_for_reauthorization_naming_the_interrupted_refresh(
-    deps, crashed, clock, sink
+    deps, apicbase, crashed, clock, sink, transient_failures_first
 ):
-    # When the lease has lapsed and the connection is refreshed again
+    # When the lease has lapsed and the connection is refreshed again (maybe after 503s first)
     clock.advance(deps.settings.lease_seconds + 1)
+    apicbase.scripted += [(503, "Service Unavailable", {})] * transient_failures_first
+    for _ in range(transient_failures_first):
+        with pytest.raises(ApicbaseUnavailable):
+            refresh_due(deps)
+        clock.advance(BACKOFF_MAX_SECONDS)
     with pytest.raises(NeedsReauthorization):
         refresh_due(deps)
     # Then the reason says the previous refresh was interrupted, in the store and in the event

@@ -460,24 +460,32 @@ class ConnectionStore:
         next_attempt_at: int,
     ) -> Connection | None:
         """Count a failed refresh, set the next attempt, release the lease. Keeps the status."""
+        values: dict[str, Any] = {
+            ":owner": owner,
+            ":zero": 0,
+            ":one": 1,
+            ":next": next_attempt_at,
+            ":error": error,
+            ":now": int(self.now()),
+        }
+        update = (
+            "SET consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one, "
+            "next_attempt_at = :next, last_error = :error, updated_at = :now"
+        )
+        if connection.interrupted_lease_until:
+            # Keep the witness of an interrupted refresh as a lapsed lease: the next lease copies
+            # it into interrupted_lease_until, so a later invalid_grant still names it.
+            values[":interrupted"] = connection.interrupted_lease_until
+            update += ", lease_until = :interrupted REMOVE lease_owner"
+        else:
+            update += " REMOVE lease_owner, lease_until"
         try:
             result = self._call(
                 self.table.update_item,
                 Key={"pk": connection_key(connection.connection_id)},
-                UpdateExpression=(
-                    "SET consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one, "
-                    "next_attempt_at = :next, last_error = :error, updated_at = :now "
-                    "REMOVE lease_owner, lease_until"
-                ),
+                UpdateExpression=update,
                 ConditionExpression="lease_owner = :owner",
-                ExpressionAttributeValues={
-                    ":owner": owner,
-                    ":zero": 0,
-                    ":one": 1,
-                    ":next": next_attempt_at,
-                    ":error": error,
-                    ":now": int(self.now()),
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
         except ConditionFailed:
