@@ -36,7 +36,6 @@ IAM_IDENTITY = {
 }
 # Bodies of these types reach the function as text; anything else base64-encoded, as API Gateway does.
 TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded", "application/xml")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 Invoke = Callable[[str, dict[str, Any]], Any]
 
@@ -195,13 +194,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.log(f"{route.function} crashed: {type(exc).__name__}")
             return _api_gateway_error(500, "Internal Server Error")
 
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+
     def log_message(self, format: str, *args: Any) -> None:
         # BaseHTTPRequestHandler would log the request line, query string included.
         pass
-
-
-for _method in HTTP_METHODS:
-    setattr(_Handler, f"do_{_method}", _Handler._serve)
 
 
 def _header_items(headers: Message) -> list[tuple[str, str]]:

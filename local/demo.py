@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from local.run import CONNECTION_ID, fail, load_stack_module, python_problem
+from local.run import CONNECTION_ID, fail, load_stack_module, parse_args, python_problem
 from local.sandbox.browserless import authorize_as
 
 TIMEOUT = 30
@@ -164,7 +164,8 @@ def walk(stack: Any) -> bool:
     return True
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parse_args(argv, "python -m local.demo", __doc__ or "")
     problem = python_problem()
     if problem:
         return fail(problem)

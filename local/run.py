@@ -10,6 +10,7 @@ run's callback URL) instead of the sandbox.
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -81,7 +82,16 @@ def banner(stack: Any, started: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None, prog: str, doc: str) -> None:
+    """Settings come from the environment; the command line only answers --help."""
+    summary, _, details = doc.partition("\n\n")
+    argparse.ArgumentParser(
+        prog=prog, description=summary, epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_args(argv, "python -m local.run", __doc__ or "")
     problem = python_problem()
     if problem:
         return fail(problem)
