@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,15 +35,27 @@ def broker(aws, apicbase, template, load_handler, lambda_context, monkeypatch) -
         yield served
 
 
-@pytest.fixture
-def cli(broker, capsys, monkeypatch) -> Callable[..., Run]:
-    """Run ``apicbase-broker --api-url <local> ARGS`` in-process, with ``stdin`` piped."""
-
+def runner(url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     def run(*args: str, stdin: str = "") -> Run:
         capsys.readouterr()
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(["--api-url", broker.url, *args])
+        code = main(["--api-url", url, *args])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def cli(broker, capsys, monkeypatch) -> Callable[..., Run]:
+    """Run ``apicbase-broker --api-url <local> ARGS`` in-process, with ``stdin`` piped."""
+    return runner(broker.url, capsys, monkeypatch)
+
+
+@pytest.fixture
+def offline_cli(capsys, monkeypatch) -> Callable[..., Run]:
+    """The same, pointed at a port where nothing listens (for what fails before any answer)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return runner(f"http://127.0.0.1:{port}", capsys, monkeypatch)

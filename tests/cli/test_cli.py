@@ -66,9 +66,9 @@ def test_import_tokens_reads_a_json_file(cli, apicbase, tmp_path):
     assert json.loads(run.out)["source"] == "import"
 
 
-def test_import_tokens_without_a_refresh_token_is_a_usage_error(cli):
+def test_import_tokens_without_a_refresh_token_is_a_usage_error(offline_cli):
     # When the JSON on stdin lacks the refresh token
-    run = cli("import-tokens", "lib-1", stdin='{"access_token": "a"}')
+    run = offline_cli("import-tokens", "lib-1", stdin='{"access_token": "a"}')
     # Then nothing is sent and the exit code is 2
     assert run.code == 2
     assert "refresh_token" in run.err
@@ -205,6 +205,6 @@ def test_disconnect_with_yes_deletes_the_connection(cli, apicbase):
 
 
 @pytest.mark.parametrize("args", [["list", "--limit", "0"], ["show"], ["nonsense"]])
-def test_bad_arguments_exit_2(cli, args):
+def test_bad_arguments_exit_2(offline_cli, args):
     # When the arguments are wrong, Then the exit code is 2
-    assert cli(*args).code == 2
+    assert offline_cli(*args).code == 2
