@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,26 @@ AWS_CONFIG = Config(
     user_agent_extra="apicbase-oauth-broker",
 )
 
+# boto3 sessions are not thread-safe: clients are built one at a time.
+_BUILD_LOCK = threading.Lock()
+
+
+class LazyClient:
+    """A boto3 client (or Table) built on first use. Building one costs 10-150 ms of CPU
+    (service models, endpoint rules); a function pays only for the clients it calls (the
+    scheduler never calls KMS or EventBridge), and importing a handler stays cheap."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._target: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._target is None:
+            with _BUILD_LOCK:
+                if self._target is None:
+                    self._target = self._build()
+        return getattr(self._target, name)
+
 
 @dataclass
 class Deps:
@@ -43,14 +64,18 @@ class Deps:
 
 def build(settings: Settings, *, session: Any = None, now: Callable[[], float] = time.time) -> Deps:
     session = session or boto3.session.Session()
-    table = session.resource("dynamodb", config=AWS_CONFIG).Table(settings.table_name)
+
+    def client(name: str) -> LazyClient:
+        return LazyClient(lambda: session.client(name, config=AWS_CONFIG))
+
+    table = LazyClient(lambda: session.resource("dynamodb", config=AWS_CONFIG).Table(settings.table_name))
     queue = None
     if settings.refresh_queue_url:
-        queue = RefreshQueue(session.client("sqs", config=AWS_CONFIG), settings.refresh_queue_url)
+        queue = RefreshQueue(client("sqs"), settings.refresh_queue_url)
     return Deps(
         settings=settings,
         store=ConnectionStore(table, now=now),
-        cipher=TokenCipher(session.client("kms", config=AWS_CONFIG), settings.token_key_id),
+        cipher=TokenCipher(client("kms"), settings.token_key_id),
         credentials=CredentialStore(settings.client_secret_id, max_age=settings.secret_max_age_seconds),
         apicbase=ApicbaseClient(
             authorize_url=settings.authorize_url,
@@ -59,7 +84,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
             now=now,
         ),
         events=EventPublisher(
-            session.client("events", config=AWS_CONFIG),
+            client("events"),
             bus_name=settings.event_bus_name,
             source=settings.event_source,
         ),
