@@ -1,0 +1,94 @@
+"""Run every benchmark, print the table and write docs/BENCHMARKS.md.
+
+python -m bench            # the full run (a few minutes on a quiet machine)
+python -m bench --quick    # a smoke run with small sizes (under a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import callback, coldstart, query, refresh, report
+from . import harness as h
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int  # cold starts per function
+    callbacks: int
+    refreshes: int
+    concurrency: int
+    latency_ms: float
+    naive_refreshes: int
+    table_items: int
+    due_items: int
+
+
+FULL = Sizes(
+    rounds=5,
+    callbacks=60,
+    refreshes=2000,
+    concurrency=10,
+    latency_ms=50,
+    naive_refreshes=200,
+    table_items=100_000,
+    due_items=100,
+)
+QUICK = Sizes(
+    rounds=1,
+    callbacks=10,
+    refreshes=100,
+    concurrency=10,
+    latency_ms=50,
+    naive_refreshes=10,
+    table_items=5_000,
+    due_items=100,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--output", type=Path, default=h.ROOT / "docs" / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    counter = h.CallCounter()
+    counter.install()
+    results = report.Results(sizes=sizes, quick=args.quick)
+
+    def step(name: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {name}", file=sys.stderr, flush=True)
+
+    with h.moto_server() as endpoint, h.apicbase_stub() as stub:
+        step("4b. the scheduler's Query on a big table (moto in process)")
+        results.query = query.run(stub, counter, total=sizes.table_items, due=sizes.due_items)
+        step("1, 5. cold starts and peak memory")
+        stack = h.Stack.provision(endpoint, stub, "bench-cold")
+        results.cold = coldstart.run(stack, sizes.rounds)
+        step("2. warm callbacks")
+        results.callback = callback.run(stack, counter, sizes.callbacks)
+        refresh_stack = h.Stack.provision(endpoint, stub, "bench-refresh")
+        common = {"n": sizes.refreshes, "concurrency": sizes.concurrency}
+        step(f"3. refresh pipeline, {sizes.latency_ms:g} ms token endpoint")
+        results.pipeline = refresh.pipeline(refresh_stack, counter, latency_ms=sizes.latency_ms, **common)
+        step("3. refresh pipeline, 0 ms token endpoint (the emulator's floor)")
+        results.pipeline_floor = refresh.pipeline(refresh_stack, counter, latency_ms=0, **common)
+        step("3. naive sequential refresher")
+        results.naive = refresh.naive(refresh_stack, counter, n=sizes.naive_refreshes, latency_ms=sizes.latency_ms)
+    results.seconds = time.perf_counter() - started
+    step("done")
+    print(report.table(results))
+    if not args.quick:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report.markdown(results))
+        print(f"\nwrote {args.output.relative_to(h.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

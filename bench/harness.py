@@ -1,0 +1,455 @@
+"""What every benchmark needs: moto's server and the fake Apicbase as separate processes, the
+stack provisioned on moto from template.yaml, the functions' environments, Lambda-shaped events
+and contexts, the handlers loaded as Lambda loads them, and AWS calls counted with botocore
+``before-call`` hooks."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import botocore.session
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER = ROOT / "layers" / "apicbase_oauth"
+for _path in (str(ROOT), str(LAYER)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from local import aws as local_aws  # noqa: E402
+from local import template as tpl  # noqa: E402
+
+
+def _powertools_environment() -> dict[str, str]:
+    """Powertools' settings from the template's Globals: the layer's Logger and Metrics are
+    created when it is first imported, here as on Lambda."""
+    template = tpl.load()
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    defaults = tpl.parameter_defaults(template)
+    return {k: str(tpl.resolve(v, defaults)) for k, v in variables.items() if k.startswith("POWERTOOLS_")}
+
+
+os.environ.update(_powertools_environment())
+
+from apicbase_oauth.crypto import TokenCipher, TokenPair  # noqa: E402
+from apicbase_oauth.store import ConnectionStore, ConnectSession  # noqa: E402
+
+REGION = "eu-west-1"
+CLIENT_ID = "bench-client"
+CLIENT_SECRET = "bench-secret-0123456789"  # a fake credential for the fake Apicbase
+APPLICATIONS = {"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+ONE_WEEK = 604800
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up") from None
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server in its own process: its CPU is not ours."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(url + "/moto-api/")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Stub:
+    url: str
+
+    def call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(self.url + path, json=payload or {}, timeout=30)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def pairs(self, count: int) -> list[TokenPair]:
+        return [TokenPair(a, r) for a, r in self.call("/stub/pairs", {"count": count})["pairs"]]
+
+    def set_delay(self, delay_ms: float) -> None:
+        self.call("/stub/config", {"delay_ms": delay_ms})
+
+    def stats(self) -> Counter[str]:
+        return Counter(self.call("/stub/stats"))
+
+
+@contextlib.contextmanager
+def apicbase_stub() -> Iterator[Stub]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.stub", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout
+        line = proc.stdout.readline().strip()
+        if "listening on " not in line:
+            raise RuntimeError(f"the Apicbase stub did not start: {line!r}")
+        yield Stub(line.split("listening on ", 1)[1])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Stack:
+    """The template's resources on moto's server, and what a function sees of them."""
+
+    endpoint: str | None  # moto's server, or None for moto in this process
+    stub: Stub
+    template: dict[str, Any]
+    refs: dict[str, str]
+    session: boto3.session.Session
+
+    @classmethod
+    def provision(cls, endpoint: str | None, stub: Stub, name: str) -> Stack:
+        template = tpl.load()
+        session = aws_session(endpoint)
+        refs = local_aws.provision(
+            session,
+            template,
+            stack_name=name,
+            applications=APPLICATIONS,
+            parameters={
+                "ApicbaseTokenUrl": stub.url + "/oauth/token/",
+                "ApicbaseIntrospectUrl": stub.url + "/oauth/introspect/",
+                "CallbackUrlOverride": "https://broker.example.com/oauth/callback",
+            },
+        )
+        return cls(endpoint, stub, template, refs, session)
+
+    def env(self, logical_id: str) -> dict[str, str]:
+        """The function's environment as Lambda sets it, pointed at moto's server."""
+        env = {
+            **local_aws.function_environment(self.template, logical_id, self.refs),
+            **FAKE_CREDENTIALS,
+            "AWS_LAMBDA_FUNCTION_NAME": logical_id,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        }
+        if self.endpoint:
+            env["AWS_ENDPOINT_URL"] = self.endpoint
+        return env
+
+    @property
+    def table(self) -> Any:
+        return self.session.resource("dynamodb").Table(self.refs["ConnectionsTable"])
+
+    @property
+    def store(self) -> ConnectionStore:
+        return ConnectionStore(self.table)
+
+    @property
+    def cipher(self) -> TokenCipher:
+        return TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"])
+
+    def new_state(self) -> str:
+        state = secrets.token_urlsafe(32)
+        session = ConnectSession(
+            connection_id=f"lib-{uuid.uuid4().hex[:12]}",
+            application="default",
+            client_id=CLIENT_ID,
+            scopes=("accounts", "library"),
+            redirect_uri="https://broker.example.com/oauth/callback",
+            return_url=None,
+            code_verifier=None,
+            expires_at=int(time.time()) + 600,
+        )
+        self.store.put_session(state, session)
+        return state
+
+    def seed_connections(self, ids: list[str], *, expires_in: int) -> None:
+        """Connections with real ciphertexts (one KMS call each) of pairs the stub knows,
+        written in batches of 25 (the fast path: no lease, no events)."""
+        cipher = self.cipher
+        now = int(time.time())
+        with self.table.batch_writer() as batch:
+            for connection_id, pair in zip(ids, self.stub.pairs(len(ids)), strict=True):
+                item = connection_item(connection_id, now=now, expires_at=now + expires_in)
+                item["tokens"] = cipher.encrypt(connection_id, pair)
+                batch.put_item(Item=item)
+
+
+def connection_item(connection_id: str, *, now: int, expires_at: int) -> dict[str, Any]:
+    """An active connection item as ConnectionStore.save_tokens writes it (tokens left to the caller)."""
+    return {
+        "pk": "CONN#" + connection_id,
+        "entity": "connection",
+        "connection_id": connection_id,
+        "application": "default",
+        "client_id": CLIENT_ID,
+        "status": "active",
+        "expires_at": expires_at,
+        "refresh_queue": "due",
+        "updated_at": now,
+        "created_at": now,
+        "version": 1,
+        "consecutive_failures": 0,
+        "source": "import",
+        "granted_scope": "accounts library",
+        "username": "chef@example.com",
+    }
+
+
+def aws_session(endpoint: str | None) -> boto3.session.Session:
+    os.environ.update(FAKE_CREDENTIALS)
+    if endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    else:  # moto in this process intercepts AWS's own URLs only
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    return boto3.session.Session(region_name=REGION)
+
+
+# --- counting AWS calls -------------------------------------------------------------------------
+class CallCounter:
+    """Counts every AWS API call by (scope, service, operation), and the time spent in them, from
+    ``before-call``/``after-call`` hooks registered on each client as it is created. The scope
+    is set per thread, so the harness's own calls are told apart from the handlers'."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str, str]] = Counter()
+        self.seconds: Counter[str] = Counter()  # wall time inside AWS calls (the emulator's and botocore's)
+        self.responses: list[tuple[str, dict[str, Any]]] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._original: Callable[..., Any] | None = None
+
+    @contextlib.contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        previous = getattr(self._local, "scope", "harness")
+        self._local.scope = name
+        try:
+            yield
+        finally:
+            self._local.scope = previous
+
+    def install(self) -> None:
+        original = botocore.session.Session.create_client
+        counter = self
+
+        def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
+            client = original(session, *args, **kwargs)
+            client.meta.events.register("before-call", counter._before_call)
+            client.meta.events.register("after-call", counter._after_call)
+            client.meta.events.register("before-parameter-build.dynamodb.Query", _ask_consumed_capacity)
+            client.meta.events.register("after-call.dynamodb.Query", counter._after_query)
+            return client
+
+        self._original = original
+        botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            botocore.session.Session.create_client = self._original  # type: ignore[method-assign]
+
+    def _before_call(self, model: Any, **_: Any) -> None:
+        scope = getattr(self._local, "scope", "harness")
+        with self._lock:
+            self.calls[(scope, model.service_model.service_name, model.name)] += 1
+        self._local.started = time.perf_counter()
+
+    def _after_call(self, **_: Any) -> None:
+        elapsed = time.perf_counter() - getattr(self._local, "started", time.perf_counter())
+        with self._lock:
+            self.seconds[getattr(self._local, "scope", "harness")] += elapsed
+
+    def _after_query(self, parsed: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            self.responses.append((getattr(self._local, "scope", "harness"), parsed))
+
+    def of(self, scope: str) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return Counter({(svc, op): n for (s, svc, op), n in self.calls.items() if s == scope})
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.seconds.clear()
+            self.responses.clear()
+
+
+def _ask_consumed_capacity(params: dict[str, Any], **_: Any) -> None:
+    """Queries report what they read; this changes nothing else about them."""
+    params.setdefault("ReturnConsumedCapacity", "TOTAL")
+
+
+DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+DYNAMODB_READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
+
+
+def by_kind(calls: Counter[tuple[str, str]]) -> dict[str, int]:
+    """DynamoDB reads and writes, KMS, Secrets Manager, SQS and EventBridge calls."""
+    kinds: Counter[str] = Counter()
+    for (service, operation), n in calls.items():
+        if service == "dynamodb":
+            kinds["dynamodb_write" if operation in DYNAMODB_WRITES else "dynamodb_read"] += n
+        else:
+            kinds[service] += n
+    return dict(kinds)
+
+
+def describe_calls(calls: Counter[tuple[str, str]], per: float = 1.0) -> str:
+    return ", ".join(f"{svc}:{op} {n / per:g}" for (svc, op), n in sorted(calls.items()))
+
+
+# --- Lambda shapes -------------------------------------------------------------------------------
+@dataclass
+class LambdaContext:
+    function_name: str
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{local_aws.ACCOUNT}:function:{self.function_name}"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def http_event(method: str, path: str, *, query: dict[str, str] | None = None, route: str | None = None) -> dict:
+    """An API Gateway HTTP API payload 2.0 event."""
+    query = query or {}
+    return {
+        "version": "2.0",
+        "routeKey": f"{method} {route or path}",
+        "rawPath": path,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in query.items()),
+        "headers": {"host": "broker.example.com", "user-agent": "bench"},
+        "queryStringParameters": query or None,
+        "requestContext": {
+            "accountId": local_aws.ACCOUNT,
+            "apiId": "bench",
+            "domainName": "broker.example.com",
+            "domainPrefix": "broker",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+            "requestId": uuid.uuid4().hex,
+            "routeKey": f"{method} {route or path}",
+            "stage": "$default",
+            "time": "27/Nov/2026:19:00:00 +0000",
+            "timeEpoch": int(time.time() * 1000),
+            "authorizer": {"iam": {"userArn": f"arn:aws:iam::{local_aws.ACCOUNT}:user/bench"}},
+        },
+        "isBase64Encoded": False,
+    }
+
+
+def callback_event(state: str) -> dict:
+    return http_event("GET", "/oauth/callback", query={"code": "code-" + uuid.uuid4().hex, "state": state})
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict:
+    """The event Lambda's SQS poller hands the worker for messages from ReceiveMessage."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+def schedule_event() -> dict:
+    return {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}
+
+
+def load_handler(stack: Stack, logical_id: str) -> ModuleType:
+    """A fresh instance of the function's module (one container), imported with its environment."""
+    os.environ.update(stack.env(logical_id))
+    if not stack.endpoint:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    fn = tpl.functions(stack.template)[logical_id]
+    name = f"bench_{logical_id}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, fn.module_path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """The handlers log to stdout as on Lambda (that work is measured); the lines go nowhere."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def queue_arn(stack: Stack) -> str:
+    sqs = stack.session.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=stack.refs["RefreshQueue"], AttributeNames=["QueueArn"])
+    return str(attributes["Attributes"]["QueueArn"])
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
