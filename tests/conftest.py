@@ -15,6 +15,8 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 import responses
 from aws_lambda_powertools.utilities import parameters
@@ -28,6 +30,22 @@ from local import template as tpl
 from tests import fakes
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_botocore_loader() -> Iterator[None]:
+    """Every test builds fresh boto3 sessions (moto, handlers); one shared model loader spares
+    re-reading botocore's JSON service models each time, the bulk of a fixture's setup cost."""
+    loader = botocore.loaders.create_loader()
+    original = botocore.session.Session._register_data_loader
+
+    def register(self: botocore.session.Session) -> None:
+        self._components.lazy_register_component("data_loader", lambda: loader)
+
+    botocore.session.Session._register_data_loader = register  # type: ignore[method-assign]
+    yield
+    botocore.session.Session._register_data_loader = original  # type: ignore[method-assign]
+
 EVENTS = ROOT / "events"
 REGION = "eu-west-1"
 CALLBACK_URL = "https://broker.example.com/oauth/callback"
