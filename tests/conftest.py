@@ -20,13 +20,13 @@ import botocore.session
 import pytest
 import responses
 from aws_lambda_powertools.utilities import parameters
+from local import aws as local_aws
+from local import template as tpl
 from moto import mock_aws
 
 from apicbase_oauth import deps as deps_module
 from apicbase_oauth import observability
 from apicbase_oauth.config import Settings
-from local import aws as local_aws
-from local import template as tpl
 from tests import fakes
 
 ROOT = Path(__file__).resolve().parent.parent
