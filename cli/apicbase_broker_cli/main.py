@@ -118,11 +118,18 @@ def _path(args: argparse.Namespace, suffix: str = "") -> str:
     return f"/connections/{args.connection_id}{suffix}"
 
 
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The optional body fields given on the command line (same names as in the API)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _connection(api: AdminApi, method: str, path: str, **kwargs: Any) -> output.Result:
+    view = api.request(method, path, **kwargs).body
+    return output.Result(view, output.fields(view))
+
+
 def cmd_connect(args: argparse.Namespace, api: AdminApi) -> output.Result:
-    body: dict[str, Any] = {"connection_id": args.connection_id}
-    for key in ("scopes", "return_url", "application"):
-        if getattr(args, key):
-            body[key] = getattr(args, key)
+    body = {"connection_id": args.connection_id, **_options(args, "scopes", "return_url", "application")}
     session = api.request("POST", "/connect-sessions", body=body).body
     session.pop("state", None)  # it is in the URL already; nothing else needs it
     if args.open:
@@ -152,9 +159,7 @@ def cmd_list(args: argparse.Namespace, api: AdminApi) -> output.Result:
 
 
 def cmd_show(args: argparse.Namespace, api: AdminApi) -> output.Result:
-    query = {"introspect": "true"} if args.introspect else None
-    view = api.request("GET", _path(args), query=query).body
-    return output.Result(view, output.fields(view))
+    return _connection(api, "GET", _path(args), query={"introspect": "true"} if args.introspect else None)
 
 
 def cmd_token(args: argparse.Namespace, api: AdminApi) -> output.Result:
@@ -164,28 +169,17 @@ def cmd_token(args: argparse.Namespace, api: AdminApi) -> output.Result:
 
 
 def cmd_refresh(args: argparse.Namespace, api: AdminApi) -> output.Result:
-    view = api.request("POST", _path(args, "/refresh")).body
-    return output.Result(view, output.fields(view))
+    return _connection(api, "POST", _path(args, "/refresh"))
 
 
 def cmd_paste_code(args: argparse.Namespace, api: AdminApi) -> output.Result:
-    body: dict[str, Any] = {"code": _secret_input("Authorization code: ")}
-    if args.application:
-        body["application"] = args.application
-    if args.redirect_uri:
-        body["redirect_uri"] = args.redirect_uri
-    view = api.request("POST", _path(args, "/authorization-code"), body=body).body
-    return output.Result(view, output.fields(view))
+    body = {"code": _secret_input("Authorization code: "), **_options(args, "application", "redirect_uri")}
+    return _connection(api, "POST", _path(args, "/authorization-code"), body=body)
 
 
 def cmd_import_tokens(args: argparse.Namespace, api: AdminApi) -> output.Result:
-    body = _tokens_input(args.file)
-    if args.expires_in is not None:
-        body["expires_in"] = args.expires_in
-    if args.application:
-        body["application"] = args.application
-    view = api.request("PUT", _path(args, "/tokens"), body=body).body
-    return output.Result(view, output.fields(view))
+    body = {**_tokens_input(args.file), **_options(args, "expires_in", "application")}
+    return _connection(api, "PUT", _path(args, "/tokens"), body=body)
 
 
 def cmd_disconnect(args: argparse.Namespace, api: AdminApi) -> output.Result:

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cli"))
 from apicbase_broker_cli.main import main
 
 from tests.cli import apigw
+from tests.e2e.conftest import local_run  # noqa: F401 (the e2e suite's local run, for test_local_run.py)
 
 
 @dataclass

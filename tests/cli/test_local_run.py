@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,18 +29,6 @@ schema = schemathesis.openapi.from_dict(_document)
 # API Gateway answers 404 to a method no route declares (not 405); the local stand-in does the
 # same for the usual methods. Probing undeclared methods tests the stand-in, not the broker.
 schema.config.phases.coverage.unexpected_methods = set()
-
-
-@pytest.fixture(scope="module")
-def local_run() -> Iterator[LocalRun]:
-    artifacts = ROOT / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    run = LocalRun(artifacts / "cli-local-run.log")
-    try:
-        run.wait_ready()
-        yield run
-    finally:
-        run.stop()
 
 
 def broker_cli(run: LocalRun, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
