@@ -76,7 +76,8 @@ def _api_failed(args: argparse.Namespace, exc: ApiError) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"apicbase-broker: error: {message}", file=sys.stderr)
+    # One line, whatever the server sent (an HTML error page, control characters).
+    print(f"apicbase-broker: error: {' '.join(message.split())}", file=sys.stderr)
 
 
 # --- configuration -------------------------------------------------------------------------------
