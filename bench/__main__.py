@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import callback, coldstart, query, refresh, report
@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--output", type=Path, default=h.ROOT / "docs" / "BENCHMARKS.md")
+    parser.add_argument("--refreshes", type=int, help="N for figure 3 (the naive baseline measures N/10)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.refreshes:  # a smaller N when the machine is too busy for the full run
+        sizes = replace(sizes, refreshes=args.refreshes, naive_refreshes=max(args.refreshes // 10, 1))
     started = time.perf_counter()
     counter = h.CallCounter()
     counter.install()

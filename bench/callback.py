@@ -39,9 +39,9 @@ def run(stack: Stack, counter: CallCounter, count: int) -> CallbackFigures:
     stack.stub.set_delay(0)
     with h.quiet_stdout():
         module = h.load_handler(stack, "CallbackFunction")
-        context = h.LambdaContext("CallbackFunction")
+        context = h.lambda_context("CallbackFunction")
         for _ in range(WARMUP):  # clients connected, secret cached: the warm path
-            module.lambda_handler(h.callback_event(stack.new_state()), context)
+            module.lambda_handler(h.callback_event(stack), context)
         counter.reset()
         before = stack.stub.stats()
         kms, key = stack.session.client("kms"), stack.refs["TokenKey.Arn"]
@@ -50,7 +50,7 @@ def run(stack: Stack, counter: CallCounter, count: int) -> CallbackFigures:
             c = time.thread_time()
             kms.encrypt(KeyId=key, Plaintext=b"x" * 64)
             reference.append(time.thread_time() - c)
-            event = h.callback_event(stack.new_state())
+            event = h.callback_event(stack)
             with counter.scope("callback"):
                 t, c = time.perf_counter(), time.thread_time()
                 answer = module.lambda_handler(event, context)

@@ -42,7 +42,7 @@ def _import(spec: dict) -> object:
 class _Context:
     memory_limit_in_mb = 256
     aws_request_id = "00000000-0000-0000-0000-000000000001"
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:bench"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
 
     def __init__(self, name: str) -> None:
         self.function_name = name

@@ -38,10 +38,10 @@ class Samples:
 def _events(stack: Stack, logical_id: str) -> dict[str, Any]:
     """The test invocation of each function, with fresh data so every run does the full work."""
     if logical_id == "CallbackFunction":
-        return h.callback_event(stack.new_state())
+        return h.callback_event(stack)
     if logical_id == "ConnectionsFunction":
-        cid = "cold-token"  # fresh for a week: GET /token reads and decrypts, no refresh
-        return h.http_event("GET", f"/connections/{cid}/token", route="/connections/{connection_id}/token")
+        # Fresh for a week: GET /token reads and decrypts, and does not refresh.
+        return h.http_event(stack.template, "GET", "/connections/cold-token/token")
     if logical_id == "RefreshSchedulerFunction":
         return h.schedule_event()
     if logical_id == "RefreshWorkerFunction":
@@ -53,7 +53,7 @@ def _events(stack: Stack, logical_id: str) -> dict[str, Any]:
             "Body": encode(cid, int(time.time())),
             "MD5OfBody": "0" * 32,
         }
-        return h.sqs_event([message], "arn:aws:sqs:eu-west-1:123456789012:refresh")
+        return h.sqs_event([message], h.queue_arn(stack))
     raise KeyError(logical_id)
 
 

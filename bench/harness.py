@@ -6,11 +6,8 @@ and contexts, the handlers loaded as Lambda loads them, and AWS calls counted wi
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,11 +15,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 import botocore.session
@@ -34,8 +32,10 @@ for _path in (str(ROOT), str(LAYER)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from local import adapter, scheduler  # noqa: E402
 from local import aws as local_aws  # noqa: E402
 from local import template as tpl  # noqa: E402
+from local.stack import LambdaContext, free_port  # noqa: E402
 
 
 def _powertools_environment() -> dict[str, str]:
@@ -52,7 +52,7 @@ os.environ.update(_powertools_environment())
 from apicbase_oauth.crypto import TokenCipher, TokenPair  # noqa: E402
 from apicbase_oauth.store import ConnectionStore, ConnectSession  # noqa: E402
 
-REGION = "eu-west-1"
+REGION = local_aws.REGION
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret-0123456789"  # a fake credential for the fake Apicbase
 APPLICATIONS = {"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
@@ -68,12 +68,6 @@ ONE_WEEK = 604800
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_for(url: str, timeout: float = 30.0) -> None:
@@ -264,7 +258,6 @@ class CallCounter:
         self.responses: list[tuple[str, dict[str, Any]]] = []
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._original: Callable[..., Any] | None = None
 
     @contextlib.contextmanager
     def scope(self, name: str) -> Iterator[None]:
@@ -287,12 +280,7 @@ class CallCounter:
             client.meta.events.register("after-call.dynamodb.Query", counter._after_query)
             return client
 
-        self._original = original
         botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
-
-    def uninstall(self) -> None:
-        if self._original is not None:
-            botocore.session.Session.create_client = self._original  # type: ignore[method-assign]
 
     def _before_call(self, model: Any, **_: Any) -> None:
         scope = getattr(self._local, "scope", "harness")
@@ -345,74 +333,40 @@ def describe_calls(calls: Counter[tuple[str, str]], per: float = 1.0) -> str:
 
 
 # --- Lambda shapes -------------------------------------------------------------------------------
-@dataclass
-class LambdaContext:
-    function_name: str
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{local_aws.ACCOUNT}:function:{self.function_name}"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
+def lambda_context(logical_id: str) -> LambdaContext:
+    return LambdaContext(logical_id, memory_limit_in_mb=256, timeout_seconds=60)
 
 
-def http_event(method: str, path: str, *, query: dict[str, str] | None = None, route: str | None = None) -> dict:
-    """An API Gateway HTTP API payload 2.0 event."""
-    query = query or {}
-    return {
-        "version": "2.0",
-        "routeKey": f"{method} {route or path}",
-        "rawPath": path,
-        "rawQueryString": "&".join(f"{k}={v}" for k, v in query.items()),
-        "headers": {"host": "broker.example.com", "user-agent": "bench"},
-        "queryStringParameters": query or None,
-        "requestContext": {
-            "accountId": local_aws.ACCOUNT,
-            "apiId": "bench",
-            "domainName": "broker.example.com",
-            "domainPrefix": "broker",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-            "requestId": uuid.uuid4().hex,
-            "routeKey": f"{method} {route or path}",
-            "stage": "$default",
-            "time": "27/Nov/2026:19:00:00 +0000",
-            "timeEpoch": int(time.time() * 1000),
-            "authorizer": {"iam": {"userArn": f"arn:aws:iam::{local_aws.ACCOUNT}:user/bench"}},
-        },
-        "isBase64Encoded": False,
-    }
+def http_event(template: dict[str, Any], method: str, path: str, query: dict[str, str] | None = None) -> dict:
+    """The payload 2.0 event API Gateway sends for a request to one of the template's routes."""
+    found = adapter.match(tpl.http_routes(template), method, path)
+    if found is None:
+        raise KeyError(f"no route for {method} {path}")
+    route, path_parameters = found
+    return adapter.build_event(
+        route,
+        path_parameters,
+        method=method,
+        raw_path=path,
+        raw_query=urlencode(query or {}),
+        headers=[("host", "broker.example.com"), ("user-agent", "bench")],
+        body=b"",
+        source_ip="127.0.0.1",
+    )
 
 
-def callback_event(state: str) -> dict:
-    return http_event("GET", "/oauth/callback", query={"code": "code-" + uuid.uuid4().hex, "state": state})
+def callback_event(stack: Stack) -> dict:
+    """A redirect back from Apicbase, with a fresh code and the state of a new connect session."""
+    query = {"code": "code-" + uuid.uuid4().hex, "state": stack.new_state()}
+    return http_event(stack.template, "GET", "/oauth/callback", query)
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict:
-    """The event Lambda's SQS poller hands the worker for messages from ReceiveMessage."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
+    return scheduler.sqs_event(messages, queue_arn, REGION)
 
 
 def schedule_event() -> dict:
-    return {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}
+    return scheduler.scheduled_event(REGION, "bench")
 
 
 def load_handler(stack: Stack, logical_id: str) -> ModuleType:
@@ -420,14 +374,7 @@ def load_handler(stack: Stack, logical_id: str) -> ModuleType:
     os.environ.update(stack.env(logical_id))
     if not stack.endpoint:
         os.environ.pop("AWS_ENDPOINT_URL", None)
-    fn = tpl.functions(stack.template)[logical_id]
-    name = f"bench_{logical_id}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, fn.module_path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return tpl.functions(stack.template)[logical_id].import_module(f"bench_{logical_id}_{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.contextmanager
@@ -449,7 +396,3 @@ def queue_arn(stack: Stack) -> str:
     sqs = stack.session.client("sqs")
     attributes = sqs.get_queue_attributes(QueueUrl=stack.refs["RefreshQueue"], AttributeNames=["QueueArn"])
     return str(attributes["Attributes"]["QueueArn"])
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

@@ -72,7 +72,7 @@ def run(stub: h.Stub, counter: CallCounter, *, total: int, due: int) -> QueryFig
             counter.reset()
             with counter.scope("scheduler"):
                 start_query = time.perf_counter()
-                answer = scheduler.lambda_handler(h.schedule_event(), h.LambdaContext("RefreshSchedulerFunction"))
+                answer = scheduler.lambda_handler(h.schedule_event(), h.lambda_context("RefreshSchedulerFunction"))
                 query_seconds = time.perf_counter() - start_query
     pages = [parsed for scope, parsed in counter.responses if scope == "scheduler"]
     return QueryFigures(
