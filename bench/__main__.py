@@ -38,16 +38,7 @@ FULL = Sizes(
     table_items=100_000,
     due_items=100,
 )
-QUICK = Sizes(
-    rounds=1,
-    callbacks=10,
-    refreshes=100,
-    concurrency=10,
-    latency_ms=50,
-    naive_refreshes=10,
-    table_items=5_000,
-    due_items=100,
-)
+QUICK = replace(FULL, rounds=1, callbacks=10, refreshes=100, naive_refreshes=10, table_items=5_000)
 
 
 def main(argv: list[str] | None = None) -> int:
