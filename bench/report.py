@@ -372,9 +372,10 @@ TEMPLATE_BODY = """
    moto's server handles every AWS call in one Python process on the same 2 cores, so the run
    is also repeated with a 0 ms token endpoint (the emulator's floor), and the time the
    workers spent inside AWS calls (the handlers' calls and the poller's deletes) is subtracted,
-   divided by C, for the "less the emulator" figure, an optimistic bound. The naive baseline refreshes one connection at a time through
-   the same `refresh_connection`, with a new HTTP connection and a forced secret read each
-   time; it is measured on a subset and extrapolated per refresh.
+   divided by C, for the "less the emulator" figure, an optimistic bound. The naive baseline
+   refreshes one connection at a time through the same `refresh_connection`, with a new HTTP
+   connection and a forced secret read each time; it is measured on a subset and
+   extrapolated per refresh.
 4. **Cost per refresh**: the calls of the throughput run divided by N. Secrets Manager: the
    C containers share one process here, so one read stands for one per container on Lambda.
    The Query figure seeds a table (moto in process) and runs the scheduler handler; the items
