@@ -1,0 +1,80 @@
+# GNU make. Needs only Python >= 3.11 (3.13 preferred: the Lambda runtime) and git; every tool
+# comes from PyPI into a venv here. `make test` is the one command the README and CI run.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# The test steps run in the order written, also under `make -j`.
+.NOTPARALLEL:
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# aws-sam-cli and checkov pin boto3 versions that exclude each other: one venv each.
+SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
+# Linting and building need a region but no account; telemetry would call out.
+SAM := SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam
+BUILD_DIR := .aws-sam/build
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help venv tools test lint unit pytest build run demo bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+# uv installs in seconds what pip resolves in minutes (aws-sam-cli, checkov); pip bootstraps it.
+UV_PIN := uv==0.13.9
+UV := $(VENV)/bin/uv
+
+$(UV): scripts/find-python
+	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(UV_PIN)
+
+# A stamp per venv: it is (re)installed when its requirements change, and only then.
+define install_venv
+@test -x $(@D)/bin/python || "$$(scripts/find-python)" -m venv $(@D)
+$(UV) pip install --quiet --python $(@D)/bin/python -r $<
+@touch $@
+endef
+
+$(VENV)/.installed: requirements-dev.txt layers/apicbase_oauth/requirements.txt $(UV)
+	$(install_venv)
+
+.venv-%/.installed: requirements-%.txt $(UV)
+	$(install_venv)
+
+venv: $(VENV)/.installed ## Create or update .venv from requirements-dev.txt
+
+tools: $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
+
+test: lint build pytest ## Everything CI runs: static checks, sam build, all test suites
+
+lint: venv tools ## ruff, mypy, sam validate --lint, cfn-lint with serverless rules, checkov
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(SAM) validate --lint
+	$(CHECKOV_VENV)/bin/cfn-lint template.yaml --append-rules cfn_lint_serverless.rules
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --quiet --compact --skip-download
+
+build: tools ## sam build for python3.13 on arm64 (pure-Python or manylinux aarch64 wheels)
+	PATH="$$(dirname "$$(scripts/find-python --exact 3.13)"):$$PATH" $(SAM) build --build-dir $(BUILD_DIR)
+
+pytest: venv
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+unit: venv ## Unit tests only (no network, no processes)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+run: venv ## The broker on this machine against the sandbox (ARGS=... passes options)
+	$(PY) -m local.run $(ARGS)
+
+demo: venv ## A scripted walk through connect, token and refresh
+	$(PY) -m local.demo $(ARGS)
+
+bench: venv ## Benchmarks
+	$(PY) -m bench $(ARGS)
+
+clean: ## Remove build output and caches (the venvs stay)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.venv -prune -o -path './.venv-*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
