@@ -28,10 +28,13 @@ from .errors import (
     RateLimited,
 )
 
-MAX_TOKEN_LENGTH = 2048
+# A pair must fit one KMS Encrypt (4096 bytes, see crypto): 2 x 2040 + 15 bytes of compact JSON,
+# which escapes nothing when the tokens have no '"' or '\\'.
+MAX_TOKEN_LENGTH = 2040
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 DEFAULT_RETRY_AFTER = 60.0
-_TOKEN_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces (RFC 6749 appendix A)
+# Printable ASCII without spaces (RFC 6749 appendix A), '"' and '\\' (Bearer tokens never have them).
+TOKEN_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
 _ERROR_CODE_RE = re.compile(r"^[a-z_]{1,64}$")
 
 
@@ -74,7 +77,7 @@ def _retry_after_seconds(value: str | None, now: float) -> float:
     if not value:
         return DEFAULT_RETRY_AFTER
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²".isdigit() is True, float("²") fails
         return min(float(value), 3600.0)
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
@@ -106,7 +109,7 @@ def _token(body: dict[str, Any], key: str, *, required: bool) -> str | None:
         if required:
             raise MalformedResponse(f"token response has no {key}")
         return None
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not _TOKEN_RE.match(value):
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not TOKEN_RE.match(value):
         raise MalformedResponse(f"token response field {key} is not a valid token")
     return value
 
@@ -117,7 +120,7 @@ def parse_token_response(body: dict[str, Any] | None, received_at: float) -> Tok
     access_token = _token(body, "access_token", required=True)
     assert access_token is not None
     expires_in = body.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isdigit():
+    if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in):  # not "²", not 5000 digits
         expires_in = int(expires_in)
     if isinstance(expires_in, bool) or not isinstance(expires_in, int):
         raise MalformedResponse("token response has no whole-number expires_in")

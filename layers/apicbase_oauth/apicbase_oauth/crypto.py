@@ -1,7 +1,8 @@
 """Token encryption with KMS, bound to the connection through the encryption context.
 
 A ciphertext copied onto another connection's item does not decrypt there. The pair of tokens is
-one KMS call each way (well under KMS's 4 KiB plaintext limit: each token is at most 2 KiB).
+one KMS call each way: compact JSON of two tokens of at most 2040 characters that JSON does not
+escape (apicbase.TOKEN_RE) stays under KMS's 4096-byte plaintext limit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class TokenCipher:
         return {"connection_id": connection_id, "purpose": PURPOSE}
 
     def encrypt(self, connection_id: str, tokens: TokenPair) -> bytes:
-        plaintext = json.dumps({"a": tokens.access_token, "r": tokens.refresh_token}).encode()
+        plaintext = json.dumps({"a": tokens.access_token, "r": tokens.refresh_token}, separators=(",", ":")).encode()
         try:
             result = self.kms.encrypt(
                 KeyId=self.key_id, Plaintext=plaintext, EncryptionContext=self._context(connection_id)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .apicbase import MAX_TOKEN_LENGTH, TOKEN_RE
 from .config import is_allowed_url, parse_scopes
 from .errors import InvalidRequest
 
@@ -62,7 +63,7 @@ def authorization_code(value: Any) -> str:
 
 
 def token(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not re.match(r"^[\x21-\x7e]{1,2048}$", value):
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not TOKEN_RE.match(value):
         raise InvalidRequest(f"{name} must be a non-empty token string", code=f"invalid_{name}")
     return value
 
