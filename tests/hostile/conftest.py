@@ -1,0 +1,246 @@
+"""Fixtures for the hostile-input and fault suites.
+
+- ``watch`` (autouse): every test here runs with all log output captured (the Powertools
+  Logger's JSON lines, stdout/stderr, the standard logging records) and every secret the fake
+  Apicbase issued, every state and the client secrets collected; at teardown none may appear in
+  any captured text. Tests add what else they see (response bodies, exception messages).
+- ``handlers``: the real Lambda handler modules, on moto, with the test clock.
+- ``http_event``: an API Gateway HTTP API payload-2.0 event, built like API Gateway does
+  (repeated query keys joined with commas).
+- ``FIGURES``: counts (examples tried, faults injected, secrets checked) printed at the end of
+  the run; SECURITY.md quotes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from apicbase_oauth import deps as deps_module
+from apicbase_oauth import usecases
+from apicbase_oauth.config import Settings
+from apicbase_oauth.crypto import TokenPair
+from apicbase_oauth.observability import logger as broker_logger
+from apicbase_oauth.store import CONNECTIONS_INDEX
+from tests import fakes
+
+FIGURES: Counter[str] = Counter()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("hostile-input figures")
+        for name, value in sorted(FIGURES.items()):
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+# --- secrets stay secret --------------------------------------------------------------------------
+class _Lines(logging.Handler):
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@dataclass
+class SecretWatch:
+    """What must never be seen, and everything that was seen."""
+
+    secrets: set[str] = field(default_factory=set)
+    texts: list[str] = field(default_factory=list)
+
+    def secret(self, *values: str | None) -> None:
+        self.secrets.update(v for v in values if v)
+
+    def see(self, *texts: Any) -> None:
+        self.texts.extend(str(t) for t in texts if t is not None)
+
+    def leaks(self, texts: list[str]) -> list[tuple[str, str]]:
+        return [(s[:8] + "…", t[:200]) for t in texts for s in self.secrets if s in t]
+
+
+class _RecordingSecrets:
+    """Stands in for the ``secrets`` module in use cases: every state and verifier is a secret."""
+
+    def __init__(self, watch: SecretWatch) -> None:
+        self.watch = watch
+
+    def token_urlsafe(self, nbytes: int) -> str:
+        import secrets  # noqa: PLC0415 (the real module, not this stand-in)
+
+        value = secrets.token_urlsafe(nbytes)
+        self.watch.secret(value)
+        return value
+
+
+@pytest.fixture(autouse=True)
+def watch(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SecretWatch]:
+    """Given all log output captured at DEBUG, then no secret appears in it (checked at teardown)."""
+    found = SecretWatch()
+    found.secret(*(app["client_secret"] for app in fakes.APPLICATIONS.values()))
+    monkeypatch.setattr(usecases, "secrets", _RecordingSecrets(found))
+    lines = _Lines(broker_logger.registered_formatter)
+    broker_logger.addHandler(lines)
+    level = broker_logger.log_level
+    broker_logger.setLevel(logging.DEBUG)
+    try:
+        yield found
+    finally:
+        broker_logger.setLevel(level)
+        broker_logger._logger.removeHandler(lines)  # Powertools has no public removeHandler
+    out, err = capsys.readouterr()
+    texts = [*lines.lines, out, err, caplog.text, *found.texts]
+    FIGURES["secrets: log lines, outputs and messages checked"] += len(texts)
+    FIGURES["secrets: distinct secret values watched"] += len(found.secrets)
+    leaks = found.leaks(texts)
+    FIGURES["secrets: found in logs or messages"] += len(leaks)
+    assert not leaks, f"secrets leaked: {leaks[:3]}"
+
+
+@pytest.fixture
+def apicbase(apicbase: fakes.FakeApicbase, watch: SecretWatch) -> fakes.FakeApicbase:
+    """The shared fake Apicbase, with every code and token it issues registered as a secret."""
+    issue_code, pair = apicbase.issue_code, apicbase._pair
+
+    def recording_issue_code(scope: str = "accounts library") -> str:
+        code = issue_code(scope)
+        watch.secret(code)
+        return code
+
+    def recording_pair(scope: str) -> tuple[str, str]:
+        access, refresh = pair(scope)
+        watch.secret(access, refresh)
+        return access, refresh
+
+    apicbase.issue_code = recording_issue_code  # type: ignore[method-assign]
+    apicbase._pair = recording_pair  # type: ignore[method-assign]
+    return apicbase
+
+
+# --- the real handlers, on the test clock ----------------------------------------------------------
+@dataclass
+class Handlers:
+    load: Callable[[str], ModuleType]
+    aws: Any
+    template: dict[str, Any]
+    clock: Any
+    context: Any
+
+    def module(self, logical_id: str) -> ModuleType:
+        """The handler module as Lambda imports it; its DEPS on the test clock (no real sleeps)."""
+        module = self.load(logical_id)
+        settings = Settings.from_env(self.aws.env(self.template, logical_id))
+        built = deps_module.build(settings, session=self.aws.session, now=self.clock)
+        built.sleep = self.clock.sleep
+        module.DEPS = built
+        return module
+
+    def invoke(self, module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+        return module.lambda_handler(event, self.context)
+
+
+@pytest.fixture
+def handlers(load_handler, aws, template, clock, lambda_context) -> Handlers:
+    return Handlers(load_handler, aws, template, clock, lambda_context)
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: str | None = None,
+) -> dict[str, Any]:
+    """A payload-2.0 event as API Gateway builds it: repeated query keys joined with commas."""
+    joined: dict[str, str] = {}
+    for key, value in query or []:
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    request_id = str(uuid.uuid4())
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in query or []),
+        "headers": {"host": "broker.example.com", "content-type": "application/json"},
+        **({"queryStringParameters": joined} if joined else {}),
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api",
+            "domainName": "broker.example.com",
+            "domainPrefix": "broker",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.9",
+                "userAgent": "hostile",
+            },
+            "authorizer": {"iam": {"userArn": "arn:aws:iam::123456789012:user/integrator"}},
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "27/Nov/2026:19:00:00 +0000",
+            "timeEpoch": 1_800_000_000_000,
+        },
+        **({"body": body} if body is not None else {}),
+        "isBase64Encoded": False,
+    }
+
+
+# --- table helpers --------------------------------------------------------------------------------
+def table_items(table: Any) -> list[dict[str, Any]]:
+    """Everything in the table (a test's view; the functions themselves never scan)."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"ConsistentRead": True}
+    while True:
+        page = table.scan(**kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return sorted(items, key=lambda item: item["pk"])
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def connection_items(table: Any) -> list[dict[str, Any]]:
+    """The connections (a Query of the connections index: states may pile up beside them)."""
+    return table.query(
+        IndexName=CONNECTIONS_INDEX,
+        KeyConditionExpression="entity = :entity",
+        ExpressionAttributeValues={":entity": "connection"},
+    )["Items"]
+
+
+def seed_connection(deps: Any, apicbase: fakes.FakeApicbase, connection_id: str, *, expires_in: int) -> TokenPair:
+    """A stored, active connection whose refresh token is live at the fake Apicbase."""
+    pair = TokenPair(*apicbase.issue_pair())
+    deps.store.save_tokens(
+        connection_id=connection_id,
+        application="default",
+        client_id=fakes.CLIENT_ID,
+        tokens=deps.cipher.encrypt(connection_id, pair),
+        expires_at=int(deps.now()) + expires_in,
+        scope="accounts library",
+        username=None,
+        source="import",
+    )
+    return pair
+
+
+def stored_pair(deps: Any, connection_id: str) -> TokenPair:
+    return deps.cipher.decrypt(connection_id, deps.store.get(connection_id).tokens)
+
+
+def body_json(response: dict[str, Any]) -> Any:
+    return json.loads(response["body"]) if response.get("body") else None

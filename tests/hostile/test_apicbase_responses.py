@@ -1,0 +1,224 @@
+"""Whatever Apicbase answers to a code exchange or a refresh is classified, and nothing is
+stored half. The oracle below is written from DESIGN.md's facts, independently of the parser."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from apicbase_oauth import usecases
+from apicbase_oauth.crypto import TokenPair
+from apicbase_oauth.errors import BrokerError
+from apicbase_oauth.observability import metrics
+from apicbase_oauth.refresh import refresh_connection
+from tests.hostile.conftest import FIGURES, connection_items, seed_connection, stored_pair
+from tests.hostile.strategies import examples
+
+# Printable ASCII but space, '"' and '\\' (RFC 6750's Bearer tokens are narrower still), so that a
+# pair of the longest tokens fits one KMS Encrypt (4096 bytes).
+TOKEN_CHARS = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+MAX_TOKEN = 2040
+TEN_YEARS = 10 * 365 * 24 * 3600
+_serial = itertools.count()
+
+STATUSES = st.sampled_from([100, 102, 199, 200, 201, 202, 204, 206, 299, 301, 302, 303, 304, 307, 308])
+STATUSES = STATUSES | st.sampled_from([400, 401, 403, 404, 405, 409, 418, 422, 429, 499, 500, 502, 503, 504, 599])
+
+
+def _token(prefix: str) -> st.SearchStrategy[Any]:
+    """Tokens: well formed (registered as secrets), enormous, with spaces or newlines, wrong types."""
+    ok = st.builds(
+        lambda n, tail: f"{prefix}{n}{tail}", st.builds(lambda: next(_serial)), st.text("abcXYZ09-._~", min_size=8)
+    )
+    return st.one_of(
+        ok,
+        ok,
+        st.builds(lambda t, n: (t + "x" * n)[:n], ok, st.sampled_from([1000, 2040, 2041, 2048, 5000])),
+        st.builds(lambda t, bad: t[:5] + bad + t[5:], ok, st.sampled_from([" ", "\n", "\t", "é", '"', "\\"])),
+        st.one_of(st.integers(), st.none(), st.just(""), st.lists(st.text(max_size=3), max_size=2)),
+    )
+
+
+expires = st.one_of(
+    st.just(604800),
+    st.integers(-(2**40), 2**40),
+    st.sampled_from([0, -1, 1, TEN_YEARS, TEN_YEARS + 1, 2**63]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["604800", "3600", "-5", "1e3", "²", "١٢", "9" * 5000, "", " 60", "soon"]),
+    st.booleans(),
+    st.none(),
+)
+
+
+@st.composite
+def token_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "access_token": draw(_token("AT")),
+        "refresh_token": draw(_token("RT")),
+        "expires_in": draw(expires),
+        "token_type": draw(st.sampled_from(["Bearer", "bearer", "BEARER", "mac", "", None, 3])),
+        "scope": draw(st.one_of(st.just("accounts library"), st.none(), st.integers(), st.text(min_size=500))),
+    }
+    for name in draw(st.sets(st.sampled_from(sorted(body)))):
+        del body[name]
+    body.update(draw(st.dictionaries(st.text(min_size=1, max_size=10), st.integers() | st.text(max_size=10))))
+    return body
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> tuple[int, str, dict[str, str]]:
+    """(status, body text, headers) as Apicbase (or something in front of it) might answer."""
+    body = draw(token_bodies())
+    text = json.dumps(body)
+    kind = draw(st.sampled_from(["json", "json", "json", "html", "empty", "truncated", "array", "error"]))
+    if kind == "html":
+        text = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+    elif kind == "empty":
+        text = ""
+    elif kind == "truncated":
+        text = text[: draw(st.integers(0, max(len(text) - 1, 0)))]
+    elif kind == "array":
+        text = json.dumps([body])
+    elif kind == "error":
+        text = json.dumps({"error": draw(st.sampled_from(["invalid_grant", "invalid_client", "<script>", "x" * 100]))})
+    headers = draw(st.sampled_from([{}, {"Retry-After": "30"}, {"Retry-After": "²"}, {"Retry-After": "9" * 400}]))
+    return draw(STATUSES), text, headers
+
+
+def _answer(status: int = 200, headers: dict[str, str] | None = None, **fields: Any) -> tuple[int, str, dict]:
+    body = {"access_token": "AT0-known-access", "refresh_token": "RT0-known-refresh", "expires_in": 604800, **fields}
+    return status, json.dumps(body), headers or {}
+
+
+# The edges a random search rarely reaches, always tried.
+EDGES = [
+    _answer(expires_in="\u00b2"),  # a digit to str.isdigit(), not to int()
+    _answer(expires_in="9" * 5000),  # beyond int()'s digit limit
+    _answer(access_token="AT1" + "a" * 2037, refresh_token="RT1" + "r" * 2037),  # both at the length limit
+    _answer(access_token="AT3" + "a" * 2038),  # one past it
+    _answer(access_token="AT2" + '"' * 2000, refresh_token="RT2" + "\\" * 2000),  # characters JSON escapes
+    _answer(429, {"Retry-After": "\u00b2"}),
+    _answer(429, {"Retry-After": "9" * 400}),
+]
+
+
+def with_edges(test):
+    for edge in EDGES:
+        test = example(answer=edge)(test)
+    return test
+
+
+def _valid_token(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN and bool(TOKEN_CHARS.match(value))
+
+
+def usable(status: int, text: str, *, grant: str) -> dict[str, Any] | None:
+    """The token response the broker must accept, or None: the oracle."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not 200 <= status < 300 or not isinstance(body, dict) or not _valid_token(body.get("access_token")):
+        return None
+    refresh = body.get("refresh_token")
+    if grant == "authorization_code" and not _valid_token(refresh):
+        return None
+    if refresh not in (None, "") and not _valid_token(refresh):
+        return None
+    expires_in = body.get("expires_in")
+    if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in):
+        expires_in = int(expires_in)
+    if type(expires_in) is not int or not 0 < expires_in <= TEN_YEARS:
+        return None
+    token_type, scope = body.get("token_type"), body.get("scope")
+    if token_type is not None and (not isinstance(token_type, str) or token_type.lower() != "bearer"):
+        return None
+    if scope is not None and (not isinstance(scope, str) or len(scope) > 512):
+        return None
+    return body
+
+
+def _secrets_of(watch, text: str) -> None:
+    for match in re.findall(r"(?:AT|RT)[0-9]+[A-Za-z0-9._~-]{8,}", text):
+        watch.secret(match)
+
+
+@examples(60)
+@with_edges
+@given(answer=answers())
+def test_code_exchange_answers_are_classified_and_store_nothing_unless_usable(deps, apicbase, watch, answer):
+    """Given any status class and body from Apicbase's token endpoint,
+    when a callback with a valid state exchanges its code,
+    then either the answer was usable and exactly its pair is stored, or a BrokerError is raised
+    and no connection exists."""
+    FIGURES["apicbase: token answers tried (code exchange)"] += 1
+    status, text, headers = answer
+    _secrets_of(watch, text)
+    apicbase.scripted.clear()
+    metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
+    state = usecases.start_connect_session(deps, {"connection_id": "lib-x"}, request_domain=None)["state"]
+    apicbase.scripted.append((status, text, headers))
+    expected = usable(status, text, grant="authorization_code")
+    try:
+        usecases.complete_callback(deps, {"code": "code-anything", "state": state})
+    except BrokerError as exc:
+        watch.see(exc.message, str(exc))
+        assert expected is None, f"a usable answer was refused: {exc.code}"
+        assert connection_items(deps.store.table) == []
+        return
+    assert expected is not None, "an unusable answer was accepted"
+    assert stored_pair(deps, "lib-x") == TokenPair(expected["access_token"], expected["refresh_token"])
+    deps.store.delete("lib-x")
+
+
+@pytest.fixture
+def old_pair(deps, apicbase) -> tuple[TokenPair, bytes]:
+    pair = seed_connection(deps, apicbase, "lib-r", expires_in=60)
+    return pair, deps.store.get("lib-r").tokens
+
+
+@examples(60)
+@with_edges
+@given(answer=answers())
+def test_refresh_answers_are_classified_and_keep_the_old_pair_unless_usable(deps, apicbase, watch, old_pair, answer):
+    """Given any status class and body from Apicbase's token endpoint,
+    when a connection is refreshed,
+    then either the answer was usable and the new pair is stored (the old refresh token kept if
+    none came), or a BrokerError is raised and the stored ciphertext still decrypts to the old pair."""
+    FIGURES["apicbase: token answers tried (refresh)"] += 1
+    status, text, headers = answer
+    _secrets_of(watch, text)
+    apicbase.scripted.clear()
+    metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
+    pair, ciphertext = old_pair
+    connection = deps.store.get("lib-r")
+    deps.store.save_tokens(
+        connection_id="lib-r",
+        application=connection.application,
+        client_id=connection.client_id,
+        tokens=ciphertext,
+        expires_at=connection.expires_at,
+        scope=None,
+        username=None,
+        source="import",
+    )
+    apicbase.scripted.append((status, text, headers))
+    expected = usable(status, text, grant="refresh_token")
+    try:
+        refresh_connection(deps, "lib-r", min_validity=0, force=True)
+    except BrokerError as exc:
+        watch.see(exc.message, str(exc))
+        assert expected is None, f"a usable answer was refused: {exc.code}"
+        assert stored_pair(deps, "lib-r") == pair
+        assert deps.store.get("lib-r").lease_owner is None
+        return
+    assert expected is not None, "an unusable answer was accepted"
+    assert stored_pair(deps, "lib-r") == TokenPair(
+        expected["access_token"], expected.get("refresh_token") or pair.refresh_token
+    )
