@@ -131,6 +131,27 @@ def test_a_failed_introspection_does_not_fail_the_connect(
     assert "connected" in body
 
 
+def test_the_grant_is_stored_before_the_username_is_asked_for(
+    callback, deps, apicbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a fresh grant, when the callback asks Apicbase who the user is, then the tokens are
+    already in the table: a slow introspection cannot outlast the function with the only copy
+    of the refresh token in memory."""
+    seen_at_introspection: list[str | None] = []
+    introspect = deps.apicbase.introspect
+
+    def watching(credentials: Any, *, token: str) -> Any:
+        seen_at_introspection.append(deps.cipher.decrypt(CID, deps.store.get(CID).tokens).refresh_token)
+        return introspect(credentials, token=token)
+
+    monkeypatch.setattr(deps.apicbase, "introspect", watching)
+
+    assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
+
+    assert seen_at_introspection == [apicbase.issued_refresh_tokens[-1]]
+    assert deps.store.get(CID).username == "chef@example.com"
+
+
 # --- states that must never reach the token endpoint -----------------------------------------------
 def test_a_missing_or_forged_state_is_refused_before_the_token_endpoint(callback, deps, apicbase, subtests) -> None:
     """Given a callback whose state was never issued, then a 400 page says to start again and

@@ -312,6 +312,31 @@ class ConnectionStore:
         )
         return Connection.from_item(result["Attributes"])
 
+    def record_identity(self, connection: Connection, *, username: str | None, scope: str | None) -> Connection:
+        """Add what introspection told after the grant was stored. Best effort: a newer grant
+        (version moved on) or a failing table leaves the connection as it is."""
+        sets: list[str] = []
+        values: dict[str, Any] = {":version": connection.version}
+        for name, value in (("username", username), ("granted_scope", scope)):
+            if value is not None:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = value
+        if not sets:
+            return connection
+        try:
+            result = self._call(
+                self.table.update_item,
+                Key={"pk": connection_key(connection.connection_id)},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="version = :version",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except (ConditionFailed, DependencyUnavailable):
+            logger.warning("username not recorded", connection_id=connection.connection_id)
+            return connection
+        return Connection.from_item(result["Attributes"])
+
     def delete(self, connection_id: str) -> Connection:
         try:
             result = self._call(

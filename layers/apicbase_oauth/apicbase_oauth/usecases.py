@@ -236,17 +236,25 @@ def _exchange_and_store(
         raise MalformedResponse(
             "Apicbase's token response has no refresh_token; the connection could not be kept alive"
         )
-    introspection = _introspect_quietly(deps, credentials, tokens.access_token, connection_id)
-    return _store_grant(
+    # Store the grant before asking who the user is: a slow introspection must not be able to
+    # outlast the function's timeout while the only copy of a fresh refresh token is in memory.
+    connection = _store_grant(
         deps,
         connection_id=connection_id,
         credentials=credentials,
         pair=TokenPair(tokens.access_token, tokens.refresh_token),
         expires_at=tokens.expires_at,
-        scope=tokens.scope or (introspection.scope if introspection else None),
-        username=introspection.username if introspection else None,
+        scope=tokens.scope,
+        username=None,
         source=source,
     )
+    introspection = _introspect_quietly(deps, credentials, tokens.access_token, connection_id)
+    if introspection and introspection.active and (introspection.username or introspection.scope):
+        connection = deps.store.record_identity(
+            connection, username=introspection.username, scope=None if tokens.scope else introspection.scope
+        )
+    _announce_created(deps, connection)
+    return connection
 
 
 def _exchange_code(
@@ -310,19 +318,22 @@ def _store_grant(
         raise
     metrics.add_metric(name="ConnectionCreated", unit="Count", value=1)
     logger.info("connection stored", connection_id=connection_id, source=source, version=connection.version)
+    return connection
+
+
+def _announce_created(deps: Deps, connection: Connection) -> None:
     deps.events.publish(
         CONNECTION_CREATED,
         {
-            "connection_id": connection_id,
-            "application": credentials.application,
-            "client_id": credentials.client_id,
-            "username": username,
-            "scope": scope,
-            "source": source,
+            "connection_id": connection.connection_id,
+            "application": connection.application,
+            "client_id": connection.client_id,
+            "username": connection.username,
+            "scope": connection.scope,
+            "source": connection.source,
             "reconnected": connection.version > 1,
         },
     )
-    return connection
 
 
 def import_tokens(deps: Deps, connection_id: str, body: Any) -> dict[str, Any]:
@@ -353,6 +364,7 @@ def import_tokens(deps: Deps, connection_id: str, body: Any) -> dict[str, Any]:
         username=introspection.username if introspection and introspection.active else None,
         source="import",
     )
+    _announce_created(deps, connection)
     return connection_view(connection)
 
 
