@@ -5,7 +5,7 @@ items and nothing else; the Query responses' ScannedCount and ConsumedCapacity t
 moto runs in this process here (no HTTP per write). Seeding goes through batch_write_item for
 the first items, which measures that path's rate, and then straight into moto's backend (the
 call batch_write_item makes for each item, without botocore serialising and moto parsing the
-request), which keeps 100,000 items within a minute.
+request), which keeps 100,000 items within a minute on a quiet machine.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from . import harness as h
 from .harness import CallCounter, Stack
 
 API_SEEDED = 2_000  # items written through batch_write_item, to measure that path's rate
+LEAN_ATTRIBUTES = ("pk", "entity", "connection_id", "status", "expires_at", "refresh_queue", "application")
 
 
 @dataclass
@@ -47,8 +48,10 @@ def _items(total: int, due: int) -> list[dict[str, Any]]:
         # Spread the due ones through the key space; the rest expire in a week (window: 48 h).
         is_due = i % (total // due) == 0 and i // (total // due) < due
         item = h.connection_item(f"q-{i:06d}", now=now, expires_at=now + (3600 if is_due else h.ONE_WEEK))
-        item["tokens"] = b"\0" * 200  # never decrypted here: the scheduler reads ids only
-        items.append({k: serialize(v) for k, v in item.items()})
+        # Only what the table and its indexes read: the scheduler's Query sees the index's keys
+        # and connection_id, and nothing here is decrypted. Lean items halve the seeding time.
+        lean = {k: item[k] for k in LEAN_ATTRIBUTES}
+        items.append({k: serialize(v) for k, v in lean.items()})
     return items
 
 
