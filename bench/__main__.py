@@ -7,6 +7,7 @@ python -m bench --quick    # a smoke run with small sizes (under a minute)
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import warnings
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.refreshes:  # a smaller N when the machine is too busy for the full run
         sizes = replace(sizes, refreshes=args.refreshes, naive_refreshes=max(args.refreshes // 10, 1))
+    # Stopped with SIGTERM, the servers this run started are stopped too (as on Ctrl-C).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The scheduler flushes Metrics with nothing in them when no connection is due.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     started = time.perf_counter()
