@@ -65,7 +65,7 @@ def parameter_defaults(template: dict[str, Any]) -> dict[str, str]:
 def resolve(value: Any, refs: dict[str, str]) -> Any:
     """Resolve intrinsic functions given ``refs``: names for !Ref, ``Logical.Attr`` for !GetAtt."""
     if isinstance(value, dict) and len(value) == 1:
-        (key, arg), = value.items()
+        ((key, arg),) = value.items()
         if key == "Ref":
             return refs[arg]
         if key == "Fn::GetAtt":
