@@ -59,6 +59,7 @@ class SecretWatch:
 
     secrets: set[str] = field(default_factory=set)
     texts: list[str] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)  # the broker's JSON log lines, as emitted
 
     def secret(self, *values: str | None) -> None:
         self.secrets.update(v for v in values if v)
@@ -93,6 +94,7 @@ def watch(
     found.secret(*(app["client_secret"] for app in fakes.APPLICATIONS.values()))
     monkeypatch.setattr(usecases, "secrets", _RecordingSecrets(found))
     lines = _Lines(broker_logger.registered_formatter)
+    found.log_lines = lines.lines
     broker_logger.addHandler(lines)
     level = broker_logger.log_level
     broker_logger.setLevel(logging.DEBUG)

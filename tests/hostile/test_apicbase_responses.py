@@ -149,7 +149,7 @@ def _secrets_of(watch, text: str) -> None:
         watch.secret(match)
 
 
-@examples(60)
+@examples(40)
 @with_edges
 @given(answer=answers())
 def test_code_exchange_answers_are_classified_and_store_nothing_unless_usable(deps, apicbase, watch, answer):
@@ -183,7 +183,7 @@ def old_pair(deps, apicbase) -> tuple[TokenPair, bytes]:
     return pair, deps.store.get("lib-r").tokens
 
 
-@examples(60)
+@examples(40)
 @with_edges
 @given(answer=answers())
 def test_refresh_answers_are_classified_and_keep_the_old_pair_unless_usable(deps, apicbase, watch, old_pair, answer):

@@ -55,7 +55,7 @@ def worker(handlers, apicbase):
     return module
 
 
-@examples(40)
+@examples(25)
 @given(data=st.data(), shape=st.lists(st.booleans(), min_size=1, max_size=10))
 def test_exactly_the_records_that_are_not_ours_fail(handlers, worker, apicbase, watch, data, shape):
     """Given a batch mixing our refresh messages with records that are not ours (random, wrong
