@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -64,6 +65,7 @@ FAKE_CREDENTIALS = {
     "AWS_REGION": REGION,
 }
 ONE_WEEK = 604800
+SEED_THREADS = 8  # botocore clients are thread-safe; moto's server answers them in parallel
 
 
 def median(values: list[float]) -> float:
@@ -171,7 +173,6 @@ class Stack:
             **local_aws.function_environment(self.template, logical_id, self.refs),
             **FAKE_CREDENTIALS,
             "AWS_LAMBDA_FUNCTION_NAME": logical_id,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         }
         if self.endpoint:
             env["AWS_ENDPOINT_URL"] = self.endpoint
@@ -205,14 +206,17 @@ class Stack:
         return state
 
     def seed_connections(self, ids: list[str], *, expires_in: int) -> None:
-        """Connections with real ciphertexts (one KMS call each) of pairs the stub knows,
-        written in batches of 25 (the fast path: no lease, no events)."""
+        """Connections with real ciphertexts (one KMS call each, several at a time) of pairs the
+        stub knows, written in batches of 25 (the fast path: no lease, no events)."""
         cipher = self.cipher
         now = int(time.time())
+        pairs = self.stub.pairs(len(ids))
+        with ThreadPoolExecutor(SEED_THREADS) as pool:
+            ciphertexts = list(pool.map(cipher.encrypt, ids, pairs))
         with self.table.batch_writer() as batch:
-            for connection_id, pair in zip(ids, self.stub.pairs(len(ids)), strict=True):
+            for connection_id, ciphertext in zip(ids, ciphertexts, strict=True):
                 item = connection_item(connection_id, now=now, expires_at=now + expires_in)
-                item["tokens"] = cipher.encrypt(connection_id, pair)
+                item["tokens"] = ciphertext
                 batch.put_item(Item=item)
 
 
