@@ -103,6 +103,9 @@ def watch(
     finally:
         broker_logger.setLevel(level)
         broker_logger._logger.removeHandler(lines)  # Powertools has no public removeHandler
+    # Log injection: whatever a request carried, each line is still one JSON object on one line.
+    assert all("\n" not in line and isinstance(json.loads(line), dict) for line in lines.lines)
+    FIGURES["logs: lines checked to be one JSON object each"] += len(lines.lines)
     out, err = capsys.readouterr()
     texts = [*lines.lines, out, err, caplog.text, *found.texts]
     FIGURES["secrets: log lines, outputs and messages checked"] += len(texts)

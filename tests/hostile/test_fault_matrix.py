@@ -223,8 +223,8 @@ class Rig:
 
     def connect(self, fault: Fault | None = None) -> dict[str, Any]:
         """A browser coming back from Apicbase with a good code and state."""
-        self.fresh_secret_cache()
         state = usecases.start_connect_session(self.callback.DEPS, {"connection_id": CID}, request_domain=None)
+        self.fresh_secret_cache()  # a cold container: the callback reads the secret itself
         query = [("code", self.apicbase.issue_code()), ("state", state["state"])]
         event = http_event("GET", "/oauth/callback", query=query)
         event["rawQueryString"] = urlencode(query)
@@ -300,7 +300,7 @@ def test_callback_fault_matrix(rig):
             assert rig.connect()["statusCode"] == 200, f"{fault}: cannot reconnect"
         _record(fault, f"{response['statusCode']}", matrix, "callback")
     FIGURES["faults: callback calls enumerated"] = len(trace)
-    print("callback fault matrix:", json.dumps(matrix, sort_keys=True))
+    print("callback fault matrix:", _calls(trace), json.dumps(matrix, sort_keys=True))
 
 
 def body_is_honest(response: dict[str, Any], fault: Fault) -> bool:
@@ -325,8 +325,10 @@ def test_refresh_fault_matrix(rig):
     lost_cells: dict[tuple[str, str, str], list[str]] = {}
     for fault in faults_for(trace):
         seed_connection(rig.admin.DEPS, rig.apicbase, CID, expires_in=60)
-        since = len(rig.watch.log_lines)
+        since, presented = len(rig.watch.log_lines), rig.apicbase.refresh_requests
         response = rig.refresh(fault)
+        # No blind retry: a refresh token is presented at most once per run (reuse protection).
+        assert rig.apicbase.refresh_requests - presented <= 1, str(fault)
         outcome = _assert_cell_invariants(rig, response, was_stored=True)
         answer = body_json(response)
         if response["statusCode"] == 200:
@@ -344,10 +346,15 @@ def test_refresh_fault_matrix(rig):
     FIGURES["faults: refresh cells that lost the refresh token (known window)"] = matrix_lost(matrix)
     print(
         "refresh fault matrix:",
+        _calls(trace),
         json.dumps(matrix, sort_keys=True),
         json.dumps({" ".join(k): v for k, v in lost_cells.items()}),
     )
     assert set(lost_cells) <= LOSING_CELLS, lost_cells
+
+
+def _calls(trace: list[tuple[str, str, bool]]) -> str:
+    return ", ".join(f"{service}.{operation}" for service, operation, _ in trace)
 
 
 def matrix_lost(matrix: dict[str, int]) -> int:
