@@ -31,6 +31,7 @@ from apicbase_oauth.crypto import TokenPair
 from apicbase_oauth.observability import logger as broker_logger
 from apicbase_oauth.store import CONNECTIONS_INDEX
 from tests import fakes
+from tests.conftest import load_event
 
 FIGURES: Counter[str] = Counter()
 
@@ -162,47 +163,26 @@ def handlers(load_handler, aws, template, clock, lambda_context) -> Handlers:
     return Handlers(load_handler, aws, template, clock, lambda_context)
 
 
-def http_event(
-    method: str,
-    path: str,
-    *,
-    query: list[tuple[str, str]] | None = None,
-    body: str | None = None,
-) -> dict[str, Any]:
-    """A payload-2.0 event as API Gateway builds it: repeated query keys joined with commas."""
+def http_event(method: str, path: str, *, query: list[tuple[str, str]] | None = None, body: str | None = None) -> dict:
+    """A payload-2.0 event built on the recorded samples in events/ (the callback's, or an IAM-signed
+    admin request's), with API Gateway's treatment of repeated query keys: joined with commas."""
+    event = load_event("callback.json" if path.startswith("/oauth/") else "admin_refresh.json")
     joined: dict[str, str] = {}
     for key, value in query or []:
         joined[key] = f"{joined[key]},{value}" if key in joined else value
-    request_id = str(uuid.uuid4())
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "&".join(f"{k}={v}" for k, v in query or []),
-        "headers": {"host": "broker.example.com", "content-type": "application/json"},
-        **({"queryStringParameters": joined} if joined else {}),
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "broker.example.com",
-            "domainPrefix": "broker",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.9",
-                "userAgent": "hostile",
-            },
-            "authorizer": {"iam": {"userArn": "arn:aws:iam::123456789012:user/integrator"}},
-            "requestId": request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "27/Nov/2026:19:00:00 +0000",
-            "timeEpoch": 1_800_000_000_000,
-        },
-        **({"body": body} if body is not None else {}),
-        "isBase64Encoded": False,
-    }
+    for key in ("queryStringParameters", "pathParameters", "body"):
+        event.pop(key, None)
+    # The handlers route on the method and the path; routeKey is left as a catch-all.
+    event.update(routeKey="$default", rawPath=path, isBase64Encoded=False)
+    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query or [])
+    if joined:
+        event["queryStringParameters"] = joined
+    if body is not None:
+        event["body"] = body
+    context = event["requestContext"]
+    context.update(routeKey="$default", requestId=str(uuid.uuid4()))
+    context["http"].update(method=method, path=path)
+    return event
 
 
 # --- table helpers --------------------------------------------------------------------------------

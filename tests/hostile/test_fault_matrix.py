@@ -73,7 +73,6 @@ class Injector:
         self.calls: list[tuple[str, str, bool]] = []  # (service, operation, conditional)
         self.fault: Fault | None = None
         self.armed = False
-        self.fired = 0
         self._landed = False
 
     def attach_aws(self, client: Any) -> None:
@@ -114,7 +113,6 @@ class Injector:
             return None
         now = len(self.calls) - 1
         if now == fault.index or (fault.sticky and now > fault.index and operation == fault.operation):
-            self.fired += 1
             return fault
         return None
 
