@@ -76,5 +76,5 @@ bench: venv ## Benchmarks
 	$(PY) -m bench $(ARGS)
 
 clean: ## Remove build output and caches (the venvs stay)
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -path ./.venv -prune -o -path './.venv-*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
