@@ -18,7 +18,9 @@ REAL_STATE = "<the state of a real session>"
 RETURN_URL = "https://integrator.example.com/done?x=1"
 RETURN_PARAMS = {"x", "connection_id", "status", "error"}
 
-keys = st.one_of(st.sampled_from(["code", "state", "error", "error_description", "scope"]), st.text(max_size=12))
+keys = st.one_of(
+    st.sampled_from(["code", "state", "error", "error_description", "scope", "connection_id"]), st.text(max_size=12)
+)
 queries = st.lists(st.tuples(keys, st.one_of(hostile_text, st.just(REAL_STATE))), max_size=6)
 
 
