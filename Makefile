@@ -26,13 +26,16 @@ help: ## List the targets
 UV_PIN := uv==0.13.9
 UV := $(VENV)/bin/uv
 
+# Creates venv $(1) with the Python scripts/find-python picks (which explains itself if none fits).
+new_venv = test -x $(1)/bin/python || { py=$$(scripts/find-python) && "$$py" -m venv $(1); }
+
 $(UV): scripts/find-python
-	@test -x $(PY) || "$$(scripts/find-python)" -m venv $(VENV)
+	@$(call new_venv,$(VENV))
 	$(PY) -m pip install --quiet --disable-pip-version-check $(UV_PIN)
 
 # A stamp per venv: it is (re)installed when its requirements change, and only then.
 define install_venv
-@test -x $(@D)/bin/python || "$$(scripts/find-python)" -m venv $(@D)
+@$(call new_venv,$(@D))
 $(UV) pip install --quiet --python $(@D)/bin/python -r $<
 @touch $@
 endef
