@@ -64,16 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     def step(name: str) -> None:
         print(f"[{time.perf_counter() - started:6.1f} s] {name}", file=sys.stderr, flush=True)
 
-    with h.moto_server() as endpoint, h.apicbase_stub() as stub:
+    with h.moto_server() as emulator, h.apicbase_stub() as stub:
         step("4b. the scheduler's Query on a big table (moto in process)")
         results.query = query.run(stub, counter, total=sizes.table_items, due=sizes.due_items)
         step("1, 5. cold starts and peak memory")
-        stack = h.Stack.provision(endpoint, stub, "bench-cold")
+        stack = h.Stack.provision(emulator.url, stub, "bench-cold")
         results.cold = coldstart.run(stack, sizes.rounds)
         step("2. warm callbacks")
         results.callback = callback.run(stack, counter, sizes.callbacks)
-        refresh_stack = h.Stack.provision(endpoint, stub, "bench-refresh")
-        common = {"n": sizes.refreshes, "concurrency": sizes.concurrency}
+        refresh_stack = h.Stack.provision(emulator.url, stub, "bench-refresh")
+        common = {"n": sizes.refreshes, "concurrency": sizes.concurrency, "emulator": emulator}
         step(f"3. refresh pipeline, {sizes.latency_ms:g} ms token endpoint")
         results.pipeline = refresh.pipeline(refresh_stack, counter, latency_ms=sizes.latency_ms, **common)
         step("3. refresh pipeline, 0 ms token endpoint (the emulator's floor)")

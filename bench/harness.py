@@ -84,8 +84,23 @@ def _wait_for(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+@dataclass(frozen=True)
+class Emulator:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        """The server process's CPU time so far (Linux), to show when the emulator is the bottleneck."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server() -> Iterator[Emulator]:
     """moto's server in its own process: its CPU is not ours."""
     port = free_port()
     proc = subprocess.Popen(
@@ -96,7 +111,7 @@ def moto_server() -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for(url + "/moto-api/")
-        yield url
+        yield Emulator(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -43,6 +43,7 @@ class RunFigures:
     invalid_grants: int
     cpu: float  # our CPU seconds in the handlers (sum over workers)
     aws: float  # seconds inside AWS calls (the handlers' and the poller's deletes): mostly the emulator
+    emulator_cpu: float | None = None  # moto's server's CPU seconds during the run
 
     @property
     def ideal(self) -> float:
@@ -117,7 +118,15 @@ def _worker(
             tally["cpu"] += cpu
 
 
-def pipeline(stack: Stack, counter: CallCounter, *, n: int, concurrency: int, latency_ms: float) -> RunFigures:
+def pipeline(
+    stack: Stack,
+    counter: CallCounter,
+    *,
+    n: int,
+    concurrency: int,
+    latency_ms: float,
+    emulator: h.Emulator | None = None,
+) -> RunFigures:
     """Scheduler and workers at once, from the first Query to the last refresh stored."""
     ids = _seed(stack, n, f"r{uuid.uuid4().hex[:6]}")
     stack.stub.set_delay(latency_ms)
@@ -134,6 +143,7 @@ def pipeline(stack: Stack, counter: CallCounter, *, n: int, concurrency: int, la
             threading.Thread(target=_worker, args=(w, sqs, queue_url, arn, counter, tally, lock, done), daemon=True)
             for w, sqs in zip(workers, sqs_clients, strict=True)
         ]
+        emulator_cpu = emulator.cpu_seconds() if emulator else None
         start = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -142,6 +152,8 @@ def pipeline(stack: Stack, counter: CallCounter, *, n: int, concurrency: int, la
         while tally["done"] + tally["failed"] < queued["queued"] and time.perf_counter() - start < RUN_TIMEOUT:
             time.sleep(0.01)
         wall = time.perf_counter() - start
+        if emulator_cpu is not None and emulator is not None:
+            emulator_cpu = (emulator.cpu_seconds() or 0.0) - emulator_cpu
         done.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -163,6 +175,7 @@ def pipeline(stack: Stack, counter: CallCounter, *, n: int, concurrency: int, la
         invalid_grants=after["invalid_grant"] - before["invalid_grant"],
         cpu=tally["cpu"],
         aws=counter.seconds["worker"] + counter.seconds["poller"],
+        emulator_cpu=emulator_cpu,
     )
 
 

@@ -248,6 +248,15 @@ def markdown(results: Results) -> str:
             f"invalid_grant {run.invalid_grants}, refreshed and stored {run.refreshed}, failed {run.failed}. "
             f"Per refresh: our CPU {_ms(run.cpu / run.n)}, time inside AWS calls {_ms(run.aws / run.n)}."
         )
+        for figures in (run, results.pipeline_floor):
+            if figures and figures.emulator_cpu is not None:
+                parts.append(
+                    f"With a {figures.latency_ms:g} ms token endpoint, moto's server used "
+                    f"{figures.emulator_cpu:.1f} s of CPU in the {figures.wall:.1f} s run "
+                    f"({figures.emulator_cpu / figures.wall:.0%} of one core), "
+                    f"{_ms(figures.emulator_cpu / figures.n)} per refresh; this process's handlers "
+                    f"used {figures.cpu:.1f} s."
+                )
     if results.naive:
         nv = results.naive
         parts.append(
@@ -312,9 +321,13 @@ def notes(results: Results) -> str:
             f"calls (lease, Decrypt, Encrypt, save), against {run.latency_ms:g} ms at the token "
             f"endpoint. With a 0 ms token endpoint the same run takes {floor.wall:.1f} s "
             f"({run.wall:.1f} s with {run.latency_ms:g} ms): the latency hides behind the emulator's "
-            "work, which is what the worker's design should achieve. On AWS the four calls are "
-            "in-region round trips of a few milliseconds each, not measured here; they are "
-            "sequential by design (the rotated token must be stored before the next step)."
+            "work. The C workers are threads of one process here, so their CPU shares one core "
+            f"({_ms(run.cpu / run.n)} per refresh, {run.cpu:.0f} s in all against an ideal of "
+            f"{run.ideal:.0f} s), where Lambda gives each container its own. On AWS the four calls "
+            "are in-region round trips of a few milliseconds each, not measured here; they are "
+            "sequential by design (the rotated token is stored before anything else), so a "
+            "container's time per refresh is the token latency plus four round trips plus its "
+            "CPU at its MemorySize's share of a vCPU."
         )
     if len(out) == 1:
         out.append("Every target is met in this run.")
