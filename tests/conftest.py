@@ -46,6 +46,7 @@ def shared_botocore_loader() -> Iterator[None]:
     yield
     botocore.session.Session._register_data_loader = original  # type: ignore[method-assign]
 
+
 EVENTS = ROOT / "events"
 REGION = "eu-west-1"
 CALLBACK_URL = "https://broker.example.com/oauth/callback"
@@ -171,9 +172,7 @@ def lambda_context() -> LambdaContext:
 
 
 @pytest.fixture
-def load_handler(
-    aws: Aws, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> Callable[[str], ModuleType]:
+def load_handler(aws: Aws, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
     """Import a function's handler module fresh, with the environment the template gives it,
     under a unique module name (every function's module is called ``app``)."""
 
