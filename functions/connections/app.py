@@ -2,6 +2,7 @@
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
@@ -40,6 +41,14 @@ def _body() -> Any:
         raise InvalidRequest("the request body is not valid JSON", code="invalid_json") from None
 
 
+def _path_id(raw: str) -> str:
+    # API Gateway hands Powertools the raw path: a client that percent-encodes ':' means ':'.
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest("connection_id is not valid UTF-8", code="invalid_connection_id") from None
+
+
 @app.post("/connect-sessions")
 def create_connect_session() -> Response:
     domain = app.current_event.request_context.domain_name
@@ -53,6 +62,7 @@ def list_connections() -> Response:
 
 @app.get("/connections/<connection_id>")
 def describe_connection(connection_id: str) -> Response:
+    connection_id = _path_id(connection_id)
     flag = (app.current_event.query_string_parameters or {}).get("introspect")
     introspect = usecases.parse_introspect_flag(flag)
     return _json(200, usecases.describe_connection(DEPS, connection_id, introspect=introspect))
@@ -60,27 +70,32 @@ def describe_connection(connection_id: str) -> Response:
 
 @app.delete("/connections/<connection_id>")
 def delete_connection(connection_id: str) -> Response:
+    connection_id = _path_id(connection_id)
     usecases.disconnect(DEPS, connection_id)
     return Response(status_code=204, headers=NO_STORE, body="")
 
 
 @app.get("/connections/<connection_id>/token")
 def get_token(connection_id: str) -> Response:
+    connection_id = _path_id(connection_id)
     return _json(200, usecases.get_token(DEPS, connection_id))
 
 
 @app.post("/connections/<connection_id>/refresh")
 def refresh(connection_id: str) -> Response:
+    connection_id = _path_id(connection_id)
     return _json(200, usecases.force_refresh(DEPS, connection_id))
 
 
 @app.post("/connections/<connection_id>/authorization-code")
 def exchange_code(connection_id: str) -> Response:
+    connection_id = _path_id(connection_id)
     return _json(201, usecases.exchange_pasted_code(DEPS, connection_id, _body()))
 
 
 @app.put("/connections/<connection_id>/tokens")
 def import_tokens(connection_id: str) -> Response:
+    connection_id = _path_id(connection_id)
     return _json(200, usecases.import_tokens(DEPS, connection_id, _body()))
 
 

@@ -329,6 +329,19 @@ def test_a_malformed_connection_id_in_the_path_is_400(admin, deps, subtests) -> 
 
 
 # --- delete -------------------------------------------------------------------------------------
+def test_a_percent_encoded_connection_id_means_the_same_connection(admin, deps, apicbase) -> None:
+    """Given a connection whose id holds ':', when a client percent-encodes it in the path
+    (API Gateway passes the raw path on), then the route still finds that connection; an
+    escape that is not UTF-8 is a 400."""
+    connect(deps, apicbase, connection_id="tenant:7")
+
+    found = admin("admin_get_connection.json", path="/connections/tenant%3A7")
+    garbage = admin("admin_get_connection.json", path="/connections/%ff%fe")
+
+    assert (found.status, found.body["connection_id"]) == (200, "tenant:7")
+    assert_json_error(garbage, 400, "invalid_connection_id")
+
+
 def test_delete_answers_204_and_the_connection_is_gone(admin, deps, apicbase) -> None:
     """Given a connection, when it is deleted, then 204 with no body, and it is then unknown."""
     connect(deps, apicbase)
