@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import given
@@ -42,10 +43,12 @@ ID_ROUTES = [
     ("PUT", "/connections/{}/tokens"),
 ]
 odd_ids = st.one_of(
-    st.sampled_from(["", "..", ".", "a/b", "../lib-seeded", "lib-seeded/", "%2e%2e", "lib%2Dseeded", "-x", "_x"]),
+    st.sampled_from(["", "..", ".", "a/b", "../lib-seeded", "lib-seeded/", "%2e%2e", "%2Fx", "%ff", "-x", "_x"]),
     st.sampled_from(["a" * 129, "x" * 4000, "ümlaut", "名前", "lib\x00", "lib seeded", "lib\nseeded"]),
     st.text(min_size=1, max_size=140),
-).filter(lambda cid: cid != SEEDED)
+    # A percent-escape means its character (the handler decodes the raw path), so an escaped
+    # SEEDED ("lib%2Dseeded") is SEEDED itself, not an odd id: it is left out below.
+).filter(lambda cid: unquote(cid) != SEEDED)
 
 
 # --- bodies (each one invalid by construction) -------------------------------------------------
