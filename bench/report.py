@@ -32,6 +32,7 @@ class Results:
     pipeline_floor: RunFigures | None = None
     naive: RunFigures | None = None
     seconds: float = 0.0
+    command: str = "python -m bench"
 
 
 def _ms(seconds: float) -> str:
@@ -138,7 +139,7 @@ def rows(results: Results) -> list[tuple[str, str, str, str]]:
             )
         )
     run, floor, naive = results.pipeline, results.pipeline_floor, results.naive
-    if run and floor and naive:
+    if run and naive:
         out.append(
             (
                 f"3. refresh {run.n} at C={run.concurrency}, {run.latency_ms:g} ms token endpoint",
@@ -150,8 +151,8 @@ def rows(results: Results) -> list[tuple[str, str, str, str]]:
         out.append(
             (
                 "3. same, less the emulator's time",
-                f"{run.wall_without_emulator:.1f} s: efficiency {run.ideal / run.wall_without_emulator:.2f}; "
-                f"0 ms token endpoint: {floor.wall:.1f} s",
+                f"{run.wall_without_emulator:.1f} s: efficiency {run.ideal / run.wall_without_emulator:.2f}"
+                + (f"; 0 ms token endpoint: {floor.wall:.1f} s" if floor else ""),
                 f">= {EFFICIENCY_TARGET}",
                 _verdict(run.ideal / run.wall_without_emulator >= EFFICIENCY_TARGET),
             )
@@ -228,7 +229,10 @@ def _calls_line(calls: Counter[tuple[str, str]], per: float) -> str:
 
 
 def markdown(results: Results) -> str:
-    parts = [TEMPLATE_HEAD.format(machine=machine(), seconds=results.seconds, sizes=results.sizes), table(results)]
+    head = TEMPLATE_HEAD.format(
+        machine=machine(), command=results.command, seconds=results.seconds, sizes=results.sizes
+    )
+    parts = [head, table(results)]
     if results.callback:
         cb = results.callback
         parts.append(
@@ -312,16 +316,26 @@ def notes(results: Results) -> str:
             f"{_ms(median(cb.cpu) - bare)}. moto's server closes every connection, so each AWS call "
             "here also opens a TCP connection that botocore would keep alive on AWS."
         )
-    if run and floor and run.efficiency < EFFICIENCY_TARGET:
+    if run and run.efficiency < EFFICIENCY_TARGET:
         aws_calls = sum(v for (svc, _), v in run.calls.items() if svc != "sqs") / run.n
         out.append(
             f"- **Refresh throughput** (efficiency {run.efficiency:.2f}). The emulator is the "
             f"bottleneck: moto's server answers every AWS call in one Python process on the same "
             f"2 cores, and each refresh spends {_ms(run.aws / run.n)} inside its {aws_calls:.0f} AWS "
             f"calls (lease, Decrypt, Encrypt, save), against {run.latency_ms:g} ms at the token "
-            f"endpoint. With a 0 ms token endpoint the same run takes {floor.wall:.1f} s "
-            f"({run.wall:.1f} s with {run.latency_ms:g} ms): the latency hides behind the emulator's "
-            "work. The C workers are threads of one process here, so their CPU shares one core "
+            "endpoint"
+            + (
+                f"; moto's server was busy {run.emulator_cpu / run.wall:.0%} of the run on one core"
+                if run.emulator_cpu is not None
+                else ""
+            )
+            + (
+                f". With a 0 ms token endpoint the same run takes {floor.wall:.1f} s "
+                f"({run.wall:.1f} s with {run.latency_ms:g} ms): the latency hides behind the emulator's work"
+                if floor
+                else ""
+            )
+            + ". The C workers are threads of one process here, so their CPU shares one core "
             f"({_ms(run.cpu / run.n)} per refresh, {run.cpu:.0f} s in all against an ideal of "
             f"{run.ideal:.0f} s), where Lambda gives each container its own. On AWS the four calls "
             "are in-region round trips of a few milliseconds each, not measured here; they are "
@@ -355,7 +369,7 @@ TEMPLATE_HEAD = """# Benchmarks
 
 Written by `python -m bench` (see "How to reproduce"); do not edit by hand, edit `bench/`.
 
-Machine: {machine}. Run time {seconds:.0f} s. Sizes: {sizes}.
+Machine: {machine}. Command: `{command}`, run time {seconds:.0f} s. Sizes: {sizes}.
 
 Every figure is the median of repeated runs; every ratio is measured side by side in the same
 run, variants interleaved round by round. CPU times are this process's (or this thread's) own:
@@ -389,10 +403,11 @@ TEMPLATE_BODY = """
    Lambda container (its own module instance and clients) that receives up to 10 messages,
    runs the worker handler on them and deletes what it did not report as failed. Wall time
    from the scheduler's start to the last refresh stored, against the ideal N x latency / C.
-   moto's server handles every AWS call in one Python process on the same 2 cores, so the run
-   is also repeated with a 0 ms token endpoint (the emulator's floor), and the time the
-   workers spent inside AWS calls (the handlers' calls and the poller's deletes) is subtracted,
-   divided by C, for the "less the emulator" figure, an optimistic bound. The naive baseline
+   moto's server handles every AWS call in one Python process on the same 2 cores, so its CPU
+   time during the run is read from /proc (with `--floor` the run is also repeated with a 0 ms
+   token endpoint), and the time the workers spent inside AWS calls (the handlers' calls and
+   the poller's deletes) is subtracted, divided by C, for the "less the emulator" figure, an
+   optimistic bound. The naive baseline
    refreshes one connection at a time through the same `refresh_connection`, with a new HTTP
    connection and a forced secret read each time; it is measured on a subset and
    extrapolated per refresh.
@@ -433,8 +448,10 @@ REPRODUCE = """
 ## How to reproduce
 
 ```
-make bench                       # or: .venv/bin/python -m bench
-.venv/bin/python -m bench --quick   # a smoke run with small sizes; prints the table only
+make bench                                # or: .venv/bin/python -m bench
+.venv/bin/python -m bench --quick            # a smoke run, under a minute; prints the table only
+.venv/bin/python -m bench --refreshes 500    # a shorter figure 3 (N = 2,000 dominates the run time)
+.venv/bin/python -m bench --floor            # also figure 3 with a 0 ms token endpoint
 ```
 
 It starts moto's server and the fake Apicbase (`bench/stub.py`) on 127.0.0.1 free ports, needs
