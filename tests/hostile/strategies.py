@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 
 def examples(n: int) -> settings:
-    """Moto is slow: few examples per property, no deadline, fixtures shared across examples."""
-    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    """Moto is slow: few examples per property, no deadline, fixtures shared across examples.
+
+    In CI the examples are derandomized, so a red run can be reproduced; runs elsewhere explore.
+    """
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        derandomize=os.environ.get("CI") == "true",
+    )
 
 
 ATTACKS = [

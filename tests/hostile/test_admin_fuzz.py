@@ -75,7 +75,10 @@ def invalid_json_bodies(draw: st.DrawFn, required: dict, optional: set[str]) -> 
     mutation = draw(st.sampled_from(["wrong_type", "unknown_field", "missing_field", "not_object", "huge"]))
     body: object = dict(required)
     if mutation == "wrong_type":
-        body = {**required, draw(st.sampled_from(fields)): draw(wrong_types)}
+        name = draw(st.sampled_from(fields))
+        # expires_in is the one field whose right type is a number: a positive whole one is valid.
+        value = draw(wrong_types.filter(lambda v: not (name == "expires_in" and _valid_expires_in(v))))
+        body = {**required, name: value}
     elif mutation == "unknown_field":
         name = draw(st.text(min_size=1, max_size=30).filter(lambda n: n not in fields))
         body = {**required, name: draw(st.one_of(st.text(max_size=10), wrong_types))}
@@ -103,6 +106,10 @@ def hostile_bodies(draw: st.DrawFn, required: dict, optional: set[str]) -> tuple
         raw = draw(st.binary(min_size=1, max_size=64).filter(lambda b: not _is_utf8_json(b)))
         return base64.b64encode(raw).decode(), True
     return draw(st.sampled_from(["%%%", "not base64!", "YQ", "====", "\u00e9\u00e9"])), True
+
+
+def _valid_expires_in(value: object) -> bool:
+    return type(value) is int and 0 < value <= 10 * 365 * 24 * 3600
 
 
 def _is_json(text: str) -> bool:
