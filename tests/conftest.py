@@ -3,10 +3,8 @@ Apicbase, a controllable clock, a Lambda context, and the handlers loaded as Lam
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -182,14 +180,7 @@ def load_handler(aws: Aws, template: dict[str, Any], monkeypatch: pytest.MonkeyP
         # A container reads the metrics namespace when it creates Metrics; the shared one was
         # created at the tests' first import, before this environment existed.
         monkeypatch.setattr(observability.metrics, "namespace", os.environ["POWERTOOLS_METRICS_NAMESPACE"])
-        fn = tpl.functions(template)[logical_id]
-        name = f"handler_{logical_id}_{uuid.uuid4().hex[:8]}"
-        spec = importlib.util.spec_from_file_location(name, fn.module_path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
+        return tpl.functions(template)[logical_id].import_module(f"handler_{logical_id}_{uuid.uuid4().hex[:8]}")
 
     return load
 

@@ -32,6 +32,7 @@ from apicbase_oauth.observability import logger as broker_logger
 from apicbase_oauth.store import CONNECTIONS_INDEX
 from tests import fakes
 from tests.conftest import load_event
+from tests.unit.refresh_support import seed as seed_connection  # noqa: F401 (shared with the unit tests)
 
 FIGURES: Counter[str] = Counter()
 
@@ -205,22 +206,6 @@ def connection_items(table: Any) -> list[dict[str, Any]]:
         KeyConditionExpression="entity = :entity",
         ExpressionAttributeValues={":entity": "connection"},
     )["Items"]
-
-
-def seed_connection(deps: Any, apicbase: fakes.FakeApicbase, connection_id: str, *, expires_in: int) -> TokenPair:
-    """A stored, active connection whose refresh token is live at the fake Apicbase."""
-    pair = TokenPair(*apicbase.issue_pair())
-    deps.store.save_tokens(
-        connection_id=connection_id,
-        application="default",
-        client_id=fakes.CLIENT_ID,
-        tokens=deps.cipher.encrypt(connection_id, pair),
-        expires_at=int(deps.now()) + expires_in,
-        scope="accounts library",
-        username=None,
-        source="import",
-    )
-    return pair
 
 
 def stored_pair(deps: Any, connection_id: str) -> TokenPair:
