@@ -135,6 +135,9 @@ class Stub:
     def stats(self) -> Counter[str]:
         return Counter(self.call("/stub/stats"))
 
+    def live_refresh_tokens(self) -> set[str]:
+        return set(self.call("/stub/live")["refresh_tokens"])
+
 
 @contextlib.contextmanager
 def apicbase_stub() -> Iterator[Stub]:

@@ -3,17 +3,23 @@ endpoint with a fixed latency, compared with the ideal N x latency / C and with 
 sequential refresher; and what each refresh costs in AWS calls.
 
 Each worker thread is one Lambda container: its own instance of the handler module (its own
-clients), fed batches of ten from moto's queue, deleting what it did not report as failed, as
-Lambda's SQS poller does.
+clients), fed batches of ten from the queue, deleting what it did not report as failed, as
+Lambda's SQS poller does. The pipeline runs against moto's server, and against the in-memory AWS
+of ``fakeaws`` (no emulator: what is left is the broker's own work), with or without a simulated
+per-call latency. Every run ends with a check: each connection refreshed exactly once, and the
+refresh tokens the fake Apicbase holds live are exactly the ones stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 from apicbase_oauth import deps as deps_module
@@ -23,6 +29,7 @@ from apicbase_oauth.credentials import CredentialStore
 from apicbase_oauth.refresh import REFRESHED, refresh_connection
 
 from . import harness as h
+from .fakeaws import FakeAws
 from .harness import CallCounter, Stack
 
 BATCH = 10  # the template's BatchSize
@@ -44,6 +51,14 @@ class RunFigures:
     cpu: float  # our CPU seconds in the handlers (sum over workers)
     aws: float  # seconds inside AWS calls (the handlers' and the poller's deletes): mostly the emulator
     emulator_cpu: float | None = None  # moto's server's CPU seconds during the run
+    tokens_match: bool | None = None  # the fake Apicbase's newly live refresh tokens == the stored ones
+    aws_latency_ms: float | None = None  # the in-memory AWS's latency per call; None: moto's server
+
+    @property
+    def backend(self) -> str:
+        if self.aws_latency_ms is None:
+            return "moto's server"
+        return f"in-memory AWS, {self.aws_latency_ms:g} ms per call"
 
     @property
     def ideal(self) -> float:
@@ -66,20 +81,27 @@ def _seed(stack: Stack, n: int, tag: str) -> list[str]:
     return ids
 
 
-def _count_refreshed(stack: Stack, tag: str) -> int:
-    """Connections of this run whose tokens were refreshed and stored (one Scan, not N reads)."""
+def _stored(stack: Stack, tag: str) -> tuple[int, set[str]]:
+    """How many of this run's connections were refreshed exactly once, and the refresh tokens
+    they hold, decrypted (one Scan, not N reads)."""
     kwargs: dict[str, Any] = {
-        "FilterExpression": "begins_with(connection_id, :tag) AND refresh_count = :one",
-        "ExpressionAttributeValues": {":tag": tag + "-", ":one": 1},
-        "Select": "COUNT",
+        "FilterExpression": "begins_with(connection_id, :tag)",
+        "ProjectionExpression": "connection_id, #tokens, refresh_count",
+        "ExpressionAttributeNames": {"#tokens": "tokens"},
+        "ExpressionAttributeValues": {":tag": tag + "-"},
     }
-    total = 0
+    items: list[dict[str, Any]] = []
     while True:
         page = stack.table.scan(**kwargs)
-        total += page["Count"]
+        items += page["Items"]
         if "LastEvaluatedKey" not in page:
-            return total
+            break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    cipher = stack.cipher
+    with ThreadPoolExecutor(h.SEED_THREADS) as pool:
+        pairs = pool.map(lambda item: cipher.decrypt(item["connection_id"], item["tokens"].value), items)
+        tokens = {pair.refresh_token for pair in pairs}
+    return sum(item.get("refresh_count") == 1 for item in items), tokens
 
 
 def _worker(
@@ -129,6 +151,7 @@ def pipeline(
 ) -> RunFigures:
     """Scheduler and workers at once, from the first Query to the last refresh stored."""
     ids = _seed(stack, n, f"r{uuid.uuid4().hex[:6]}")
+    live_before = stack.stub.live_refresh_tokens()
     stack.stub.set_delay(latency_ms)
     queue_url, arn = stack.refs["RefreshQueue"], h.queue_arn(stack)
     tally: Counter[str] = Counter()  # refreshes done and failed, CPU seconds
@@ -161,7 +184,10 @@ def pipeline(
     if queued["due"] != n:
         raise RuntimeError(f"the scheduler found {queued['due']} due connections, expected {n}")
     calls = counter.of("worker") + counter.of("scheduler")
-    refreshed = _count_refreshed(stack, ids[0].split("-")[0])
+    live_after = stack.stub.live_refresh_tokens()
+    refreshed, stored = _stored(stack, ids[0].split("-")[0])
+    # Each seeded token rotated once, into exactly the token now stored: none lost, none extra.
+    tokens_match = len(live_before - live_after) == n and live_after - live_before == stored and len(stored) == n
     return RunFigures(
         n=n,
         concurrency=concurrency,
@@ -176,7 +202,33 @@ def pipeline(
         cpu=tally["cpu"],
         aws=counter.seconds["worker"] + counter.seconds["poller"],
         emulator_cpu=emulator_cpu,
+        tokens_match=tokens_match,
     )
+
+
+@contextlib.contextmanager
+def in_memory(stack: Stack, *, aws_latency_ms: float) -> Iterator[Stack]:
+    """The same stack's names (and secret), every AWS call meanwhile answered by the in-memory AWS."""
+    secrets = stack.session.client("secretsmanager")
+    secret = secrets.get_secret_value(SecretId=stack.refs["ClientCredentialsSecret"])["SecretString"]
+    table = h.tpl.dynamodb_create_table_kwargs(stack.template, "ConnectionsTable", stack.refs["ConnectionsTable"])
+    fake = FakeAws(stack.refs, table, secret, h.queue_arn(stack))
+    fake.latency = aws_latency_ms / 1000
+    try:
+        with fake.installed():
+            yield replace(stack, endpoint=None, session=h.aws_session(None))
+    finally:
+        h.aws_session(stack.endpoint)  # the environment pointed at the emulator again
+
+
+def pipeline_in_memory(
+    stack: Stack, counter: CallCounter, *, n: int, concurrency: int, latency_ms: float, aws_latency_ms: float
+) -> RunFigures:
+    """The pipeline with the emulator's cost removed: the broker's own work, plus the AWS
+    latency given (slept, as a network round trip is)."""
+    with in_memory(stack, aws_latency_ms=aws_latency_ms) as memory_stack:
+        figures = pipeline(memory_stack, counter, n=n, concurrency=concurrency, latency_ms=latency_ms)
+    return replace(figures, aws_latency_ms=aws_latency_ms)
 
 
 class _FreshCredentials(CredentialStore):

@@ -4,7 +4,7 @@ that the benchmark process's CPU time is the broker's alone.
 It rotates refresh tokens like django-oauth-toolkit (a refresh revokes the token presented),
 answers after a configurable latency, keeps connections alive (HTTP/1.1) and counts requests
 and new TCP connections. Control endpoints under ``/stub/`` seed pairs, set the latency and
-read the counters.
+read the counters and the live refresh tokens.
 
     python -m bench.stub --client-id ID --client-secret S [--delay-ms 0]
 """
@@ -95,6 +95,8 @@ class Apicbase:
                 return {"delay_ms": self.delay * 1000}
             if path == "/stub/stats":
                 return dict(self.stats)
+            if path == "/stub/live":  # to check that no rotated refresh token was lost
+                return {"refresh_tokens": sorted(self.live_refresh)}
         raise KeyError(path)
 
 
