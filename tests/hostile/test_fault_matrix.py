@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from apicbase_oauth import store, usecases
+from apicbase_oauth import usecases
 from apicbase_oauth.config import LEASE_SECONDS
 from apicbase_oauth.store import ACTIVE, NEEDS_REAUTHORIZATION
 from tests.hostile.conftest import FIGURES, body_json, http_event, seed_connection, stored_pair
@@ -187,10 +187,8 @@ def faults_for(trace: list[tuple[str, str, bool]]) -> Iterator[Fault]:
 
 
 @pytest.fixture
-def rig(handlers, apicbase, watch, monkeypatch):
+def rig(handlers, apicbase, watch):
     """Both handler modules on one moto, every AWS client and the Apicbase session instrumented."""
-    # The store's own backoff sleeps for real by default; here it advances the test clock.
-    monkeypatch.setitem(store.with_backoff.__kwdefaults__, "sleep", handlers.clock.sleep)
     callback = handlers.module("CallbackFunction")
     admin = handlers.module("ConnectionsFunction")
     injector = Injector(handlers.aws.session.client("dynamodb"))

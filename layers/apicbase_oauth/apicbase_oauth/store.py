@@ -159,9 +159,12 @@ def with_backoff(
     *,
     attempts: int = 8,
     base_delay: float = 0.05,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None],
 ) -> T:
-    """Retry a write that must land (a rotated refresh token exists only in memory)."""
+    """Retry a write that must land (a rotated refresh token exists only in memory).
+
+    ``sleep`` is the use case's (``deps.sleep``), so tests wait on their clock, not for real.
+    """
     for attempt in range(attempts):
         try:
             return operation()
@@ -251,7 +254,8 @@ class ConnectionStore:
         username: str | None,
         source: str,
     ) -> Connection:
-        """Create or replace a connection's grant (connect, pasted code, import).
+        """Create or replace a connection's grant (connect, pasted code, import). The caller
+        retries it with backoff (``with_backoff``): the tokens exist only in memory until it lands.
 
         Bumps the version, so a refresh in flight for the previous grant cannot overwrite it.
         """
@@ -300,15 +304,13 @@ class ConnectionStore:
                 sets.append(f"{name} = :{name}")
             else:
                 removes.append(name)
-        result = with_backoff(
-            lambda: self._call(
-                self.table.update_item,
-                Key={"pk": connection_key(connection_id)},
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
-                ExpressionAttributeNames={"#status": "status", "#source": "source"},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
+        result = self._call(
+            self.table.update_item,
+            Key={"pk": connection_key(connection_id)},
+            UpdateExpression="SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
+            ExpressionAttributeNames={"#status": "status", "#source": "source"},
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
         )
         return Connection.from_item(result["Attributes"])
 

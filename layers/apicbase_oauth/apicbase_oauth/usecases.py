@@ -20,6 +20,7 @@ from .errors import (
     AuthorizationDenied,
     BrokerError,
     ConfigurationError,
+    ConnectionNotFound,
     DependencyUnavailable,
     InvalidClient,
     InvalidGrant,
@@ -302,15 +303,18 @@ def _store_grant(
 ) -> Connection:
     try:
         ciphertext = with_backoff(lambda: deps.cipher.encrypt(connection_id, pair), sleep=deps.sleep)
-        connection = deps.store.save_tokens(
-            connection_id=connection_id,
-            application=credentials.application,
-            client_id=credentials.client_id,
-            tokens=ciphertext,
-            expires_at=expires_at,
-            scope=scope,
-            username=username,
-            source=source,
+        connection = with_backoff(
+            lambda: deps.store.save_tokens(
+                connection_id=connection_id,
+                application=credentials.application,
+                client_id=credentials.client_id,
+                tokens=ciphertext,
+                expires_at=expires_at,
+                scope=scope,
+                username=username,
+                source=source,
+            ),
+            sleep=deps.sleep,
         )
     except DependencyUnavailable:
         metrics.add_metric(name="GrantNotStored", unit="Count", value=1)
@@ -516,10 +520,8 @@ def refresh_from_message(deps: Deps, body: Any) -> str:
     except PERMANENT_FAILURES:
         # Recorded with a backoff (and alarmed); the scheduler queues it again, not SQS.
         return "failed_permanently"
-    except BrokerError as exc:
-        if exc.code == "connection_not_found":
-            return "connection_gone"
-        raise
+    except ConnectionNotFound:
+        return "connection_gone"
     return result.outcome
 
 
