@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 from local.sandbox.browserless import authorize_as
+from local.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"  # kept by CI, ignored by git
@@ -27,12 +27,6 @@ CODE_LIFETIME_SECONDS = 5
 # Only connections expiring within the hour are due, so the scheduler refreshes the tokens the
 # scheduled-refresh test imports with a short expiry and leaves the week-long ones alone.
 REFRESH_WINDOW_HOURS = 1
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def query_of(url: str) -> dict[str, str]:

@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from local.stack import free_port
 
-from tests.e2e.localrun import LocalRun, free_port, run_briefly, run_env
+from tests.e2e.localrun import LocalRun, run_briefly, run_env
 
 pytestmark = pytest.mark.e2e
 
