@@ -131,16 +131,8 @@ def usable(status: int, text: str, *, grant: str) -> dict[str, Any] | None:
         return None
     if refresh not in (None, "") and not _valid_token(refresh):
         return None
-    expires_in = body.get("expires_in")
-    if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in):
-        expires_in = int(expires_in)
-    if type(expires_in) is not int or not 0 < expires_in <= TEN_YEARS:
-        return None
-    token_type, scope = body.get("token_type"), body.get("scope")
-    if token_type is not None and (not isinstance(token_type, str) or token_type.lower() != "bearer"):
-        return None
-    if scope is not None and (not isinstance(scope, str) or len(scope) > 512):
-        return None
+    # A usable pair is kept whatever else is odd (expires_in, token_type, scope): a rotated
+    # refresh token must never be discarded for a field RFC 6749 only recommends.
     return body
 
 

@@ -350,19 +350,10 @@ def test_network_failures_say_whether_the_request_may_have_reached_apicbase(
         '{"access_token": "access-abc", "expires_in": 60',
         [GOOD_TOKENS],
         {k: v for k, v in GOOD_TOKENS.items() if k != "access_token"},
-        {k: v for k, v in GOOD_TOKENS.items() if k != "expires_in"},
         {**GOOD_TOKENS, "access_token": 12345},
         {**GOOD_TOKENS, "access_token": "has spaces in it"},
         {**GOOD_TOKENS, "access_token": "a" * 2049},
         {**GOOD_TOKENS, "refresh_token": ["refresh-abc"]},
-        {**GOOD_TOKENS, "expires_in": "one week"},
-        {**GOOD_TOKENS, "expires_in": 3600.5},
-        {**GOOD_TOKENS, "expires_in": True},
-        {**GOOD_TOKENS, "expires_in": -1},
-        {**GOOD_TOKENS, "expires_in": 0},
-        {**GOOD_TOKENS, "expires_in": 10**12},
-        {**GOOD_TOKENS, "token_type": "mac"},
-        {**GOOD_TOKENS, "scope": 7},
     ],
     ids=[
         "non-json",
@@ -370,30 +361,71 @@ def test_network_failures_say_whether_the_request_may_have_reached_apicbase(
         "truncated-json",
         "json-array",
         "no-access_token",
-        "no-expires_in",
         "access_token-number",
         "access_token-spaces",
         "access_token-too-long",
         "refresh_token-list",
+    ],
+)
+def test_unusable_success_answers_are_malformed(
+    client: ApicbaseClient, http: responses.RequestsMock, body: Any
+) -> None:
+    """Given a 200 that carries no usable token pair, when a code is exchanged, then it is
+    MalformedResponse rather than a half-stored grant."""
+    answer(http, fakes.TOKEN_URL, 200, body)
+
+    with pytest.raises(MalformedResponse):
+        client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+
+
+@pytest.mark.parametrize(
+    ("body", "oddities", "expires_in", "scope"),
+    [
+        (
+            {k: v for k, v in GOOD_TOKENS.items() if k != "expires_in"},
+            ("expires_in_missing",),
+            3600,
+            "accounts library",
+        ),
+        ({**GOOD_TOKENS, "expires_in": 604800.0}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": "one week"}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": 3600.5}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": True}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": -1}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": 0}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": 10**12}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "token_type": "Bearer "}, (), 604800, "accounts library"),
+        ({**GOOD_TOKENS, "token_type": "mac"}, ("token_type",), 604800, "accounts library"),
+        ({**GOOD_TOKENS, "scope": 7}, ("scope",), 604800, None),
+        ({**GOOD_TOKENS, "scope": "library " * 70}, ("scope",), 604800, None),
+    ],
+    ids=[
+        "no-expires_in",
+        "expires_in-float-whole",
         "expires_in-text",
         "expires_in-float",
         "expires_in-bool",
         "expires_in-negative",
         "expires_in-zero",
         "expires_in-huge",
+        "token_type-trailing-space",
         "token_type-not-bearer",
         "scope-number",
+        "scope-over-512",
     ],
 )
-def test_unusable_success_answers_are_malformed(
-    client: ApicbaseClient, http: responses.RequestsMock, body: Any
+def test_odd_answers_with_a_usable_pair_are_kept_with_a_safe_expiry(
+    client: ApicbaseClient, http: responses.RequestsMock, body: Any, oddities: tuple, expires_in: int, scope: Any
 ) -> None:
-    """Given a 200 that is not a usable token response, when a code is exchanged, then it is
-    MalformedResponse rather than a half-stored grant."""
+    """Given a 200 with a well-formed access and refresh token but an odd other field, when a
+    code is exchanged, then the pair is usable (a rotated refresh token is never discarded), an
+    odd expires_in becomes the short safe one, and what was odd is named."""
     answer(http, fakes.TOKEN_URL, 200, body)
 
-    with pytest.raises(MalformedResponse):
-        client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+    tokens = client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+
+    assert (tokens.access_token, tokens.refresh_token) == (GOOD_TOKENS["access_token"], GOOD_TOKENS["refresh_token"])
+    assert (tokens.oddities, tokens.expires_in, tokens.scope) == (oddities, expires_in, scope)
 
 
 def test_expires_in_as_a_digit_string_is_accepted(client: ApicbaseClient, http: responses.RequestsMock) -> None:

@@ -18,7 +18,7 @@ ALARM = "AWS::CloudWatch::Alarm"
 def emitted_metric_names() -> set[str]:
     """Every metric name passed to add_metric in the layer and the handlers."""
     names: set[str] = set()
-    for path in [*ROOT.glob("layers/apicbase_oauth/apicbase_oauth/*.py"), *ROOT.glob("functions/*/app.py")]:
+    for path in [*ROOT.glob("layers/apicbase_oauth/apicbase_oauth/**/*.py"), *ROOT.glob("functions/*/app.py")]:
         for name in re.findall(r'add_metric\(name=f?"([^"]+)"', path.read_text()):
             # Callback{exc.status // 100}xx: the callback answers 4xx and 5xx.
             names.update({re.sub(r"\{[^}]+\}", d, name) for d in "45"} if "{" in name else {name})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import validation
 from .adapters.apicbase import ClientCredentials, Introspection
 from .adapters.events import CONNECTION_CREATED
-from .custody import check_client, present, seal_and_save
+from .custody import check_client, present, report_oddities, seal_and_save
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -189,6 +189,7 @@ def _exchange_and_store(
         username=None,
         source=source,
     )
+    report_oddities(tokens, connection_id)
     introspection = _introspect_quietly(deps, credentials, tokens.access_token, connection_id)
     if introspection and introspection.active and (introspection.username or introspection.scope):
         connection = deps.store.record_identity(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .adapters.apicbase import ClientCredentials
+from .adapters.apicbase import ClientCredentials, TokenResponse
 from .deps import Deps
 from .errors import ConfigurationError, DependencyUnavailable, InvalidClient
 from .model import Connection, TokenPair
@@ -88,3 +88,15 @@ def seal_and_save(
     method); both with backoff."""
     ciphertext = with_backoff(lambda: deps.cipher.encrypt(connection_id, pair), sleep=deps.sleep)
     return with_backoff(lambda: write(tokens=ciphertext, **fields), sleep=deps.sleep)
+
+
+def report_oddities(response: TokenResponse, connection_id: str) -> None:
+    """Say loudly what was odd in a token response that was stored anyway (``OddTokenResponse``)."""
+    if response.oddities:
+        metrics.add_metric(name="OddTokenResponse", unit="Count", value=1)
+        logger.error(
+            "Apicbase's token response was odd; the tokens were stored with a safe expiry",
+            connection_id=connection_id,
+            oddities=list(response.oddities),
+            expires_in=response.expires_in,
+        )

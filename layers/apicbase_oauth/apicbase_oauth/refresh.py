@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from .adapters.apicbase import TokenResponse
 from .adapters.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
 from .adapters.queue import decode
-from .custody import check_client, present, seal_and_save
+from .custody import check_client, present, report_oddities, seal_and_save
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -201,6 +201,7 @@ def _persist(deps: Deps, connection: Connection, response: TokenResponse, curren
             connection_id=connection.connection_id,
         )
         raise
+    report_oddities(response, connection.connection_id)
     metrics.add_metric(name="Refreshed", unit="Count", value=1)
     logger.info(
         "refreshed",
