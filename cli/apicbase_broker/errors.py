@@ -26,6 +26,17 @@ class BrokerError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Task queues (Celery, multiprocessing) pickle exceptions; the default rebuilds from args alone.
+        return (_restore, (type(self), dict(self.__dict__)))
+
+
+def _restore(kind: type[BrokerError], state: dict[str, Any]) -> BrokerError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigurationError(BrokerError):
     """No usable API URL, stack, region or AWS credentials: nothing was sent."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import pickle
 import re
 import threading
 import time
@@ -239,6 +240,15 @@ def test_error_answers_map_to_typed_errors(client, http, answer, kind, code):
         client.token("lib-42")
     assert type(raised.value) is kind
     assert (raised.value.status, raised.value.code) == (answer.status, code)
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [Busy(503, "refresh_in_progress", "m", retry_after=2.0), ConfigurationError("no region"), BrokerError(0, "x", "y")],
+)
+def test_errors_survive_pickling_as_task_queues_do(raised):
+    restored = pickle.loads(pickle.dumps(raised))
+    assert (type(restored), repr(restored), restored.retry_after) == (type(raised), repr(raised), raised.retry_after)
 
 
 def test_busy_carries_retry_after(client, http):
