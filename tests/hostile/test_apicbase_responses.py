@@ -12,9 +12,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from apicbase_oauth import usecases
-from apicbase_oauth.crypto import TokenPair
+from apicbase_oauth import connect
 from apicbase_oauth.errors import BrokerError
+from apicbase_oauth.model import TokenPair
 from apicbase_oauth.observability import metrics
 from apicbase_oauth.refresh import refresh_connection
 from tests.hostile.conftest import FIGURES, connection_items, seed_connection, stored_pair
@@ -162,12 +162,12 @@ def test_code_exchange_answers_are_classified_and_store_nothing_unless_usable(de
     _secrets_of(watch, text)
     apicbase.scripted.clear()
     metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
-    state = usecases.start_connect_session(deps, {"connection_id": "lib-x"}, request_domain=None)["state"]
+    state = connect.start_connect_session(deps, "lib-x").state
     apicbase.scripted.append((status, text, headers))
     expected = usable(status, text, grant="authorization_code")
-    try:
-        usecases.complete_callback(deps, {"code": "code-anything", "state": state})
-    except BrokerError as exc:
+    outcome = connect.complete_callback(deps, state=state, code="code-anything", error=None)
+    if outcome.error is not None:
+        exc = outcome.error
         watch.see(exc.message, str(exc))
         assert expected is None, f"a usable answer was refused: {exc.code}"
         assert connection_items(deps.store.table) == []

@@ -18,8 +18,9 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from apicbase_oauth import usecases
-from apicbase_oauth.apicbase import ApicbaseClient, ClientCredentials, TokenResponse
+from apicbase_oauth import connect, validation
+from apicbase_oauth.adapters.apicbase import ApicbaseClient, ClientCredentials, TokenResponse
+from apicbase_oauth.adapters.dynamodb import state_key
 from apicbase_oauth.errors import (
     ApicbaseRejected,
     ApicbaseUnavailable,
@@ -29,7 +30,6 @@ from apicbase_oauth.errors import (
     MalformedResponse,
     RateLimited,
 )
-from apicbase_oauth.store import state_key
 from tests import fakes
 from tests.conftest import CALLBACK_URL, Clock
 
@@ -95,21 +95,19 @@ def test_authorize_url_carries_exactly_what_apicbase_needs(client: ApicbaseClien
 def test_connect_session_uses_the_configured_redirect_uri_and_a_fresh_state(deps) -> None:
     """Given CALLBACK_URL is configured, when a session starts, then the authorize URL names that
     exact redirect URI (not the request's domain), the default scopes, and the state handed back."""
-    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain="other.example.com")
+    session = connect.start_connect_session(deps, "lib-1", request_domain="other.example.com")
 
-    query = query_of(session["authorize_url"])
+    query = query_of(session.authorize_url)
     assert query["redirect_uri"] == [CALLBACK_URL]
     assert query["scope"] == ["accounts library"]
-    assert query["state"] == [session["state"]]
+    assert query["state"] == [session.state]
     assert "code_challenge" not in query
 
 
 def test_connect_session_rejects_a_scope_apicbase_does_not_know(deps) -> None:
     """Given a scope outside Apicbase's list, when a session starts, then it is refused."""
     with pytest.raises(InvalidRequest) as raised:
-        usecases.start_connect_session(
-            deps, {"connection_id": "lib-1", "scopes": ["library", "admin"]}, request_domain=None
-        )
+        connect.start_connect_session(deps, "lib-1", scopes=validation.scopes(["library", "admin"]))
 
     assert raised.value.code == "invalid_scope"
 
@@ -120,14 +118,14 @@ def test_pkce_when_enabled_sends_an_s256_challenge_and_later_its_verifier(
     """Given PKCE is enabled, when a session starts, then the URL carries an S256 challenge of the
     stored verifier; and when the callback exchanges the code, then that verifier is sent."""
     monkeypatch.setattr(deps, "settings", dataclasses.replace(deps.settings, pkce_enabled=True))
-    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain=None)
-    query = query_of(session["authorize_url"])
-    verifier = deps.store.table.get_item(Key={"pk": state_key(session["state"])})["Item"]["code_verifier"]
+    session = connect.start_connect_session(deps, "lib-1")
+    query = query_of(session.authorize_url)
+    verifier = deps.store.table.get_item(Key={"pk": state_key(session.state)})["Item"]["code_verifier"]
     expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     answer(http, fakes.TOKEN_URL, 200, GOOD_TOKENS)
     answer(http, fakes.INTROSPECT_URL, 200, {"active": False})
 
-    usecases.complete_callback(deps, {"code": "code-1", "state": session["state"]})
+    connect.complete_callback(deps, state=session.state, code="code-1", error=None)
 
     assert query["code_challenge_method"] == ["S256"]
     assert query["code_challenge"] == [expected]

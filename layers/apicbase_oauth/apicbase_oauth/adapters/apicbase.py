@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from .errors import (
+from ..errors import (
     ApicbaseRejected,
     ApicbaseUnavailable,
     InvalidClient,
@@ -27,15 +27,11 @@ from .errors import (
     MalformedResponse,
     RateLimited,
 )
+from ..model import MAX_TOKEN_LENGTH, is_token
 
-# A pair must fit one KMS Encrypt (4096 bytes, see crypto): 2 x 2040 + 15 bytes of compact JSON,
-# which escapes nothing when the tokens have no '"' or '\\'.
-MAX_TOKEN_LENGTH = 2040
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 DEFAULT_RETRY_AFTER = 60.0
-# Printable ASCII without spaces (RFC 6749 appendix A), '"' and '\\' (Bearer tokens never have them).
-TOKEN_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-_ERROR_CODE_RE = re.compile(r"^[a-z_]{1,64}$")
+_ERROR_CODE_RE = re.compile(r"[a-z_]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ def _token(body: dict[str, Any], key: str, *, required: bool) -> str | None:
         if required:
             raise MalformedResponse(f"token response has no {key}")
         return None
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not TOKEN_RE.match(value):
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not is_token(value):
         raise MalformedResponse(f"token response field {key} is not a valid token")
     return value
 
@@ -291,7 +287,7 @@ class ApicbaseClient:
             raise ApicbaseUnavailable(f"Apicbase answered HTTP {status}", request_sent=True)
         body = _json_object(response) or {}
         error = body.get("error")
-        error = error if isinstance(error, str) and _ERROR_CODE_RE.match(error) else None
+        error = error if isinstance(error, str) and _ERROR_CODE_RE.fullmatch(error) else None
         if error == "invalid_grant":
             raise InvalidGrant("the authorization grant is invalid, expired, used or revoked")
         if error == "invalid_client" or status == 401:
