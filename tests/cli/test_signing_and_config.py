@@ -13,7 +13,6 @@ import pytest
 import responses
 from moto import mock_aws
 
-from apicbase_broker import signing
 from apicbase_broker_cli.main import main
 
 API = "https://abc123.execute-api.eu-west-1.amazonaws.com"
@@ -119,11 +118,3 @@ def test_an_unreachable_api_exits_1_with_a_hint(offline_cli):
     assert run.code == 1
     assert run.err.count("\n") == 1
     assert "--api-url" in run.err
-
-
-@pytest.mark.parametrize(
-    ("url", "region"),
-    [(API, "eu-west-1"), ("https://oauth.example.com", None), ("http://127.0.0.1:3000", None)],
-)
-def test_region_from_url(url, region):
-    assert signing.region_from_url(url) == region
