@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # The emulated account and region of the local run (local.aws uses these too). This module imports
@@ -23,7 +24,13 @@ class LambdaContext:
     timeout_seconds: int = 30
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     function_version: str = "$LATEST"
-    started: float = field(default_factory=time.monotonic)
+    # A test's fake clock makes the deadline follow the time it pretends passes.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    started: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
 
     @property
     def invoked_function_arn(self) -> str:
@@ -38,4 +45,5 @@ class LambdaContext:
         return "local"
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.started + self.timeout_seconds - time.monotonic()) * 1000))
+        assert self.started is not None
+        return max(0, int((self.started + self.timeout_seconds - self.clock()) * 1000))

@@ -151,11 +151,14 @@ def apicbase(clock: Clock) -> Iterator[fakes.FakeApicbase]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake.register(mock)
         yield fake
+    # Under reuse protection a second presentation revokes the family: no code path may do it.
+    assert fake.reuse_expected or fake.reuses == 0, f"{fake.reuses} revoked refresh token(s) presented again"
 
 
 @pytest.fixture
 def lambda_context() -> LambdaContext:
-    return LambdaContext()
+    # The admin API's and the worker's Timeout (the callback's is 30 s, which its exchange fits).
+    return LambdaContext(timeout_seconds=60)
 
 
 @pytest.fixture

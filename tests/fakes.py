@@ -1,6 +1,9 @@
-"""A fake Apicbase token and introspection endpoint for ``responses``: issues codes, rotates
-refresh tokens like django-oauth-toolkit (each refresh revokes the token presented), and counts
-every request. Thread-safe, so concurrent refreshers can be tested."""
+"""A fake Apicbase token and introspection endpoint for ``responses``, as strict as
+django-oauth-toolkit can be: each refresh revokes the refresh token presented and deletes its
+access token at once; with reuse protection (on by default), a revoked refresh token presented
+again revokes its whole family, the live pair included, and is counted in ``reuses``. The
+``apicbase`` fixture fails a test that presented one, unless the test says it models that.
+Counts every request; thread-safe, so concurrent refreshers can be tested."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import requests
 import responses
 
 AUTHORIZE_URL = "https://app.apicbase.test/oauth/authorize/"
@@ -35,6 +39,14 @@ class FakeApicbase:
     refresh_tokens: dict[str, str] = field(default_factory=dict)  # live refresh token -> scope
     access_tokens: dict[str, float] = field(default_factory=dict)  # access token -> exp
     revoked: set[str] = field(default_factory=set)
+    reuse_protection: bool = True
+    rotated: set[str] = field(default_factory=set)  # refresh tokens revoked by a rotation
+    reuses: int = 0  # rotated refresh tokens presented again
+    reuse_expected: bool = False  # a test that models a second presentation says so
+    lose_answers: int = 0  # the next token answers are processed, then lost to a read timeout
+    introspection_down: bool = False
+    family: dict[str, int] = field(default_factory=dict)  # token -> family (one per authorization)
+    access_of: dict[str, str] = field(default_factory=dict)  # refresh token -> its access token
     token_requests: int = 0
     refresh_requests: int = 0
     introspections: int = 0
@@ -55,13 +67,21 @@ class FakeApicbase:
         with self._lock:
             return self._pair(scope)
 
-    def _pair(self, scope: str) -> tuple[str, str]:
+    def _pair(self, scope: str, family: int | None = None) -> tuple[str, str]:
         n = next(self._counter)
         access, refresh = f"access{n:06d}", f"refresh{n:06d}"
         self.access_tokens[access] = self.now() + self.expires_in
         self.refresh_tokens[refresh] = scope
         self.issued_refresh_tokens.append(refresh)
+        self.family[access] = self.family[refresh] = n if family is None else family
+        self.access_of[refresh] = access
         return access, refresh
+
+    def _revoke_family(self, family: int) -> None:
+        for token in [t for t, f in self.family.items() if f == family]:
+            if self.refresh_tokens.pop(token, None) is not None:
+                self.revoked.add(token)
+            self.access_tokens.pop(token, None)
 
     def revoke_all(self) -> None:
         with self._lock:
@@ -100,13 +120,20 @@ class FakeApicbase:
                 presented = form.get("refresh_token", "")
                 scope = self.refresh_tokens.get(presented)
                 if scope is None:
+                    if presented in self.rotated:
+                        self.reuses += 1
+                        if self.reuse_protection:
+                            self._revoke_family(self.family[presented])
                     return 400, {}, json.dumps({"error": "invalid_grant"})
                 if self.rotate:
                     del self.refresh_tokens[presented]
                     self.revoked.add(presented)
+                    self.rotated.add(presented)
+                    # django-oauth-toolkit deletes the old access token with the rotation.
+                    self.access_tokens.pop(self.access_of.get(presented, ""), None)
             else:
                 return 400, {}, json.dumps({"error": "unsupported_grant_type"})
-            access, refresh = self._pair(scope)
+            access, refresh = self._pair(scope, self.family.get(form.get("refresh_token", "")))
             if not self.rotate and grant == "refresh_token":
                 del self.refresh_tokens[refresh]
                 refresh = form["refresh_token"]
@@ -117,12 +144,17 @@ class FakeApicbase:
                 "token_type": "Bearer",
                 "scope": scope,
             }
+            if self.lose_answers:
+                self.lose_answers -= 1
+                raise requests.exceptions.ReadTimeout("the answer was lost after Apicbase rotated")
             return 200, {}, json.dumps(body)
 
     def _introspect(self, request: Any) -> tuple[int, dict[str, str], str]:
         form = {k: v[0] for k, v in parse_qs(request.body).items()}
         with self._lock:
             self.introspections += 1
+            if self.introspection_down:
+                return 503, {}, "Service Unavailable"
             if not self._client_ok(form):
                 return 401, {}, json.dumps({"error": "invalid_client"})
             exp = self.access_tokens.get(form.get("token", ""))

@@ -53,6 +53,7 @@ def route_key(event: dict) -> str:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    DEPS.bind(context)
     route = ROUTES.get(route_key(event))
     try:
         status, headers, body = route(event.get("queryStringParameters") or {}) if route else pages.not_found()

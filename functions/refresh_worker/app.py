@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from apicbase_oauth import deps
 from apicbase_oauth.config import Settings
 from apicbase_oauth.observability import logger, metrics
-from apicbase_oauth.refresh import refresh_from_message
+from apicbase_oauth.schedule import refresh_from_message
 
 DEPS = deps.build(Settings.from_env())
 # A batch that fails whole is reported record by record too, not raised: SQS retries each.
@@ -23,6 +23,9 @@ def record_handler(record: SQSRecord) -> str:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    # Each record checks the time left before it takes a lease: those without enough are
+    # handed back as batch item failures, untouched.
+    DEPS.bind(context)
     return process_partial_response(
         event=event,
         record_handler=record_handler,

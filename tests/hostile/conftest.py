@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from local.lambda_context import LambdaContext
 
 from apicbase_oauth import connect
 from apicbase_oauth import deps as deps_module
@@ -127,8 +128,8 @@ def apicbase(apicbase: fakes.FakeApicbase, watch: SecretWatch) -> fakes.FakeApic
         watch.secret(code)
         return code
 
-    def recording_pair(scope: str) -> tuple[str, str]:
-        access, refresh = pair(scope)
+    def recording_pair(scope: str, family: int | None = None) -> tuple[str, str]:
+        access, refresh = pair(scope, family)
         watch.secret(access, refresh)
         return access, refresh
 
@@ -156,7 +157,9 @@ class Handlers:
         return module
 
     def invoke(self, module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
-        return module.lambda_handler(event, self.context)
+        # A fresh context per invocation, as Lambda gives, on the test clock the handlers sleep on.
+        context = LambdaContext(timeout_seconds=60, clock=self.clock)
+        return module.lambda_handler(event, context)
 
 
 @pytest.fixture

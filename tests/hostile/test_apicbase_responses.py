@@ -124,7 +124,10 @@ def usable(status: int, text: str, *, grant: str) -> dict[str, Any] | None:
         body = json.loads(text)
     except ValueError:
         return None
-    if not 200 <= status < 300 or not isinstance(body, dict) or not _valid_token(body.get("access_token")):
+    # A 204 or 205 carries no content in HTTP: urllib3 refuses the body, whatever it holds.
+    if not 200 <= status < 300 or status in (204, 205):
+        return None
+    if not isinstance(body, dict) or not _valid_token(body.get("access_token")):
         return None
     refresh = body.get("refresh_token")
     if grant == "authorization_code" and not _valid_token(refresh):

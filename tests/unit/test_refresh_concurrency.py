@@ -16,7 +16,8 @@ from local import template as tpl
 from apicbase_oauth import deps as deps_module
 from apicbase_oauth import tokens
 from apicbase_oauth.adapters.queue import encode
-from apicbase_oauth.refresh import ALREADY_FRESH, REFRESHED, refresh_from_message
+from apicbase_oauth.refresh import ALREADY_FRESH, REFRESHED
+from apicbase_oauth.schedule import refresh_from_message
 from tests.conftest import load_event
 from tests.unit.refresh_support import hold_lease, refresh_elsewhere, seed, serialize_moto_dynamodb, stored_pair
 

@@ -73,7 +73,7 @@ def test_the_tick_queues_exactly_the_due_connections(table, aws, scheduler, lamb
     # Then every due, active connection that is not backing off is queued once, and no other
     queued = queued_ids(aws)
     assert sorted(queued) == sorted(table)
-    assert result == {"due": len(table), "queued": len(table), "failed": 0}
+    assert result == {"due": len(table), "queued": len(table), "failed": 0, "parked": 0}
     assert 0 < len(table) < CONNECTIONS
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from .adapters.apicbase import Introspection
 from .adapters.events import CONNECTION_DISCONNECTED
 from .deps import Deps
-from .model import Connection, ConnectionSummary
+from .model import Connection, ConnectionSummary, RefreshResult
 from .observability import logger, metrics
-from .refresh import RefreshResult, refresh_connection
+from .refresh import refresh_connection
 
 
 @dataclass(frozen=True)

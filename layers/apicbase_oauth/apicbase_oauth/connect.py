@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from . import validation
 from .adapters.apicbase import ClientCredentials, Introspection
+from .adapters.crypto import DataKey
 from .adapters.events import CONNECTION_CREATED
-from .custody import check_client, present, report_oddities, seal_and_save
+from .custody import check_client, grant_rescue, present, report_oddities, seal_and_save
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -26,6 +27,7 @@ from .errors import (
     InvalidGrant,
     InvalidState,
     MalformedResponse,
+    TokensParked,
 )
 from .model import REDIRECT_ERRORS, Connection, ConnectSession, StartedSession, TokenPair
 from .observability import logger, metrics
@@ -159,7 +161,9 @@ def _exchange_and_store(
     credentials = deps.credentials.get(application)
     if expected_client_id:
         check_client(credentials, expected_client_id, connection_id)
-    # The code lives 60 seconds: exchange it before anything else.
+    # The key to seal the grant with is in hand before the code is presented; then the code,
+    # which lives 60 seconds, is exchanged before anything else.
+    key = deps.cipher.data_key(connection_id)
     try:
         credentials, tokens = present(
             deps,
@@ -181,7 +185,7 @@ def _exchange_and_store(
     # outlast the function's timeout while the only copy of a fresh refresh token is in memory.
     connection = _store_grant(
         deps,
-        connection_id=connection_id,
+        key,
         credentials=credentials,
         pair=TokenPair(tokens.access_token, tokens.refresh_token),
         expires_at=tokens.expires_at,
@@ -212,8 +216,8 @@ def _introspect_quietly(
 
 def _store_grant(
     deps: Deps,
+    key: DataKey,
     *,
-    connection_id: str,
     credentials: ClientCredentials,
     pair: TokenPair,
     expires_at: int,
@@ -221,22 +225,21 @@ def _store_grant(
     username: str | None,
     source: str,
 ) -> Connection:
+    connection_id = key.connection_id
+    fields = {
+        "connection_id": connection_id,
+        "application": credentials.application,
+        "client_id": credentials.client_id,
+        "expires_at": expires_at,
+        "scope": scope,
+        "username": username,
+        "source": source,
+    }
     try:
-        connection = seal_and_save(
-            deps,
-            connection_id,
-            pair,
-            deps.store.save_tokens,
-            connection_id=connection_id,
-            application=credentials.application,
-            client_id=credentials.client_id,
-            expires_at=expires_at,
-            scope=scope,
-            username=username,
-            source=source,
-        )
+        connection = seal_and_save(deps, key, pair, grant_rescue(deps, **fields), deps.store.save_tokens, **fields)
+    except TokensParked:
+        raise
     except DependencyUnavailable:
-        metrics.add_metric(name="GrantNotStored", unit="Count", value=1)
         logger.error("tokens were issued but could not be stored", connection_id=connection_id)
         raise
     metrics.add_metric(name="ConnectionCreated", unit="Count", value=1)
@@ -281,7 +284,7 @@ def import_tokens(
         expires_at = now  # unknown: due at once, the next refresh tells
     connection = _store_grant(
         deps,
-        connection_id=connection_id,
+        deps.cipher.data_key(connection_id),
         credentials=credentials,
         pair=TokenPair(access_token, refresh_token),
         expires_at=expires_at,

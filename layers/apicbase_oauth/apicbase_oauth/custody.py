@@ -1,56 +1,83 @@
 """Presenting a grant to Apicbase and keeping what comes back: shared by connect and refresh.
 
+The rules (DESIGN.md, custody):
+- ``require_time``: nothing is presented without the time (the function's, and the lease's) to
+  store its answer: connect and read timeouts plus the must-land write.
 - ``present``: call Apicbase with an application's client credentials; after ``invalid_client``
   re-read the secret once and, if it was rotated, try once more. Apicbase authenticates the
   client before it looks at the code or refresh token, so that retry cannot burn either.
-- ``seal_and_save``: encrypt a pair, then the write that must land, each with backoff: the
-  tokens exist only in memory until it does.
+- ``seal_and_save``: seal the pair under a data key taken BEFORE Apicbase was called (local
+  AES-GCM, no network), then the write that must land, retried until the deadline; if it fails
+  for good, the sealed pair is parked in the rescue place (a table item, else an SQS message).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from .adapters.apicbase import ClientCredentials, TokenResponse
+from .adapters.crypto import DataKey
 from .deps import Deps
-from .errors import ConfigurationError, DependencyUnavailable, InvalidClient
-from .model import Connection, TokenPair
+from .errors import ConfigurationError, DependencyUnavailable, InvalidClient, OutOfTime, TokensParked
+from .model import Connection, Rescue, TokenPair
 from .observability import logger, metrics
 
 T = TypeVar("T")
+# What the must-land write (with its backoff) and, failing that, the rescue may take.
+WRITE_RESERVE_SECONDS = 8.0
+# Kept back from the write's retries for parking the pair if the write never lands.
+RESCUE_RESERVE_SECONDS = 3.0
+# Without a deadline (tests, scripts) the write is tried this many times.
+UNBOUNDED_ATTEMPTS = 8
+
+
+def time_needed(deps: Deps, read_timeout: float) -> float:
+    """The worst case of one presentation: connect, read, then store the answer."""
+    return deps.apicbase.connect_timeout + read_timeout + WRITE_RESERVE_SECONDS
+
+
+def require_time(deps: Deps, needed: float, *, lease_until: int | None = None) -> None:
+    """Raise OutOfTime unless the function's remaining time (and the lease) cover ``needed``."""
+    left = deps.time_left()
+    if lease_until is not None:
+        left = min(left, lease_until - deps.now())
+    if left < needed:
+        metrics.add_metric(name="OutOfTime", unit="Count", value=1)
+        raise OutOfTime(f"{left:.0f} s left, {needed:.0f} s needed to present a grant and store its answer")
 
 
 def with_backoff(
     operation: Callable[[], T],
     *,
-    attempts: int = 8,
-    base_delay: float = 0.05,
     sleep: Callable[[float], None],
+    time_left: Callable[[], float] = lambda: math.inf,
+    base_delay: float = 0.05,
 ) -> T:
-    """Retry a write that must land (a rotated refresh token exists only in memory).
-
-    ``sleep`` is the use case's (``deps.sleep``), so tests wait on their clock, not for real.
-    """
-    for attempt in range(attempts):
+    """Retry a write that must land (a rotated refresh token exists only in memory) until the
+    deadline, keeping RESCUE_RESERVE_SECONDS for parking it; ``UNBOUNDED_ATTEMPTS`` without one."""
+    attempt = 0
+    while True:
         try:
             return operation()
         except DependencyUnavailable as exc:
-            if not exc.retryable or attempt == attempts - 1:
+            delay = min(base_delay * 2 ** min(attempt, 6), 2.0)
+            attempt += 1
+            left = time_left()
+            out_of_tries = attempt >= UNBOUNDED_ATTEMPTS if math.isinf(left) else left - delay < RESCUE_RESERVE_SECONDS
+            if not exc.retryable or out_of_tries:
                 raise
-            sleep(min(base_delay * 2**attempt, 2.0))
-    raise AssertionError("unreachable")
+            sleep(delay)
 
 
 def present(
     deps: Deps, credentials: ClientCredentials, call: Callable[..., T], *, connection_id: str, **grant: Any
 ) -> tuple[ClientCredentials, T]:
     """``call(credentials, **grant)`` (an Apicbase client method), once more with a rotated secret
-    after invalid_client.
-
-    Returns the credentials that worked with the answer. A rejection that stands is counted
-    (the ``InvalidClient`` alarm) and raised.
-    """
+    after invalid_client. Returns the credentials that worked with the answer; a rejection that
+    stands is counted (the ``InvalidClient`` alarm) and raised."""
     try:
         return credentials, call(credentials, **grant)
     except InvalidClient:
@@ -82,12 +109,49 @@ def check_client(credentials: ClientCredentials, client_id: str, connection_id: 
 
 
 def seal_and_save(
-    deps: Deps, connection_id: str, pair: TokenPair, write: Callable[..., Connection], /, **fields: Any
+    deps: Deps, key: DataKey, pair: TokenPair, rescue: Rescue, write: Callable[..., Connection], /, **fields: Any
 ) -> Connection:
-    """Encrypt ``pair`` for the connection, then ``write(tokens=ciphertext, **fields)`` (a store
-    method); both with backoff."""
-    ciphertext = with_backoff(lambda: deps.cipher.encrypt(connection_id, pair), sleep=deps.sleep)
-    return with_backoff(lambda: write(tokens=ciphertext, **fields), sleep=deps.sleep)
+    """Seal ``pair`` with ``key``, then ``write(tokens=sealed, **fields)`` (a store method) until
+    the deadline; if it never lands, park ``rescue`` (with the sealed pair) and raise TokensParked."""
+    sealed = deps.cipher.seal(key, pair)
+    try:
+        return with_backoff(lambda: write(tokens=sealed, **fields), sleep=deps.sleep, time_left=deps.time_left)
+    except DependencyUnavailable:
+        park(deps, replace(rescue, tokens=sealed))
+        raise TokensParked(f"the tokens of connection {key.connection_id} were parked for rescue") from None
+
+
+def grant_rescue(deps: Deps, **fields: Any) -> Rescue:
+    """The rescue of a grant (``save_tokens``' fields): applied only if nothing was written since."""
+    return Rescue(kind="grant", tokens=b"", base_version=0, parked_at=int(deps.now()), **fields)
+
+
+def park(deps: Deps, rescue: Rescue) -> None:
+    """Put the sealed pair in a second durable place: the table's rescue item, and an SQS
+    message carrying it too (which also gets it applied within seconds). Raises if neither took it."""
+    places = []
+    try:
+        with_backoff(lambda: deps.rescues.put(rescue), sleep=deps.sleep, time_left=deps.time_left)
+        places.append("table")
+    except DependencyUnavailable:
+        logger.error("rescue item not written", connection_id=rescue.connection_id)
+    if deps.queue is not None:
+        try:
+            deps.queue.send_rescue(rescue, queued_at=int(deps.now()))
+            places.append("queue")
+        except DependencyUnavailable:
+            logger.error("rescue message not sent", connection_id=rescue.connection_id)
+    if not places:
+        if rescue.kind == "refresh":
+            metrics.add_metric(name="RotatedTokenNotStored", unit="Count", value=1)
+        else:
+            metrics.add_metric(name="GrantNotStored", unit="Count", value=1)
+        logger.error(
+            "issued tokens could not be stored nor parked", connection_id=rescue.connection_id, kind=rescue.kind
+        )
+        raise DependencyUnavailable(f"the tokens of connection {rescue.connection_id} could not be stored")
+    metrics.add_metric(name="TokensParked", unit="Count", value=1)
+    logger.error("tokens parked for rescue", connection_id=rescue.connection_id, kind=rescue.kind, places=places)
 
 
 def report_oddities(response: TokenResponse, connection_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from .adapters.crypto import TokenCipher
 from .adapters.events import EventPublisher
 from .adapters.leases import LeaseStore
 from .adapters.queue import RefreshQueue
+from .adapters.rescue import RescueStore
 from .adapters.sessions import SessionStore
 from .adapters.store import ConnectionStore
 from .config import Settings
@@ -57,6 +59,7 @@ class Deps:
     sessions: SessionStore
     store: ConnectionStore
     leases: LeaseStore
+    rescues: RescueStore
     cipher: TokenCipher
     credentials: CredentialStore
     apicbase: ApicbaseClient
@@ -64,6 +67,12 @@ class Deps:
     queue: RefreshQueue | None = None
     now: Callable[[], float] = field(default=time.time)
     sleep: Callable[[float], None] = field(default=time.sleep)
+    # Seconds left in the current invocation (``bind``); unbounded outside Lambda.
+    time_left: Callable[[], float] = field(default=lambda: math.inf)
+
+    def bind(self, context: Any) -> None:
+        """Plan this invocation around its Lambda deadline (handlers call it first)."""
+        self.time_left = lambda: context.get_remaining_time_in_millis() / 1000
 
 
 def build(settings: Settings, *, session: Any = None, now: Callable[[], float] = time.time) -> Deps:
@@ -81,6 +90,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
         sessions=SessionStore(table, now=now),
         store=ConnectionStore(table, now=now),
         leases=LeaseStore(table, now=now),
+        rescues=RescueStore(table),
         cipher=TokenCipher(client("kms"), settings.token_key_id),
         credentials=CredentialStore(settings.client_secret_id, max_age=settings.secret_max_age_seconds),
         apicbase=ApicbaseClient(

@@ -22,13 +22,13 @@ from .errors import (
     InvalidRequest,
     InvalidState,
     NeedsReauthorization,
+    OutOfTime,
     RateLimited,
     RefreshInProgress,
     RefreshStillRunning,
     UnknownApplication,
 )
-from .model import AccessToken, Connection, StartedSession
-from .refresh import RefreshResult
+from .model import AccessToken, Connection, RefreshResult, StartedSession
 
 # The most specific class in an error's MRO decides; anything else is a 500.
 _STATUS: dict[type[BrokerError], int] = {
@@ -45,6 +45,7 @@ _STATUS: dict[type[BrokerError], int] = {
     RateLimited: 503,
     ApicbaseUnavailable: 503,
     DependencyUnavailable: 503,
+    OutOfTime: 503,
 }
 
 

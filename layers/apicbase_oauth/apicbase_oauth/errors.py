@@ -130,6 +130,20 @@ class DependencyUnavailable(BrokerError):
         self.retryable = retryable
 
 
+class OutOfTime(BrokerError):
+    """Too little time is left (in the function, or on the lease) to present a grant to Apicbase
+    and store its answer: nothing was presented; try again."""
+
+    code = "out_of_time"
+
+
+class TokensParked(DependencyUnavailable):
+    """Apicbase's answer could not be written to its connection, so it was parked (sealed) in the
+    rescue place, from where it is applied before any later refresh: nothing is lost."""
+
+    code = "tokens_parked"
+
+
 class ConfigurationError(BrokerError):
     """Settings or client credentials are missing or invalid."""
 

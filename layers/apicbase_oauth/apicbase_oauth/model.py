@@ -125,3 +125,33 @@ class AccessToken:
 
     def __repr__(self) -> str:
         return f"AccessToken(connection_id={self.connection_id!r}, expires_at={self.expires_at})"
+
+
+@dataclass(frozen=True)
+class Rescue:
+    """A sealed pair that Apicbase issued but that could not be written to its connection.
+
+    Applied, conditionally, before any later refresh of the connection.
+    """
+
+    connection_id: str
+    kind: str  # "refresh" (applied over base_version) or "grant" (if nothing was written since parked_at)
+    tokens: bytes
+    base_version: int
+    application: str
+    client_id: str
+    expires_at: int
+    scope: str | None
+    username: str | None
+    source: str
+    parked_at: int
+
+    def __repr__(self) -> str:
+        return f"Rescue(connection_id={self.connection_id!r}, kind={self.kind!r}, base_version={self.base_version})"
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    outcome: str
+    connection: Connection
+    tokens: TokenPair | None = None  # the plaintext pair when this call stored it

@@ -132,8 +132,14 @@ class LeaseStore:
         *,
         error: str,
         next_attempt_at: int,
+        interrupted: int | None = None,
     ) -> Connection | None:
-        """Count a failed refresh, set the next attempt, release the lease. Keeps the status."""
+        """Count a failed refresh, set the next attempt, release the lease. Keeps the status.
+
+        ``interrupted`` keeps the witness of a refresh whose outcome is unknown as a lapsed lease:
+        the next lease copies it into interrupted_lease_until, so the next refresher resolves it
+        before it presents anything, and a later invalid_grant still names it.
+        """
         values: dict[str, Any] = {
             ":owner": owner,
             ":zero": 0,
@@ -146,10 +152,8 @@ class LeaseStore:
             "SET consecutive_failures = if_not_exists(consecutive_failures, :zero) + :one, "
             "next_attempt_at = :next, last_error = :error, updated_at = :now"
         )
-        if connection.interrupted_lease_until:
-            # Keep the witness of an interrupted refresh as a lapsed lease: the next lease copies
-            # it into interrupted_lease_until, so a later invalid_grant still names it.
-            values[":interrupted"] = connection.interrupted_lease_until
+        if interrupted:
+            values[":interrupted"] = min(interrupted, int(self.now()) - 1)  # lapsed already
             update += ", lease_until = :interrupted REMOVE lease_owner"
         else:
             update += " REMOVE lease_owner, lease_until"

@@ -51,11 +51,15 @@ class ConnectionStore:
         scope: str | None,
         username: str | None,
         source: str,
+        expected_version: int | None = None,
+        unwritten_since: int | None = None,
     ) -> Connection:
-        """Create or replace a connection's grant (connect, pasted code, import). The caller
-        retries it (``custody``): the tokens exist only in memory until it lands.
+        """Create or replace a connection's grant (connect, pasted code, import, a rescued pair).
+        The caller retries it (``custody``): the tokens exist only in memory until it lands.
 
         Bumps the version, so a refresh in flight for the previous grant cannot overwrite it.
+        A rescued pair is written only over ``expected_version`` (a refresh's), or only if nothing
+        was written since ``unwritten_since`` (a grant's, which read no version).
         """
         now = int(self.now())
         values: dict[str, Any] = {
@@ -102,6 +106,13 @@ class ConnectionStore:
                 sets.append(f"{name} = :{name}")
             else:
                 removes.append(name)
+        condition: dict[str, Any] = {}
+        if expected_version is not None:
+            values[":base"] = expected_version
+            condition["ConditionExpression"] = "version = :base"
+        elif unwritten_since is not None:
+            values[":since"] = unwritten_since
+            condition["ConditionExpression"] = "attribute_not_exists(updated_at) OR updated_at <= :since"
         result = call(
             self.table.update_item,
             Key={"pk": connection_key(connection_id)},
@@ -109,6 +120,7 @@ class ConnectionStore:
             ExpressionAttributeNames={"#status": "status", "#source": "source"},
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
+            **condition,
         )
         return connection_from_item(result["Attributes"])
 
@@ -173,21 +185,22 @@ class ConnectionStore:
         last = result.get("LastEvaluatedKey")
         return summaries, encode_cursor(last) if last else None
 
-    def due_connections(self, *, due_before: int, now: int, page_size: int = 500) -> Iterator[str]:
-        """Connection ids in the sparse refresh index whose token expires before ``due_before``
-        and whose next attempt is not in the future. A Query: it reads the due items only."""
+    def due_connections(self, *, due_before: int, now: int, page_size: int = 500) -> Iterator[tuple[str, bool]]:
+        """(connection id, parked) for the items in the sparse refresh index whose token expires
+        before ``due_before`` and whose next attempt is not in the future, and every parked rescue
+        (due at once). A Query: it reads the due items only."""
         kwargs: dict[str, Any] = {
             "IndexName": REFRESH_INDEX,
             "KeyConditionExpression": "refresh_queue = :queue AND expires_at <= :due",
             "FilterExpression": "attribute_not_exists(next_attempt_at) OR next_attempt_at <= :now",
             "ExpressionAttributeValues": {":queue": REFRESH_QUEUE, ":due": due_before, ":now": now},
-            "ProjectionExpression": "connection_id",
+            "ProjectionExpression": "connection_id, pk",
             "Limit": page_size,
         }
         while True:
             result = call(self.table.query, **kwargs)
             for item in result.get("Items", []):
-                yield item["connection_id"]
+                yield item["connection_id"], str(item["pk"]).startswith("RESCUE#")
             last = result.get("LastEvaluatedKey")
             if not last:
                 return
