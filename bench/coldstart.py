@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apicbase_oauth.queue import encode
+from apicbase_oauth.adapters.queue import encode
 
 from . import harness as h
 from .harness import Stack, median

@@ -36,7 +36,8 @@ for _path in (str(ROOT), str(LAYER)):
 from local import adapter, scheduler  # noqa: E402
 from local import aws as local_aws  # noqa: E402
 from local import template as tpl  # noqa: E402
-from local.stack import LambdaContext, free_port  # noqa: E402
+from local.lambda_context import LambdaContext  # noqa: E402
+from local.stack import free_port  # noqa: E402
 
 
 def _powertools_environment() -> dict[str, str]:
@@ -50,8 +51,9 @@ def _powertools_environment() -> dict[str, str]:
 
 os.environ.update(_powertools_environment())
 
-from apicbase_oauth.crypto import TokenCipher, TokenPair  # noqa: E402
-from apicbase_oauth.store import ConnectionStore, ConnectSession  # noqa: E402
+from apicbase_oauth.adapters.crypto import TokenCipher  # noqa: E402
+from apicbase_oauth.adapters.sessions import SessionStore  # noqa: E402
+from apicbase_oauth.model import ConnectSession, TokenPair  # noqa: E402
 
 REGION = local_aws.REGION
 CLIENT_ID = "bench-client"
@@ -201,8 +203,8 @@ class Stack:
         return self.session.resource("dynamodb").Table(self.refs["ConnectionsTable"])
 
     @property
-    def store(self) -> ConnectionStore:
-        return ConnectionStore(self.table)
+    def sessions(self) -> SessionStore:
+        return SessionStore(self.table)
 
     @property
     def cipher(self) -> TokenCipher:
@@ -220,7 +222,7 @@ class Stack:
             code_verifier=None,
             expires_at=int(time.time()) + 600,
         )
-        self.store.put_session(state, session)
+        self.sessions.put(state, session)
         return state
 
     def seed_connections(self, ids: list[str], *, expires_in: int) -> None:

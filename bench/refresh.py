@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from apicbase_oauth import deps as deps_module
-from apicbase_oauth.apicbase import ApicbaseClient, ClientCredentials
+from apicbase_oauth.adapters.apicbase import ApicbaseClient, ClientCredentials
+from apicbase_oauth.adapters.credentials import CredentialStore
 from apicbase_oauth.config import Settings
-from apicbase_oauth.credentials import CredentialStore
 from apicbase_oauth.refresh import REFRESHED, refresh_connection
 
 from . import harness as h

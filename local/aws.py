@@ -7,9 +7,7 @@ import json
 from typing import Any
 
 from . import template as tpl
-
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
+from .lambda_context import ACCOUNT, REGION
 
 
 def provision(

@@ -20,6 +20,7 @@ import responses
 from aws_lambda_powertools.utilities import parameters
 from local import aws as local_aws
 from local import template as tpl
+from local.lambda_context import LambdaContext
 from moto import mock_aws
 
 from apicbase_oauth import deps as deps_module
@@ -152,21 +153,9 @@ def apicbase(clock: Clock) -> Iterator[fakes.FakeApicbase]:
         yield fake
 
 
-@dataclass
-class LambdaContext:
-    function_name: str = "test-function"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:test-function"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
-
-
 @pytest.fixture
 def lambda_context() -> LambdaContext:
-    return LambdaContext(aws_request_id=str(uuid.uuid4()))
+    return LambdaContext()
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ class FakeApicbase:
             self.access_tokens.clear()
 
     def register(self, mock: responses.RequestsMock) -> None:
+        self.mock = mock  # so a test that serves on 127.0.0.1 can let requests through to it
         mock.add_callback(responses.POST, TOKEN_URL, callback=self._token)
         mock.add_callback(responses.POST, INTROSPECT_URL, callback=self._introspect)
 

@@ -15,15 +15,20 @@ import webbrowser
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+from apicbase_broker import BrokerClient, BrokerError, ConfigurationError
+from apicbase_broker.client import aws_session, connection_path
+from apicbase_broker.signing import is_local
 
 from . import output
-from .client import AdminApi, ApiError, UsageError, is_local, region_from_url
 
 OK, API_FAILED, USAGE, NEEDS_REAUTHORIZATION, NOT_FOUND = 0, 1, 2, 3, 4
 ENV_API_URL = "APICBASE_BROKER_API_URL"
 ENV_STACK = "APICBASE_BROKER_STACK"
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration (exit code 2)."""
+
 
 # One line that says what to do, by the API's error code.
 HINTS = {
@@ -51,10 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return OK if exc.code == 0 else USAGE
     try:
         result = args.command(args, _api(args))
-    except UsageError as exc:
+    except (UsageError, ConfigurationError) as exc:
         _fail(f"{exc}")
         return USAGE
-    except ApiError as exc:
+    except BrokerError as exc:
         return _api_failed(args, exc)
     except KeyboardInterrupt:
         return USAGE
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return OK
 
 
-def _api_failed(args: argparse.Namespace, exc: ApiError) -> int:
+def _api_failed(args: argparse.Namespace, exc: BrokerError) -> int:
     hint = HINTS.get(exc.code, "see the API's logs for details").format(id=getattr(args, "connection_id", "ID"))
     where = f"HTTP {exc.status}, " if exc.status else ""
     _fail(f"{exc.message.rstrip('.')} ({where}{exc.code}); {hint}")
@@ -81,42 +86,25 @@ def _fail(message: str) -> None:
 
 
 # --- configuration -------------------------------------------------------------------------------
-def _api(args: argparse.Namespace) -> AdminApi:
+def _api(args: argparse.Namespace) -> BrokerClient:
     url = args.api_url or os.environ.get(ENV_API_URL)
     if url and is_local(url):
-        return AdminApi(url)
-    session = _session(args)
-    if not url:
-        stack = args.stack_name or os.environ.get(ENV_STACK)
-        if not stack:
-            raise UsageError(f"no API URL: pass --api-url, set {ENV_API_URL}, or pass --stack-name")
-        url = stack_api_url(session, stack)
-    region = args.region or region_from_url(url) or session.region_name
-    return AdminApi(url, credentials=session.get_credentials(), region=region)
-
-
-def _session(args: argparse.Namespace) -> Any:
+        return BrokerClient(url)
+    options = {"region": args.region, "profile": args.profile}
+    if url:
+        return BrokerClient(url, session=aws_session(**options), region=args.region)
+    stack = args.stack_name or os.environ.get(ENV_STACK)
+    if not stack:
+        raise UsageError(f"no API URL: pass --api-url, set {ENV_API_URL}, or pass --stack-name")
     try:
-        return boto3.session.Session(profile_name=args.profile, region_name=args.region)
-    except ProfileNotFound as exc:
-        raise UsageError(str(exc)) from None
-
-
-def stack_api_url(session: Any, stack_name: str) -> str:
-    """The ``ApiUrl`` output of the deployed stack."""
-    try:
-        stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
-    except (ClientError, BotoCoreError) as exc:
-        raise UsageError(f"cannot read stack {stack_name!r} ({exc}); check --stack-name and --region") from None
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
-    if "ApiUrl" not in outputs:
-        raise UsageError(f"stack {stack_name!r} has no ApiUrl output; is it the broker's stack?")
-    return outputs["ApiUrl"]
+        return BrokerClient.from_stack(stack, **options)
+    except ConfigurationError as exc:
+        raise UsageError(f"{exc}; check --stack-name and --region") from None
 
 
 # --- commands ------------------------------------------------------------------------------------
 def _path(args: argparse.Namespace, suffix: str = "") -> str:
-    return f"/connections/{args.connection_id}{suffix}"
+    return connection_path(args.connection_id, suffix)
 
 
 def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -124,14 +112,14 @@ def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-def _connection(api: AdminApi, method: str, path: str, **kwargs: Any) -> output.Result:
-    view = api.request(method, path, **kwargs).body
+def _connection(api: BrokerClient, method: str, path: str, **kwargs: Any) -> output.Result:
+    view = api.request(method, path, **kwargs)
     return output.Result(view, output.fields(view))
 
 
-def cmd_connect(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_connect(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     body = {"connection_id": args.connection_id, **_options(args, "scopes", "return_url", "application")}
-    session = api.request("POST", "/connect-sessions", body=body).body
+    session = api.request("POST", "/connect-sessions", body=body)
     session.pop("state", None)  # it is in the URL already; nothing else needs it
     if args.open:
         webbrowser.open(session["authorize_url"])
@@ -143,11 +131,11 @@ def cmd_connect(args: argparse.Namespace, api: AdminApi) -> output.Result:
     return output.Result(session, text)
 
 
-def cmd_list(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_list(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     query = {"limit": str(args.limit)}
     rows: list[dict[str, Any]] = []
     while True:
-        page = api.request("GET", "/connections", query=query).body
+        page = api.request("GET", "/connections", query=query)
         rows.extend(page["connections"])
         if not (args.all and page.get("next_cursor")):
             break
@@ -159,31 +147,31 @@ def cmd_list(args: argparse.Namespace, api: AdminApi) -> output.Result:
     return output.Result(data, text)
 
 
-def cmd_show(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_show(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     return _connection(api, "GET", _path(args), query={"introspect": "true"} if args.introspect else None)
 
 
-def cmd_token(args: argparse.Namespace, api: AdminApi) -> output.Result:
-    view = api.request("GET", _path(args, "/token")).body
+def cmd_token(args: argparse.Namespace, api: BrokerClient) -> output.Result:
+    view = api.request("GET", _path(args, "/token"))
     # Alone on stdout, so that `$(apicbase-broker token ID)` is the token.
     return output.Result(view, view["access_token"])
 
 
-def cmd_refresh(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_refresh(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     return _connection(api, "POST", _path(args, "/refresh"))
 
 
-def cmd_paste_code(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_paste_code(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     body = {"code": _secret_input("Authorization code: "), **_options(args, "application", "redirect_uri")}
     return _connection(api, "POST", _path(args, "/authorization-code"), body=body)
 
 
-def cmd_import_tokens(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_import_tokens(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     body = {**_tokens_input(args.file), **_options(args, "expires_in", "application")}
     return _connection(api, "PUT", _path(args, "/tokens"), body=body)
 
 
-def cmd_disconnect(args: argparse.Namespace, api: AdminApi) -> output.Result:
+def cmd_disconnect(args: argparse.Namespace, api: BrokerClient) -> output.Result:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("disconnect deletes the stored tokens; pass --yes to confirm")

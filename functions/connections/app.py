@@ -1,4 +1,8 @@
-"""Admin API (AWS_IAM): connect sessions, connections, tokens."""
+"""Admin API (AWS_IAM): connect sessions, connections, tokens.
+
+Each route parses its HTTP input into typed arguments (``validation``, ``edge``), calls one use
+case, and renders the model it returns; errors become answers in one exception handler.
+"""
 
 import json
 from typing import Any
@@ -8,7 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from apicbase_oauth import deps, usecases
+from apicbase_oauth import admin, connect, deps, edge, tokens, validation
 from apicbase_oauth.config import Settings
 from apicbase_oauth.errors import BrokerError, InvalidRequest
 from apicbase_oauth.observability import logger, metrics
@@ -16,6 +20,7 @@ from apicbase_oauth.observability import logger, metrics
 DEPS = deps.build(Settings.from_env())
 app = APIGatewayHttpResolver()
 MAX_BODY_BYTES = 16 * 1024
+MAX_CURSOR_LENGTH = 1024
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -28,7 +33,7 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> R
     )
 
 
-def _body() -> Any:
+def _body(*, required: set[str], optional: set[str]) -> Any:
     try:
         raw = app.current_event.decoded_body or ""
     except ValueError:  # base64 that is invalid, or decodes to bytes that are not UTF-8
@@ -36,74 +41,108 @@ def _body() -> Any:
     if len(raw.encode()) > MAX_BODY_BYTES:
         raise InvalidRequest("the request body is larger than 16 KiB", code="body_too_large")
     try:
-        return json.loads(raw) if raw else None
+        body = json.loads(raw) if raw else None
     except ValueError:
         raise InvalidRequest("the request body is not valid JSON", code="invalid_json") from None
+    return edge.body_fields(body, required=required, optional=optional)
+
+
+def _query(name: str) -> str | None:
+    return (app.current_event.query_string_parameters or {}).get(name)
 
 
 def _path_id(raw: str) -> str:
     # API Gateway hands Powertools the raw path: a client that percent-encodes ':' means ':'.
     try:
-        return unquote(raw, errors="strict")
+        return validation.connection_id(unquote(raw, errors="strict"))
     except UnicodeDecodeError:
         raise InvalidRequest("connection_id is not valid UTF-8", code="invalid_connection_id") from None
 
 
 @app.post("/connect-sessions")
 def create_connect_session() -> Response:
-    domain = app.current_event.request_context.domain_name
-    return _json(201, usecases.start_connect_session(DEPS, _body(), request_domain=domain))
+    fields = _body(required={"connection_id"}, optional={"scopes", "return_url", "application"})
+    started = connect.start_connect_session(
+        DEPS,
+        validation.connection_id(fields["connection_id"]),
+        scopes=validation.scopes(fields.get("scopes")),
+        return_url=validation.return_url(fields.get("return_url")),
+        application=validation.application(fields.get("application")),
+        request_domain=app.current_event.request_context.domain_name,
+    )
+    return _json(201, edge.session_view(started))
 
 
 @app.get("/connections")
 def list_connections() -> Response:
-    return _json(200, usecases.list_connections(DEPS, app.current_event.query_string_parameters or {}))
+    limit = validation.whole_number(_query("limit") or "50", name="limit", low=1, high=100)
+    cursor = _query("cursor")
+    if cursor is not None and not 0 < len(cursor) <= MAX_CURSOR_LENGTH:
+        raise InvalidRequest("cursor is not one this API handed out", code="invalid_cursor")
+    return _json(200, edge.page_view(admin.list_connections(DEPS, limit=limit, cursor=cursor)))
 
 
 @app.get("/connections/<connection_id>")
 def describe_connection(connection_id: str) -> Response:
-    connection_id = _path_id(connection_id)
-    flag = (app.current_event.query_string_parameters or {}).get("introspect")
-    introspect = usecases.parse_introspect_flag(flag)
-    return _json(200, usecases.describe_connection(DEPS, connection_id, introspect=introspect))
+    introspect = edge.flag(_query("introspect"), "introspect")
+    connection = admin.describe_connection(DEPS, _path_id(connection_id))
+    view = edge.connection_view(connection)
+    if introspect:
+        view["introspection"] = edge.introspection_view(admin.introspect_connection(DEPS, connection))
+    return _json(200, view)
 
 
 @app.delete("/connections/<connection_id>")
 def delete_connection(connection_id: str) -> Response:
-    connection_id = _path_id(connection_id)
-    usecases.disconnect(DEPS, connection_id)
+    admin.disconnect(DEPS, _path_id(connection_id))
     return Response(status_code=204, headers=NO_STORE, body="")
 
 
 @app.get("/connections/<connection_id>/token")
 def get_token(connection_id: str) -> Response:
-    connection_id = _path_id(connection_id)
-    return _json(200, usecases.get_token(DEPS, connection_id))
+    return _json(200, edge.token_view(tokens.get_token(DEPS, _path_id(connection_id)), DEPS.now()))
 
 
 @app.post("/connections/<connection_id>/refresh")
 def refresh(connection_id: str) -> Response:
-    connection_id = _path_id(connection_id)
-    return _json(200, usecases.force_refresh(DEPS, connection_id))
+    return _json(200, edge.refresh_view(admin.force_refresh(DEPS, _path_id(connection_id))))
 
 
 @app.post("/connections/<connection_id>/authorization-code")
 def exchange_code(connection_id: str) -> Response:
     connection_id = _path_id(connection_id)
-    return _json(201, usecases.exchange_pasted_code(DEPS, connection_id, _body()))
+    fields = _body(required={"code"}, optional={"application", "redirect_uri"})
+    connection = connect.exchange_pasted_code(
+        DEPS,
+        connection_id,
+        code=validation.authorization_code(fields["code"]),
+        application=validation.application(fields.get("application")),
+        redirect_uri=validation.return_url(fields.get("redirect_uri")),
+    )
+    return _json(201, edge.connection_view(connection))
 
 
 @app.put("/connections/<connection_id>/tokens")
 def import_tokens(connection_id: str) -> Response:
     connection_id = _path_id(connection_id)
-    return _json(200, usecases.import_tokens(DEPS, connection_id, _body()))
+    fields = _body(required={"access_token", "refresh_token"}, optional={"expires_in", "application"})
+    connection = connect.import_tokens(
+        DEPS,
+        connection_id,
+        access_token=validation.token(fields["access_token"], "access_token"),
+        refresh_token=validation.token(fields["refresh_token"], "refresh_token"),
+        expires_in=validation.expires_in(fields.get("expires_in")),
+        application=validation.application(fields.get("application")),
+    )
+    return _json(200, edge.connection_view(connection))
 
 
 @app.exception_handler(BrokerError)
 def broker_error(exc: BrokerError) -> Response:
-    logger.info("admin request failed", error=exc.code, status=exc.status)
-    headers = {"Retry-After": "5"} if exc.status == 503 else None
-    return _json(exc.status, {"error": {"code": exc.code, "message": exc.message}}, headers)
+    status = edge.status_of(exc)
+    logger.info("admin request failed", error=exc.code, status=status)
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return _json(status, {"error": {"code": exc.code, "message": exc.message}}, headers)
 
 
 @app.exception_handler(Exception)

@@ -1,10 +1,13 @@
 """EventBridge schedule: queue the connections whose access token expires within the window."""
 
+from dataclasses import asdict
+
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from apicbase_oauth import deps, usecases
+from apicbase_oauth import deps
 from apicbase_oauth.config import Settings
 from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.refresh import queue_due_refreshes
 
 DEPS = deps.build(Settings.from_env())
 
@@ -12,4 +15,4 @@ DEPS = deps.build(Settings.from_env())
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return usecases.queue_due_refreshes(DEPS)
+    return asdict(queue_due_refreshes(DEPS))

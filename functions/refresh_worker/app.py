@@ -4,9 +4,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from apicbase_oauth import deps, usecases
+from apicbase_oauth import deps
 from apicbase_oauth.config import Settings
 from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.refresh import refresh_from_message
 
 DEPS = deps.build(Settings.from_env())
 # A batch that fails whole is reported record by record too, not raised: SQS retries each.
@@ -14,7 +15,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 def record_handler(record: SQSRecord) -> str:
-    outcome = usecases.refresh_from_message(DEPS, record.body)
+    outcome = refresh_from_message(DEPS, record.body)
     logger.info("refresh message handled", message_id=record.message_id, outcome=outcome)
     return outcome
 

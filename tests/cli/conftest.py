@@ -8,14 +8,10 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cli"))
-
 from apicbase_broker_cli.main import main
-
 from tests.cli import apigw
 from tests.e2e.conftest import local_run  # noqa: F401 (the e2e suite's local run, for test_local_run.py)
 
@@ -33,6 +29,8 @@ def broker(aws, apicbase, template, load_handler, lambda_context, monkeypatch) -
     monkeypatch.delenv("APICBASE_BROKER_API_URL", raising=False)
     handlers = {name: load_handler(name) for name in ("ConnectionsFunction", "CallbackFunction")}
     with apigw.serve(template, handlers, lambda_context) as served:
+        # The CLI speaks requests, which the fake Apicbase's mock would answer instead.
+        apicbase.mock.add_passthru(served.url)
         yield served
 
 

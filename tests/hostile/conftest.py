@@ -24,12 +24,12 @@ from typing import Any
 
 import pytest
 
+from apicbase_oauth import connect
 from apicbase_oauth import deps as deps_module
-from apicbase_oauth import usecases
+from apicbase_oauth.adapters.dynamodb import CONNECTIONS_INDEX
 from apicbase_oauth.config import Settings
-from apicbase_oauth.crypto import TokenPair
+from apicbase_oauth.model import TokenPair
 from apicbase_oauth.observability import logger as broker_logger
-from apicbase_oauth.store import CONNECTIONS_INDEX
 from tests import fakes
 from tests.conftest import load_event
 from tests.hostile.strategies import ATTACKS
@@ -113,7 +113,7 @@ def watch(
     """Given all log output captured at DEBUG, then no secret appears in it (checked at teardown)."""
     found = SecretWatch()
     found.secret(*(app["client_secret"] for app in fakes.APPLICATIONS.values()))
-    monkeypatch.setattr(usecases, "secrets", _RecordingSecrets(found))
+    monkeypatch.setattr(connect, "secrets", _RecordingSecrets(found))
     lines = _Lines(broker_logger.registered_formatter)
     found.log_lines = lines.lines
     broker_logger.addHandler(lines)

@@ -192,3 +192,17 @@ def test_hostile_bodies_are_refused_and_change_nothing(handlers, admin, unchange
     assert answer["error"]["code"] in KNOWN_CODES
     assert apicbase.token_requests + apicbase.introspections == calls
     assert unchanged()
+
+
+def test_a_pasted_code_apicbase_refuses_is_not_echoed(handlers, admin, apicbase, watch):
+    """Given a code shaped like a real one that Apicbase does not know (invalid_grant),
+    when it is pasted to POST /connections/{id}/authorization-code,
+    then the answer is a 400 invalid_grant whose message (searched by the watch, like every
+    response here) does not carry the code."""
+    body = json.dumps({"code": "made-up-pasted-code-Qx4r"})
+    event = http_event("POST", f"/connections/{SEEDED}/authorization-code", body=body)
+
+    response, answer = _call(handlers, admin, watch, event)
+
+    assert (response["statusCode"], answer["error"]["code"]) == (400, "invalid_grant")
+    assert "made-up-pasted-code-Qx4r" in watch.secrets

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from apicbase_oauth import pages, usecases
+from apicbase_oauth import connect, pages
 from tests.hostile.conftest import FIGURES, connection_items, http_event
 from tests.hostile.strategies import ATTACKS, examples, hostile_text
 
@@ -65,8 +65,8 @@ def test_callback_survives_any_query_string(callback, handlers, apicbase, watch,
     module = callback
     before = apicbase.token_requests
     if any(value == REAL_STATE for _, value in query):
-        body = {"connection_id": "lib-fuzz", **({"return_url": RETURN_URL} if with_return_url else {})}
-        state = usecases.start_connect_session(module.DEPS, body, request_domain=None)["state"]
+        return_url = RETURN_URL if with_return_url else None
+        state = connect.start_connect_session(module.DEPS, "lib-fuzz", return_url=return_url).state
         query = [(key, state if value == REAL_STATE else value) for key, value in query]
         valid_state = [value for key, value in query if key == "state"] == [state]
     else:

@@ -1,6 +1,6 @@
 """The secrets watch that every test in this folder runs under must be able to see a leak."""
 
-from apicbase_oauth import usecases
+from apicbase_oauth import connect
 from apicbase_oauth.observability import logger
 from tests.hostile.conftest import http_event
 from tests.hostile.test_callback_fuzz import register_codes_and_states
@@ -34,7 +34,7 @@ def test_a_fuzzed_code_shown_on_the_callback_page_would_be_a_leak(handlers, apic
     when the page is searched, then it holds no secret, and the same page with the code in its
     message is a leak (so a message that quoted the code would fail the fuzzer's teardown)."""
     module = handlers.module("CallbackFunction")
-    state = usecases.start_connect_session(module.DEPS, {"connection_id": "lib-watch"}, request_domain=None)["state"]
+    state = connect.start_connect_session(module.DEPS, "lib-watch").state
     query = [("code", "made-up-code-5Tz81q"), ("state", state)]
     register_codes_and_states(watch, query)
 

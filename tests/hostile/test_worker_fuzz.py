@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apicbase_oauth.queue import encode
+from apicbase_oauth.adapters.queue import encode
 from tests.hostile.conftest import FIGURES, seed_connection, table_items
 from tests.hostile.strategies import examples, hostile_text, huge
 

@@ -16,9 +16,8 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from moto.dynamodb.responses import DynamoHandler
 
-from apicbase_oauth.crypto import TokenPair
 from apicbase_oauth.deps import Deps
-from apicbase_oauth.store import Connection
+from apicbase_oauth.model import Connection, TokenPair
 from tests import fakes
 from tests.conftest import Clock
 
@@ -55,7 +54,7 @@ def stored_pair(deps: Deps, connection_id: str) -> TokenPair:
 
 def hold_lease(deps: Deps, connection_id: str) -> Connection:
     """Given: another refresher holds the connection's lease (and never gives it back)."""
-    return deps.store.acquire_lease(connection_id, "someone-else", deps.settings.lease_seconds)
+    return deps.leases.acquire_lease(connection_id, "someone-else", deps.settings.lease_seconds)
 
 
 def refresh_elsewhere(deps: Deps, connection_id: str, refresh_token: str) -> TokenPair:
@@ -63,7 +62,7 @@ def refresh_elsewhere(deps: Deps, connection_id: str, refresh_token: str) -> Tok
     theirs = deps.apicbase.refresh(deps.credentials.get("default"), refresh_token=refresh_token)
     assert theirs.refresh_token is not None
     pair = TokenPair(theirs.access_token, theirs.refresh_token)
-    deps.store.save_refreshed(
+    deps.leases.save_refreshed(
         deps.store.get(connection_id),
         tokens=deps.cipher.encrypt(connection_id, pair),
         expires_at=theirs.expires_at,

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import usecases
-from apicbase_oauth.store import state_key
+from apicbase_oauth import connect as connect_flow
+from apicbase_oauth.adapters.dynamodb import state_key
 from tests import fakes
 from tests.conftest import CALLBACK_URL, load_event
 from tests.unit.logcapture import captured_logs
@@ -73,8 +73,8 @@ def admin(load_handler, deps, lambda_context) -> Admin:
 
 def connect(deps, apicbase, connection_id: str = CID) -> None:
     """A connection made the usual way: a connect session, then Apicbase's callback."""
-    state = usecases.start_connect_session(deps, {"connection_id": connection_id}, request_domain=None)["state"]
-    usecases.complete_callback(deps, {"code": apicbase.issue_code(), "state": state})
+    state = connect_flow.start_connect_session(deps, connection_id).state
+    connect_flow.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None)
 
 
 def table(deps) -> list[dict[str, Any]]:
@@ -275,7 +275,7 @@ def test_get_token_of_a_connection_that_needs_reauthorization_is_409(admin, deps
     """Given Apicbase revoked the grant and a refresh recorded it, when a token is asked for,
     then the answer is 409 needs_reauthorization without any token and without calling Apicbase."""
     connect(deps, apicbase)
-    deps.store.mark_needs_reauthorization(deps.store.get(CID), reason="refresh_token_rejected")
+    deps.leases.mark_needs_reauthorization(deps.store.get(CID), reason="refresh_token_rejected")
     requests_before, before = apicbase.token_requests, table(deps)
 
     reply = admin("admin_get_token.json")

@@ -18,8 +18,9 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from apicbase_oauth import usecases
-from apicbase_oauth.apicbase import ApicbaseClient, ClientCredentials, TokenResponse
+from apicbase_oauth import connect, validation
+from apicbase_oauth.adapters.apicbase import ApicbaseClient, ClientCredentials, TokenResponse
+from apicbase_oauth.adapters.dynamodb import state_key
 from apicbase_oauth.errors import (
     ApicbaseRejected,
     ApicbaseUnavailable,
@@ -29,7 +30,6 @@ from apicbase_oauth.errors import (
     MalformedResponse,
     RateLimited,
 )
-from apicbase_oauth.store import state_key
 from tests import fakes
 from tests.conftest import CALLBACK_URL, Clock
 
@@ -95,21 +95,19 @@ def test_authorize_url_carries_exactly_what_apicbase_needs(client: ApicbaseClien
 def test_connect_session_uses_the_configured_redirect_uri_and_a_fresh_state(deps) -> None:
     """Given CALLBACK_URL is configured, when a session starts, then the authorize URL names that
     exact redirect URI (not the request's domain), the default scopes, and the state handed back."""
-    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain="other.example.com")
+    session = connect.start_connect_session(deps, "lib-1", request_domain="other.example.com")
 
-    query = query_of(session["authorize_url"])
+    query = query_of(session.authorize_url)
     assert query["redirect_uri"] == [CALLBACK_URL]
     assert query["scope"] == ["accounts library"]
-    assert query["state"] == [session["state"]]
+    assert query["state"] == [session.state]
     assert "code_challenge" not in query
 
 
 def test_connect_session_rejects_a_scope_apicbase_does_not_know(deps) -> None:
     """Given a scope outside Apicbase's list, when a session starts, then it is refused."""
     with pytest.raises(InvalidRequest) as raised:
-        usecases.start_connect_session(
-            deps, {"connection_id": "lib-1", "scopes": ["library", "admin"]}, request_domain=None
-        )
+        connect.start_connect_session(deps, "lib-1", scopes=validation.scopes(["library", "admin"]))
 
     assert raised.value.code == "invalid_scope"
 
@@ -120,14 +118,14 @@ def test_pkce_when_enabled_sends_an_s256_challenge_and_later_its_verifier(
     """Given PKCE is enabled, when a session starts, then the URL carries an S256 challenge of the
     stored verifier; and when the callback exchanges the code, then that verifier is sent."""
     monkeypatch.setattr(deps, "settings", dataclasses.replace(deps.settings, pkce_enabled=True))
-    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain=None)
-    query = query_of(session["authorize_url"])
-    verifier = deps.store.table.get_item(Key={"pk": state_key(session["state"])})["Item"]["code_verifier"]
+    session = connect.start_connect_session(deps, "lib-1")
+    query = query_of(session.authorize_url)
+    verifier = deps.store.table.get_item(Key={"pk": state_key(session.state)})["Item"]["code_verifier"]
     expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     answer(http, fakes.TOKEN_URL, 200, GOOD_TOKENS)
     answer(http, fakes.INTROSPECT_URL, 200, {"active": False})
 
-    usecases.complete_callback(deps, {"code": "code-1", "state": session["state"]})
+    connect.complete_callback(deps, state=session.state, code="code-1", error=None)
 
     assert query["code_challenge_method"] == ["S256"]
     assert query["code_challenge"] == [expected]
@@ -352,19 +350,10 @@ def test_network_failures_say_whether_the_request_may_have_reached_apicbase(
         '{"access_token": "access-abc", "expires_in": 60',
         [GOOD_TOKENS],
         {k: v for k, v in GOOD_TOKENS.items() if k != "access_token"},
-        {k: v for k, v in GOOD_TOKENS.items() if k != "expires_in"},
         {**GOOD_TOKENS, "access_token": 12345},
         {**GOOD_TOKENS, "access_token": "has spaces in it"},
         {**GOOD_TOKENS, "access_token": "a" * 2049},
         {**GOOD_TOKENS, "refresh_token": ["refresh-abc"]},
-        {**GOOD_TOKENS, "expires_in": "one week"},
-        {**GOOD_TOKENS, "expires_in": 3600.5},
-        {**GOOD_TOKENS, "expires_in": True},
-        {**GOOD_TOKENS, "expires_in": -1},
-        {**GOOD_TOKENS, "expires_in": 0},
-        {**GOOD_TOKENS, "expires_in": 10**12},
-        {**GOOD_TOKENS, "token_type": "mac"},
-        {**GOOD_TOKENS, "scope": 7},
     ],
     ids=[
         "non-json",
@@ -372,30 +361,71 @@ def test_network_failures_say_whether_the_request_may_have_reached_apicbase(
         "truncated-json",
         "json-array",
         "no-access_token",
-        "no-expires_in",
         "access_token-number",
         "access_token-spaces",
         "access_token-too-long",
         "refresh_token-list",
+    ],
+)
+def test_unusable_success_answers_are_malformed(
+    client: ApicbaseClient, http: responses.RequestsMock, body: Any
+) -> None:
+    """Given a 200 that carries no usable token pair, when a code is exchanged, then it is
+    MalformedResponse rather than a half-stored grant."""
+    answer(http, fakes.TOKEN_URL, 200, body)
+
+    with pytest.raises(MalformedResponse):
+        client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+
+
+@pytest.mark.parametrize(
+    ("body", "oddities", "expires_in", "scope"),
+    [
+        (
+            {k: v for k, v in GOOD_TOKENS.items() if k != "expires_in"},
+            ("expires_in_missing",),
+            3600,
+            "accounts library",
+        ),
+        ({**GOOD_TOKENS, "expires_in": 604800.0}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": "one week"}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": 3600.5}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": True}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": -1}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": 0}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "expires_in": 10**12}, ("expires_in_invalid",), 3600, "accounts library"),
+        ({**GOOD_TOKENS, "token_type": "Bearer "}, (), 604800, "accounts library"),
+        ({**GOOD_TOKENS, "token_type": "mac"}, ("token_type",), 604800, "accounts library"),
+        ({**GOOD_TOKENS, "scope": 7}, ("scope",), 604800, None),
+        ({**GOOD_TOKENS, "scope": "library " * 70}, ("scope",), 604800, None),
+    ],
+    ids=[
+        "no-expires_in",
+        "expires_in-float-whole",
         "expires_in-text",
         "expires_in-float",
         "expires_in-bool",
         "expires_in-negative",
         "expires_in-zero",
         "expires_in-huge",
+        "token_type-trailing-space",
         "token_type-not-bearer",
         "scope-number",
+        "scope-over-512",
     ],
 )
-def test_unusable_success_answers_are_malformed(
-    client: ApicbaseClient, http: responses.RequestsMock, body: Any
+def test_odd_answers_with_a_usable_pair_are_kept_with_a_safe_expiry(
+    client: ApicbaseClient, http: responses.RequestsMock, body: Any, oddities: tuple, expires_in: int, scope: Any
 ) -> None:
-    """Given a 200 that is not a usable token response, when a code is exchanged, then it is
-    MalformedResponse rather than a half-stored grant."""
+    """Given a 200 with a well-formed access and refresh token but an odd other field, when a
+    code is exchanged, then the pair is usable (a rotated refresh token is never discarded), an
+    odd expires_in becomes the short safe one, and what was odd is named."""
     answer(http, fakes.TOKEN_URL, 200, body)
 
-    with pytest.raises(MalformedResponse):
-        client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+    tokens = client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+
+    assert (tokens.access_token, tokens.refresh_token) == (GOOD_TOKENS["access_token"], GOOD_TOKENS["refresh_token"])
+    assert (tokens.oddities, tokens.expires_in, tokens.scope) == (oddities, expires_in, scope)
 
 
 def test_expires_in_as_a_digit_string_is_accepted(client: ApicbaseClient, http: responses.RequestsMock) -> None:

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import usecases
+from apicbase_oauth import connect
+from apicbase_oauth.adapters.dynamodb import state_key
 from apicbase_oauth.errors import ApicbaseUnavailable
-from apicbase_oauth.store import state_key
 from tests import fakes
 from tests.conftest import load_event
 from tests.unit.logcapture import captured_logs
@@ -42,7 +42,7 @@ def callback(load_handler, deps, lambda_context) -> Callback:
 
 def start(deps, **fields: Any) -> str:
     """A connect session for CID, as an integrator starts it; returns its one-time state."""
-    return usecases.start_connect_session(deps, {"connection_id": CID, **fields}, request_domain=None)["state"]
+    return connect.start_connect_session(deps, CID, **fields).state
 
 
 def state_item(deps, state: str) -> dict[str, Any] | None:

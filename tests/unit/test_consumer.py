@@ -11,7 +11,7 @@ import pytest
 import requests
 import responses
 
-from apicbase_oauth import consumer, get_access_token, usecases
+from apicbase_oauth import connect, consumer, get_access_token
 from tests import fakes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +36,7 @@ def use_deps(deps, monkeypatch):
 
 def seed(deps, fake, connection_id: str = "lib-1") -> tuple[str, str]:
     access, refresh = fake.issue_pair()
-    usecases.import_tokens(
-        deps, connection_id, {"access_token": access, "refresh_token": refresh, "expires_in": 604800}
-    )
+    connect.import_tokens(deps, connection_id, access_token=access, refresh_token=refresh, expires_in=604800)
     return access, refresh
 
 
@@ -52,7 +50,7 @@ def load_example():
 
 def test_importing_the_package_builds_nothing():
     # When a module of the layer is imported in a fresh interpreter
-    code = "import sys, apicbase_oauth.errors; print('apicbase_oauth.usecases' in sys.modules, 'boto3' in sys.modules)"
+    code = "import sys, apicbase_oauth.errors; print('apicbase_oauth.connect' in sys.modules, 'boto3' in sys.modules)"
     env_path = str(ROOT / "layers" / "apicbase_oauth")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": env_path}

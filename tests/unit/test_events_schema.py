@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import jsonschema
 import pytest
 
-from apicbase_oauth import events, usecases
+from apicbase_oauth import admin, connect
+from apicbase_oauth.adapters import events
 from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events"
@@ -38,7 +39,7 @@ def emitted(deps) -> list[dict]:
 
 def imported(deps, apicbase, connection_id: str = "lib-1") -> None:
     access, refresh = apicbase.issue_pair()
-    usecases.import_tokens(deps, connection_id, {"access_token": access, "refresh_token": refresh})
+    connect.import_tokens(deps, connection_id, access_token=access, refresh_token=refresh)
 
 
 def assert_valid(emitted: list[dict], detail_type: str) -> dict:
@@ -62,10 +63,10 @@ def test_schemas_are_valid_draft_2020_12():
 
 def test_connection_created_by_the_callback(deps, apicbase, emitted):
     # Given a connect session that Apicbase redirects back to with a code
-    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain=None)
-    state = parse_qs(urlsplit(session["authorize_url"]).query)["state"][0]
+    session = connect.start_connect_session(deps, "lib-1")
+    state = parse_qs(urlsplit(session.authorize_url).query)["state"][0]
     # When the callback completes
-    usecases.complete_callback(deps, {"code": apicbase.issue_code(), "state": state})
+    connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None)
     # Then a Created event with source "callback" matches its schema
     event = assert_valid(emitted, events.CONNECTION_CREATED)
     assert event["detail"]["source"] == "callback"
@@ -76,7 +77,7 @@ def test_connection_created_by_a_pasted_code_and_a_reconnect(deps, apicbase, emi
     # Given an imported connection
     imported(deps, apicbase)
     # When a pasted code connects the same id again
-    usecases.exchange_pasted_code(deps, "lib-1", {"code": apicbase.issue_code()})
+    connect.exchange_pasted_code(deps, "lib-1", code=apicbase.issue_code())
     # Then both Created events match, the second one a reconnect from a pasted code
     event = assert_valid(emitted, events.CONNECTION_CREATED)
     assert (event["detail"]["source"], event["detail"]["reconnected"]) == ("pasted_code", True)
@@ -88,7 +89,7 @@ def test_reauthorization_required(deps, apicbase, emitted):
     apicbase.revoke_all()
     # When it is refreshed
     with pytest.raises(NeedsReauthorization):
-        usecases.force_refresh(deps, "lib-1")
+        admin.force_refresh(deps, "lib-1")
     # Then a Reauthorization Required event matches its schema
     event = assert_valid(emitted, events.REAUTHORIZATION_REQUIRED)
     assert event["detail"]["reason"] == "refresh_token_rejected"
@@ -102,7 +103,7 @@ def test_refresh_failing(deps, apicbase, emitted):
     # When two refreshes fail in a row
     for _ in range(2):
         with pytest.raises(ApicbaseUnavailable):
-            usecases.force_refresh(deps, "lib-1")
+            admin.force_refresh(deps, "lib-1")
     # Then a Refresh Failing event matches its schema
     event = assert_valid(emitted, events.REFRESH_FAILING)
     assert event["detail"]["consecutive_failures"] == 2
@@ -112,7 +113,7 @@ def test_disconnected(deps, apicbase, emitted):
     # Given a connection
     imported(deps, apicbase)
     # When it is deleted
-    usecases.disconnect(deps, "lib-1")
+    admin.disconnect(deps, "lib-1")
     # Then a Disconnected event matches its schema
     assert_valid(emitted, events.CONNECTION_DISCONNECTED)
 
@@ -120,8 +121,8 @@ def test_disconnected(deps, apicbase, emitted):
 def test_no_event_carries_a_token(deps, apicbase, emitted):
     # Given every kind of event emitted for one connection
     imported(deps, apicbase)
-    usecases.force_refresh(deps, "lib-1")
-    usecases.disconnect(deps, "lib-1")
+    admin.force_refresh(deps, "lib-1")
+    admin.disconnect(deps, "lib-1")
     # Then no issued token appears in any of them
     text = json.dumps(emitted)
     assert emitted

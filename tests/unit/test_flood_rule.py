@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from local import template as tpl
 
-from apicbase_oauth import usecases
+from apicbase_oauth import connect
 from tests.conftest import load_event
 
 CONDITION = "HasCallbackRateLimit"
@@ -144,7 +144,7 @@ def test_the_callback_handler_answers_the_rest_stage_payload_1_0(load_handler, d
     when the callback handler runs, then the connection is stored and the page says so."""
     module = load_handler("CallbackFunction")
     module.DEPS = deps
-    state = usecases.start_connect_session(deps, {"connection_id": "lib-rest"}, request_domain=None)["state"]
+    state = connect.start_connect_session(deps, "lib-rest").state
     query = {"code": apicbase.issue_code(), "state": state}
     http = load_event("callback.json")
     event = {

@@ -18,7 +18,7 @@ ALARM = "AWS::CloudWatch::Alarm"
 def emitted_metric_names() -> set[str]:
     """Every metric name passed to add_metric in the layer and the handlers."""
     names: set[str] = set()
-    for path in [*ROOT.glob("layers/apicbase_oauth/apicbase_oauth/*.py"), *ROOT.glob("functions/*/app.py")]:
+    for path in [*ROOT.glob("layers/apicbase_oauth/apicbase_oauth/**/*.py"), *ROOT.glob("functions/*/app.py")]:
         for name in re.findall(r'add_metric\(name=f?"([^"]+)"', path.read_text()):
             # Callback{exc.status // 100}xx: the callback answers 4xx and 5xx.
             names.update({re.sub(r"\{[^}]+\}", d, name) for d in "45"} if "{" in name else {name})
@@ -115,3 +115,61 @@ def test_the_custom_domain_resources_exist_only_with_the_condition(template):
     mapping = tpl.resource(template, "CustomDomainMapping")
     assert domain["Condition"] == mapping["Condition"] == "HasCustomDomain"
     assert mapping["Properties"]["ApiId"] == {"Ref": "HttpApi"}
+
+
+# --- reserved concurrency: opt-in, so a new account (limit often 10) deploys with the defaults ---
+RESERVATIONS = {
+    "CallbackFunction": "CallbackReservedConcurrency",
+    "ConnectionsFunction": "AdminReservedConcurrency",
+    "RefreshSchedulerFunction": "SchedulerReservedConcurrency",
+    "RefreshWorkerFunction": "WorkerReservedConcurrency",
+}
+NO_VALUE = object()
+
+
+def condition_value(template, expression, parameters) -> bool:
+    """The few condition functions the template uses, evaluated as CloudFormation does (on strings)."""
+    ((name, arg),) = expression.items()
+    if name == "Condition":
+        return condition_value(template, template["Conditions"][arg], parameters)
+    if name == "Fn::Not":
+        return not condition_value(template, arg[0], parameters)
+    if name == "Fn::And":
+        return all(condition_value(template, a, parameters) for a in arg)
+    if name == "Fn::Equals":
+        left, right = (str(tpl.resolve(a, parameters)) for a in arg)
+        return left == right
+    raise AssertionError(f"unexpected condition function {name}")
+
+
+def reserved_concurrency(template, logical_id, **overrides) -> object:
+    """What CloudFormation would set as the function's ReservedConcurrentExecutions."""
+    parameters = {**tpl.parameter_defaults(template), **{k: str(v) for k, v in overrides.items()}}
+    refs = {**parameters, "AWS::NoValue": NO_VALUE}
+    for name, expression in template["Conditions"].items():
+        refs[f"Condition:{name}"] = str(condition_value(template, expression, parameters)).lower()
+    return tpl.resolve(tpl.resource(template, logical_id)["Properties"]["ReservedConcurrentExecutions"], refs)
+
+
+@pytest.mark.parametrize("logical_id", sorted(RESERVATIONS))
+def test_no_function_reserves_concurrency_with_the_defaults(template, logical_id):
+    # Given the template's defaults, Then the function reserves nothing from the account
+    assert tpl.parameter_defaults(template)[RESERVATIONS[logical_id]] == "0"
+    assert reserved_concurrency(template, logical_id) is NO_VALUE
+
+
+@pytest.mark.parametrize("logical_id", sorted(RESERVATIONS))
+def test_a_reservation_is_set_when_its_parameter_is(template, logical_id):
+    # When the function's parameter is set, Then exactly that is reserved, and the others stay off
+    parameter = RESERVATIONS[logical_id]
+    assert reserved_concurrency(template, logical_id, **{parameter: 7}) == "7"
+    others = [other for other in RESERVATIONS if other != logical_id]
+    assert all(reserved_concurrency(template, other, **{parameter: 7}) is NO_VALUE for other in others)
+
+
+def test_the_worker_stays_capped_by_its_queue_without_a_reservation(template):
+    # Given the worker's SQS event source, Then MaximumConcurrency (no reservation needed) caps it
+    # at RefreshWorkerConcurrency: Apicbase allows 100 requests per minute per user.
+    source = tpl.resource(template, "RefreshWorkerFunction")["Properties"]["Events"]["Queue"]["Properties"]
+    assert source["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "RefreshWorkerConcurrency"}
+    assert tpl.parameter_defaults(template)["RefreshWorkerConcurrency"] == "2"

@@ -11,8 +11,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from apicbase_oauth import usecases
-from apicbase_oauth.crypto import TokenPair
+from apicbase_oauth import admin, connect, edge, tokens
+from apicbase_oauth.adapters.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
+from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.errors import (
     ApicbaseUnavailable,
     InvalidClient,
@@ -20,9 +21,8 @@ from apicbase_oauth.errors import (
     NeedsReauthorization,
     RateLimited,
 )
-from apicbase_oauth.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
+from apicbase_oauth.model import ACTIVE, NEEDS_REAUTHORIZATION, TokenPair
 from apicbase_oauth.observability import metrics
-from apicbase_oauth.queue import encode
 from apicbase_oauth.refresh import (
     ALREADY_FRESH,
     BACKOFF_BASE_SECONDS,
@@ -32,8 +32,8 @@ from apicbase_oauth.refresh import (
     RefreshResult,
     backoff_seconds,
     refresh_connection,
+    refresh_from_message,
 )
-from apicbase_oauth.store import ACTIVE, NEEDS_REAUTHORIZATION
 from tests import fakes
 from tests.unit.logcapture import captured_logs
 from tests.unit.refresh_support import (
@@ -230,9 +230,9 @@ def test_a_revoked_grant_emits_the_reauthorization_event_and_metric(deps, apicba
 def test_get_token_answers_409_after_a_revocation(deps, revoked):
     # When a token is asked for
     with pytest.raises(NeedsReauthorization) as raised:
-        usecases.get_token(deps, CID)
+        tokens.get_token(deps, CID)
     # Then the answer is 409 needs_reauthorization
-    assert (raised.value.status, raised.value.code) == (409, "needs_reauthorization")
+    assert (edge.status_of(raised.value), raised.value.code) == (409, "needs_reauthorization")
 
 
 # --- invalid_client -------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def crashed(deps, apicbase, due, monkeypatch, logs):
         raise RuntimeError("the process died here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(deps.store, "save_refreshed", the_process_dies)
+        patch.setattr(deps.leases, "save_refreshed", the_process_dies)
         with pytest.raises(RuntimeError):
             refresh_due(deps)
 
@@ -326,11 +326,11 @@ def test_after_a_crash_reconnecting_makes_the_connection_active_again(deps, apic
     with pytest.raises(NeedsReauthorization):
         refresh_due(deps)
     # When the person connects again through the callback
-    session = usecases.start_connect_session(deps, {"connection_id": CID}, request_domain=None)
-    usecases.complete_callback(deps, {"code": apicbase.issue_code(), "state": session["state"]})
+    session = connect.start_connect_session(deps, CID)
+    connect.complete_callback(deps, state=session.state, code=apicbase.issue_code(), error=None)
     # Then the connection is active and refreshes again
     assert deps.store.get(CID).status == ACTIVE
-    assert usecases.force_refresh(deps, CID)["outcome"] == REFRESHED
+    assert admin.force_refresh(deps, CID).outcome == REFRESHED
     assert stored_pair(deps, CID).refresh_token == apicbase.issued_refresh_tokens[-1]
 
 
@@ -376,11 +376,11 @@ class Cost:
 
 
 def _scheduled(deps: Any) -> str:
-    return usecases.refresh_from_message(deps, encode(CID, int(deps.now())))
+    return refresh_from_message(deps, encode(CID, int(deps.now())))
 
 
 def _on_demand(deps: Any) -> str:
-    return REFRESHED if usecases.get_token(deps, CID)["expires_in"] == WEEK else "not refreshed"
+    return REFRESHED if tokens.get_token(deps, CID).expires_at - int(deps.now()) == WEEK else "not refreshed"
 
 
 def _revoke(apicbase: fakes.FakeApicbase) -> None:

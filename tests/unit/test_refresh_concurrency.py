@@ -14,9 +14,9 @@ import pytest
 from local import template as tpl
 
 from apicbase_oauth import deps as deps_module
-from apicbase_oauth import usecases
-from apicbase_oauth.queue import encode
-from apicbase_oauth.refresh import ALREADY_FRESH, REFRESHED
+from apicbase_oauth import tokens
+from apicbase_oauth.adapters.queue import encode
+from apicbase_oauth.refresh import ALREADY_FRESH, REFRESHED, refresh_from_message
 from tests.conftest import load_event
 from tests.unit.refresh_support import hold_lease, refresh_elsewhere, seed, serialize_moto_dynamodb, stored_pair
 
@@ -54,13 +54,13 @@ def test_twenty_concurrent_token_requests_refresh_once_and_keep_the_last_refresh
     seed(deps, apicbase, CID, expires_in=60)
     apicbase.delay = 0.3
     # (patient callers: this test is about single flight, not about how long GET /token waits)
-    monkeypatch.setattr(usecases, "WAIT_FOR_REFRESH_SECONDS", 60.0)
+    monkeypatch.setattr(tokens, "WAIT_FOR_REFRESH_SECONDS", 60.0)
     # When twenty containers ask for a token at the same moment
-    tokens = all_at_once(containers, lambda container: usecases.get_token(container, CID)["access_token"])
+    answers = all_at_once(containers, lambda container: tokens.get_token(container, CID).access_token)
     # Then Apicbase saw one token request, everyone got its token, and the rotated one is stored
     stored = stored_pair(deps, CID)
     assert apicbase.token_requests == 1
-    assert set(tokens) == {stored.access_token}
+    assert set(answers) == {stored.access_token}
     assert stored.refresh_token == apicbase.issued_refresh_tokens[-1]
     assert stored.refresh_token in apicbase.live_refresh_tokens
 
@@ -71,7 +71,7 @@ def test_twenty_duplicate_deliveries_refresh_once(deps, apicbase, containers):
     apicbase.delay = 0.3
     body = encode(CID, int(deps.now()))
     # When they all handle it at the same moment
-    outcomes = all_at_once(containers, lambda container: usecases.refresh_from_message(container, body))
+    outcomes = all_at_once(containers, lambda container: refresh_from_message(container, body))
     # Then one refreshed, the others stood back, and the rotated refresh token is stored
     assert outcomes.count(REFRESHED) == 1
     assert set(outcomes) <= {REFRESHED, "in_progress_elsewhere", ALREADY_FRESH}
@@ -92,9 +92,9 @@ def test_get_token_waits_for_the_lease_holder_and_returns_the_token_it_stored(de
 
     deps.sleep = the_holder_finishes_meanwhile
     # When a token is asked for
-    token = usecases.get_token(deps, CID)
+    token = tokens.get_token(deps, CID)
     # Then it is the one the holder stored, and this caller never called Apicbase itself
-    assert token["access_token"] == theirs[0].access_token
+    assert token.access_token == theirs[0].access_token
     assert apicbase.token_requests == 1
 
 
@@ -121,9 +121,9 @@ def test_get_token_returns_the_still_valid_token_when_the_refresh_fails_transien
     seeded = seed(deps, apicbase, CID, expires_in=120)
     apicbase.scripted.append((503, "Service Unavailable", {}))
     # When a token is asked for
-    token = usecases.get_token(deps, CID)
+    token = tokens.get_token(deps, CID)
     # Then the current token is returned and the failure is recorded for the scheduler
-    assert token["access_token"] == seeded.access_token
+    assert token.access_token == seeded.access_token
     assert deps.store.get(CID).consecutive_failures == 1
 
 
@@ -139,7 +139,7 @@ PERSIST_RESERVE_SECONDS = 10
 
 @pytest.mark.parametrize(
     ("function", "waits"),
-    [("ConnectionsFunction", usecases.WAIT_FOR_REFRESH_SECONDS), ("RefreshWorkerFunction", 0.0)],
+    [("ConnectionsFunction", tokens.WAIT_FOR_REFRESH_SECONDS), ("RefreshWorkerFunction", 0.0)],
 )
 def test_a_function_that_refreshes_outlives_the_slowest_refresh(template, deps, function, waits):
     # Given the slowest refresh the function can start: waiting for another holder's lease, every

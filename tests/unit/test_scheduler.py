@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from apicbase_oauth.queue import BATCH_SIZE, decode
-from apicbase_oauth.store import NEEDS_REAUTHORIZATION, REFRESH_INDEX, connection_key
+from apicbase_oauth.adapters.dynamodb import REFRESH_INDEX, connection_key
+from apicbase_oauth.adapters.queue import BATCH_SIZE, decode
+from apicbase_oauth.model import NEEDS_REAUTHORIZATION
 from tests.conftest import load_event
 from tests.unit.refresh_support import AwsCalls, drain, real_clock
 

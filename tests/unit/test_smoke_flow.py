@@ -1,20 +1,20 @@
 from urllib.parse import parse_qs, urlsplit
 
-from apicbase_oauth import usecases
+from apicbase_oauth import connect, tokens
 
 
 def test_connect_then_get_token_then_refresh(deps, apicbase, clock):
-    session = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain=None)
-    query = parse_qs(urlsplit(session["authorize_url"]).query)
-    assert query["state"] == [session["state"]]
+    session = connect.start_connect_session(deps, "lib-1")
+    query = parse_qs(urlsplit(session.authorize_url).query)
+    assert query["state"] == [session.state]
     code = apicbase.issue_code()
-    result = usecases.complete_callback(deps, {"code": code, "state": session["state"]})
+    result = connect.complete_callback(deps, state=session.state, code=code, error=None)
     assert result.connection.username == "chef@example.com"
-    token = usecases.get_token(deps, "lib-1")
-    assert token["access_token"].startswith("access")
+    token = tokens.get_token(deps, "lib-1")
+    assert token.access_token.startswith("access")
     clock.advance(604800 - 10)
-    token2 = usecases.get_token(deps, "lib-1")
-    assert token2["access_token"] != token["access_token"]
+    token2 = tokens.get_token(deps, "lib-1")
+    assert token2.access_token != token.access_token
     assert apicbase.refresh_requests == 1
     pair = deps.cipher.decrypt("lib-1", deps.store.get("lib-1").tokens)
     assert pair.refresh_token == apicbase.issued_refresh_tokens[-1]

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from apicbase_oauth import usecases
-from apicbase_oauth.crypto import TokenPair
+from apicbase_oauth import connect, tokens
+from apicbase_oauth.adapters.dynamodb import connection_key, state_key
+from apicbase_oauth.adapters.store import ConnectionStore
+from apicbase_oauth.custody import with_backoff
 from apicbase_oauth.errors import ConnectionNotFound, DependencyUnavailable, TokenUnreadable
-from apicbase_oauth.store import ConnectionStore, ConnectSession, connection_key, state_key, with_backoff
+from apicbase_oauth.model import ConnectSession, TokenPair
 
 STATE = "q" * 43
 
@@ -49,10 +51,10 @@ def items(deps) -> list[dict[str, Any]]:
 # --- one-time states --------------------------------------------------------------------------
 def test_a_state_is_consumed_once(deps) -> None:
     """Given a stored session, when its state is consumed twice, then only the first succeeds."""
-    deps.store.put_session(STATE, session(deps))
+    deps.sessions.put(STATE, session(deps))
 
-    first = deps.store.consume_session(STATE)
-    second = deps.store.consume_session(STATE)
+    first = deps.sessions.consume(STATE)
+    second = deps.sessions.consume(STATE)
 
     assert first is not None and first.connection_id == "lib-1"
     assert first.scopes == ("accounts", "library")
@@ -63,29 +65,29 @@ def test_a_state_is_consumed_once(deps) -> None:
 def test_an_expired_state_is_refused_while_its_item_still_exists(deps, clock) -> None:
     """Given a session past its expiry that DynamoDB's TTL has not deleted yet, when its state is
     consumed, then it is refused, because the expiry is part of the delete's condition."""
-    deps.store.put_session(STATE, session(deps, ttl=600))
+    deps.sessions.put(STATE, session(deps, ttl=600))
     clock.advance(600)
 
-    assert deps.store.consume_session(STATE) is None
+    assert deps.sessions.consume(STATE) is None
     assert [item["pk"] for item in items(deps)] == [state_key(STATE)]
 
 
 def test_a_state_one_second_before_expiry_still_works(deps, clock) -> None:
     """Given a session one second from its expiry, when its state is consumed, then it works."""
-    deps.store.put_session(STATE, session(deps, ttl=600))
+    deps.sessions.put(STATE, session(deps, ttl=600))
     clock.advance(599)
 
-    assert deps.store.consume_session(STATE) is not None
+    assert deps.sessions.consume(STATE) is not None
 
 
 def test_the_state_itself_is_never_stored(deps) -> None:
     """Given a connect session started through the use case, then the table holds the state's
     SHA-256 only, so a read of the table cannot forge a callback; DynamoDB's TTL is set."""
-    started = usecases.start_connect_session(deps, {"connection_id": "lib-1"}, request_domain=None)
+    started = connect.start_connect_session(deps, "lib-1")
 
     [item] = items(deps)
-    assert item["pk"] == "STATE#" + hashlib.sha256(started["state"].encode()).hexdigest()
-    assert started["state"] not in repr(item)
+    assert item["pk"] == "STATE#" + hashlib.sha256(started.state.encode()).hexdigest()
+    assert started.state not in repr(item)
     assert int(item["ttl"]) > int(item["state_expires_at"])
 
 
@@ -118,7 +120,7 @@ def test_a_ciphertext_copied_to_another_connection_does_not_decrypt(deps) -> Non
     with pytest.raises(TokenUnreadable):
         deps.cipher.decrypt("lib-b", deps.store.get("lib-b").tokens)
     with pytest.raises(TokenUnreadable) as raised:
-        usecases.get_token(deps, "lib-b")
+        tokens.get_token(deps, "lib-b")
     assert "access-a" not in str(raised.value)
 
 

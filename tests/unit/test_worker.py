@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.observability import metrics
-from apicbase_oauth.queue import encode
 from tests.conftest import load_event
 from tests.unit.logcapture import captured_logs
 from tests.unit.refresh_support import real_clock, seed, stored_pair
@@ -145,7 +145,7 @@ def test_messages_for_connections_that_need_reauthorization_or_are_gone_are_drop
 ):
     # Given one connection that needs reauthorization and one that was deleted
     seeded = seed(deps, apicbase, "lib-1", expires_in=DUE)
-    deps.store.mark_needs_reauthorization(deps.store.get("lib-1"), reason="refresh_token_rejected")
+    deps.leases.mark_needs_reauthorization(deps.store.get("lib-1"), reason="refresh_token_rejected")
     now = int(clock())
     # When the worker handles their messages
     response = worker.lambda_handler(

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import threading
 
-from . import usecases
+from . import validation
 from .config import Settings
 from .deps import Deps, build
-from .errors import RefreshInProgress
-from .refresh import refresh_connection
+from .tokens import get_token, replace_rejected_token
 
 _lock = threading.Lock()
 _deps: Deps | None = None
@@ -46,26 +45,7 @@ def get_access_token(connection_id: str, *, rejected_token: str | None = None) -
     (``NeedsReauthorization``, ``ConnectionNotFound``, ``RefreshInProgress``, ...).
     """
     deps = _get_deps()
-    token = str(usecases.get_token(deps, connection_id)["access_token"])
-    if rejected_token is None or token != rejected_token:
-        return token
-    try:
-        result = refresh_connection(deps, connection_id, min_validity=0, force=True)
-    except RefreshInProgress:
-        return _wait_for_replacement(deps, connection_id, rejected_token)
-    if result.tokens is not None:
-        return result.tokens.access_token
-    # Superseded or rotated elsewhere: the stored token is the newer one.
-    return str(usecases.get_token(deps, connection_id)["access_token"])
-
-
-def _wait_for_replacement(deps: Deps, connection_id: str, rejected_token: str) -> str:
-    """Another caller holds the lease: its refresh replaces the token we are about to refresh."""
-    waited, delay = 0.0, 0.2
-    while waited < usecases.WAIT_FOR_REFRESH_SECONDS:
-        deps.sleep(delay)
-        waited += delay
-        token = str(usecases.get_token(deps, connection_id)["access_token"])
-        if token != rejected_token:
-            return token
-    raise RefreshInProgress(f"connection {connection_id} is being refreshed; try again in a few seconds", status=503)
+    connection_id = validation.connection_id(connection_id)
+    if rejected_token is None:
+        return get_token(deps, connection_id).access_token
+    return replace_rejected_token(deps, connection_id, rejected_token).access_token

@@ -11,13 +11,15 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from .apicbase import ApicbaseClient
+from .adapters.apicbase import ApicbaseClient
+from .adapters.credentials import CredentialStore
+from .adapters.crypto import TokenCipher
+from .adapters.events import EventPublisher
+from .adapters.leases import LeaseStore
+from .adapters.queue import RefreshQueue
+from .adapters.sessions import SessionStore
+from .adapters.store import ConnectionStore
 from .config import Settings
-from .credentials import CredentialStore
-from .crypto import TokenCipher
-from .events import EventPublisher
-from .queue import RefreshQueue
-from .store import ConnectionStore
 
 # Short timeouts: a Lambda behind API Gateway has 30 s in all. botocore's standard mode retries
 # throttling and 5xx with backoff; our own backoff covers the writes that must land.
@@ -52,7 +54,9 @@ class LazyClient:
 @dataclass
 class Deps:
     settings: Settings
+    sessions: SessionStore
     store: ConnectionStore
+    leases: LeaseStore
     cipher: TokenCipher
     credentials: CredentialStore
     apicbase: ApicbaseClient
@@ -74,7 +78,9 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
         queue = RefreshQueue(client("sqs"), settings.refresh_queue_url)
     return Deps(
         settings=settings,
+        sessions=SessionStore(table, now=now),
         store=ConnectionStore(table, now=now),
+        leases=LeaseStore(table, now=now),
         cipher=TokenCipher(client("kms"), settings.token_key_id),
         credentials=CredentialStore(settings.client_secret_id, max_age=settings.secret_max_age_seconds),
         apicbase=ApicbaseClient(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from .errors import BrokerError
+from .model import REDIRECT_ERRORS
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -43,18 +43,67 @@ code {{ background: #eef0f4; padding: .1rem .3rem; border-radius: 4px; }}
 </html>
 """
 
-_HINTS = {
-    "invalid_state": "Go back to the application you were connecting and start again; sign-in links work once.",
-    "access_denied": "If that was a mistake, start connecting again and choose Authorize.",
-    "invalid_grant": "Start connecting again and finish the Apicbase sign-in within a minute.",
-    "invalid_code": "Start connecting again from your application.",
-    "apicbase_unavailable": "Apicbase is not answering right now. Wait a minute, then start connecting again.",
-    "rate_limited": "Apicbase asked us to slow down. Wait a minute, then start connecting again.",
-    "dependency_unavailable": "The broker is having trouble storing the connection. Try again in a minute.",
-    "invalid_client": "The broker's Apicbase client credentials were rejected. Tell the broker's operator.",
-    "configuration_error": "The broker is not configured correctly. Tell the broker's operator.",
-    "credentials_not_configured": "The broker's Apicbase client credentials are not set. Tell the broker's operator.",
+# What a person reads for each error code: fixed texts, never an exception's message, which
+# could carry an ARN, a host name or worse. (title, message, hint)
+_FAILED = "Connection not completed"
+_TEXTS = {
+    "invalid_state": (
+        _FAILED,
+        "This sign-in link is not valid, has expired or was already used.",
+        "Go back to the application you were connecting and start again; sign-in links work once.",
+    ),
+    "access_denied": (
+        _FAILED,
+        "Access was not granted, so nothing was connected.",
+        "If that was a mistake, start connecting again and choose Authorize.",
+    ),
+    "invalid_grant": (
+        _FAILED,
+        "The authorization code has expired (codes live 60 seconds) or was already used.",
+        "Start connecting again and finish the Apicbase sign-in within a minute.",
+    ),
+    "invalid_code": (
+        _FAILED,
+        "Apicbase sent no usable authorization code.",
+        "Start connecting again from your application.",
+    ),
+    "apicbase_unavailable": (
+        _FAILED,
+        "Apicbase did not answer in time.",
+        "Apicbase is not answering right now. Wait a minute, then start connecting again.",
+    ),
+    "rate_limited": (
+        _FAILED,
+        "Apicbase asked the broker to slow down.",
+        "Wait a minute, then start connecting again.",
+    ),
+    "dependency_unavailable": (
+        "Something went wrong",
+        "The connection could not be stored.",
+        "The broker is having trouble storing the connection. Try again in a minute.",
+    ),
+    "invalid_client": (
+        "Something went wrong",
+        "Apicbase rejected the broker's client credentials.",
+        "Tell the broker's operator.",
+    ),
+    "credentials_not_configured": (
+        "Something went wrong",
+        "The broker's Apicbase client credentials are not set.",
+        "Tell the broker's operator.",
+    ),
 }
+_REDIRECT_ERROR = (
+    _FAILED,
+    "Apicbase did not authorize the request ({code}).",
+    "Start connecting again from your application.",
+)
+_CLIENT_ERROR = (_FAILED, "The connection could not be completed ({code}).", "Start connecting again.")
+_SERVER_ERROR = (
+    "Something went wrong",
+    "The connection could not be completed ({code}).",
+    "The broker is not working correctly. Try again in a minute; if it keeps happening, tell the broker's operator.",
+)
 
 
 def render(status: int, title: str, message: str, hint: str | None = None) -> tuple[int, dict[str, str], str]:
@@ -86,11 +135,20 @@ def connected(connection_id: str, username: str | None, return_url: str | None) 
     )
 
 
-def failure(exc: BrokerError) -> tuple[int, dict[str, str], str]:
-    if exc.return_url and exc.connection_id and exc.status < 500:
-        return redirect(with_query(exc.return_url, {"connection_id": exc.connection_id, "error": exc.code}))
-    title = "Connection not completed" if exc.status < 500 else "Something went wrong"
-    return render(exc.status, title, exc.message, _HINTS.get(exc.code))
+def failure(
+    code: str, status: int, *, return_url: str | None = None, connection_id: str | None = None
+) -> tuple[int, dict[str, str], str]:
+    """The page for an error ``code``; a 4xx after the session was known hands over to its return_url."""
+    if return_url and connection_id and status < 500:
+        return redirect(with_query(return_url, {"connection_id": connection_id, "error": code}))
+    if code in _TEXTS:
+        title, message, hint = _TEXTS[code]
+    elif code in REDIRECT_ERRORS or code == "authorization_failed":
+        title, message, hint = _REDIRECT_ERROR
+    else:
+        title, message, hint = _CLIENT_ERROR if status < 500 else _SERVER_ERROR
+    # Codes are ours or from a fixed set (never request data), and render() escapes anyway.
+    return render(status, title, message.format(code=code), hint)
 
 
 def unexpected() -> tuple[int, dict[str, str], str]:
@@ -100,3 +158,7 @@ def unexpected() -> tuple[int, dict[str, str], str]:
         "The connection could not be completed because of an unexpected error.",
         "Try again in a minute. If it keeps happening, tell the broker's operator.",
     )
+
+
+def not_found() -> tuple[int, dict[str, str], str]:
+    return render(404, "Not found", "There is nothing here.", "Start connecting from your application.")

@@ -30,8 +30,10 @@ import random
 import uuid
 from dataclasses import dataclass
 
-from .apicbase import ClientCredentials, TokenResponse
-from .crypto import TokenPair
+from .adapters.apicbase import TokenResponse
+from .adapters.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
+from .adapters.queue import decode
+from .custody import check_client, present, report_oddities, seal_and_save
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -39,17 +41,18 @@ from .errors import (
     BrokerError,
     ConditionFailed,
     ConfigurationError,
+    ConnectionNotFound,
     DependencyUnavailable,
     InvalidClient,
     InvalidGrant,
+    LeaseHeld,
     NeedsReauthorization,
     RateLimited,
     RefreshInProgress,
     TokenUnreadable,
 )
-from .events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
+from .model import NEEDS_REAUTHORIZATION, Connection, TokenPair
 from .observability import logger, metrics
-from .store import NEEDS_REAUTHORIZATION, Connection, with_backoff
 
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_MAX_SECONDS = 6 * 3600
@@ -93,22 +96,20 @@ def refresh_connection(
     """
     owner = uuid.uuid4().hex
     try:
-        connection = deps.store.acquire_lease(
+        connection = deps.leases.acquire_lease(
             connection_id, owner, deps.settings.lease_seconds, respect_backoff=respect_backoff
         )
-    except ConditionFailed as held:
-        item = held.item or {}
-        if item.get("status") == NEEDS_REAUTHORIZATION:
-            raise NeedsReauthorization(
-                f"connection {connection_id} needs to be connected again", code="needs_reauthorization"
-            ) from None
+    except LeaseHeld as held:
+        found = held.connection
+        if found.status == NEEDS_REAUTHORIZATION:
+            raise NeedsReauthorization(f"connection {connection_id} needs to be connected again") from None
         now = int(deps.now())
-        if respect_backoff and int(item.get("lease_until") or 0) < now < int(item.get("next_attempt_at") or 0):
-            return RefreshResult(BACKING_OFF, Connection.from_item(item))
+        if respect_backoff and (found.lease_until or 0) < now < (found.next_attempt_at or 0):
+            return RefreshResult(BACKING_OFF, found)
         raise RefreshInProgress(f"connection {connection_id} is being refreshed by another caller") from None
 
     if not force and connection.expires_at - int(deps.now()) > min_validity:
-        deps.store.release_lease(connection, owner)
+        deps.leases.release_lease(connection, owner)
         return RefreshResult(ALREADY_FRESH, connection)
     if connection.interrupted_lease_until:
         logger.warning("previous refresh was interrupted", connection_id=connection_id)
@@ -124,42 +125,68 @@ def refresh_connection(
     return _persist(deps, connection, response, current)
 
 
-def _credentials(deps: Deps, connection: Connection, *, force_fetch: bool = False) -> ClientCredentials:
-    credentials = deps.credentials.get(connection.application, force_fetch=force_fetch)
-    if credentials.client_id != connection.client_id:
-        # A refresh must use the application that issued the token.
-        raise ConfigurationError(
-            f"connection {connection.connection_id} belongs to client {connection.client_id}, but application "
-            f"{connection.application!r} in the secret now has client {credentials.client_id}",
-            code="client_mismatch",
+@dataclass(frozen=True)
+class QueueReport:
+    due: int
+    queued: int
+    failed: int
+
+
+def queue_due_refreshes(deps: Deps) -> QueueReport:
+    """The schedule's tick: queue every connection whose token expires within the window."""
+    if deps.queue is None:
+        raise ConfigurationError("REFRESH_QUEUE_URL is not set")
+    now = int(deps.now())
+    due = list(deps.store.due_connections(due_before=now + deps.settings.refresh_window_seconds, now=now))
+    sent, failed = deps.queue.send(due, queued_at=now)
+    metrics.add_metric(name="RefreshesQueued", unit="Count", value=sent)
+    logger.info("due connections queued", due=len(due), queued=sent, failed=failed)
+    return QueueReport(due=len(due), queued=sent, failed=failed)
+
+
+def refresh_from_message(deps: Deps, body: str) -> str:
+    """One SQS record. Returns the outcome; raises (the record fails, SQS retries) on failures
+    worth retrying. Duplicates and out-of-order messages are harmless: the lease and the
+    freshness check make a second delivery a no-op, and a connection backing off is left alone."""
+    message = decode(body)
+    try:
+        result = refresh_connection(
+            deps, message.connection_id, min_validity=deps.settings.refresh_window_seconds, respect_backoff=True
         )
-    return credentials
+    except RefreshInProgress:
+        return "in_progress_elsewhere"
+    except NeedsReauthorization:
+        return "needs_reauthorization"
+    except PERMANENT_FAILURES:
+        # Recorded with a backoff (and alarmed); the scheduler queues it again, not SQS.
+        return "failed_permanently"
+    except ConnectionNotFound:
+        return "connection_gone"
+    return result.outcome
 
 
 def _refresh_at_apicbase(deps: Deps, connection: Connection, refresh_token: str) -> TokenResponse:
-    credentials = _credentials(deps, connection)
-    try:
-        return deps.apicbase.refresh(credentials, refresh_token=refresh_token)
-    except InvalidClient:
-        # Apicbase authenticates the client before it looks at the refresh token, so one retry
-        # with a rotated secret cannot burn the token.
-        fresh = _credentials(deps, connection, force_fetch=True)
-        if fresh == credentials:
-            raise
-        logger.info("client secret changed; retrying once", connection_id=connection.connection_id)
-        return deps.apicbase.refresh(fresh, refresh_token=refresh_token)
+    credentials = deps.credentials.get(connection.application)
+    # A refresh must use the application that issued the token.
+    check_client(credentials, connection.client_id, connection.connection_id)
+    _, response = present(
+        deps, credentials, deps.apicbase.refresh, connection_id=connection.connection_id, refresh_token=refresh_token
+    )
+    return response
 
 
 def _persist(deps: Deps, connection: Connection, response: TokenResponse, current: TokenPair) -> RefreshResult:
     # The new refresh token exists only in memory until this write lands.
     pair = TokenPair(response.access_token, response.refresh_token or current.refresh_token)
     try:
-        ciphertext = with_backoff(lambda: deps.cipher.encrypt(connection.connection_id, pair), sleep=deps.sleep)
-        stored = with_backoff(
-            lambda: deps.store.save_refreshed(
-                connection, tokens=ciphertext, expires_at=response.expires_at, scope=response.scope
-            ),
-            sleep=deps.sleep,
+        stored = seal_and_save(
+            deps,
+            connection.connection_id,
+            pair,
+            deps.leases.save_refreshed,
+            connection=connection,
+            expires_at=response.expires_at,
+            scope=response.scope,
         )
     except ConditionFailed:
         # Reconnected or deleted while we refreshed: the newer grant wins, ours is discarded.
@@ -174,6 +201,7 @@ def _persist(deps: Deps, connection: Connection, response: TokenResponse, curren
             connection_id=connection.connection_id,
         )
         raise
+    report_oddities(response, connection.connection_id)
     metrics.add_metric(name="Refreshed", unit="Count", value=1)
     logger.info(
         "refreshed",
@@ -189,7 +217,7 @@ def _on_invalid_grant(deps: Deps, connection: Connection, owner: str) -> Refresh
     # The store is the only witness: a lost race and a revoked grant both say invalid_grant.
     latest = deps.store.get(connection.connection_id)
     if latest.version != connection.version:
-        deps.store.release_lease(latest, owner)
+        deps.leases.release_lease(latest, owner)
         metrics.add_metric(name="RotationRecovered", unit="Count", value=1)
         logger.info("refresh token was rotated by another refresher", connection_id=connection.connection_id)
         return RefreshResult(ROTATED_ELSEWHERE, latest)
@@ -199,7 +227,7 @@ def _on_invalid_grant(deps: Deps, connection: Connection, owner: str) -> Refresh
         else "refresh_token_rejected"
     )
     try:
-        marked = deps.store.mark_needs_reauthorization(connection, reason=reason)
+        marked = deps.leases.mark_needs_reauthorization(connection, reason=reason)
     except ConditionFailed:
         return RefreshResult(ROTATED_ELSEWHERE, deps.store.get(connection.connection_id))
     metrics.add_metric(name="ReauthorizationRequired", unit="Count", value=1)
@@ -221,13 +249,6 @@ def _on_failure(deps: Deps, connection: Connection, owner: str, exc: BrokerError
     failures = connection.consecutive_failures + 1
     retry_after = exc.retry_after if isinstance(exc, RateLimited) else 0.0
     next_attempt_at = int(deps.now()) + backoff_seconds(failures, retry_after=retry_after)
-    if isinstance(exc, InvalidClient):
-        metrics.add_metric(name="InvalidClient", unit="Count", value=1)
-        logger.error(
-            "Apicbase rejected the client credentials; fix the secret",
-            application=connection.application,
-            client_id=connection.client_id,
-        )
     metrics.add_metric(name="RefreshFailed", unit="Count", value=1)
     logger.warning(
         "refresh failed",
@@ -237,7 +258,7 @@ def _on_failure(deps: Deps, connection: Connection, owner: str, exc: BrokerError
         next_attempt_at=next_attempt_at,
     )
     try:
-        deps.store.record_failure(connection, owner, error=exc.code, next_attempt_at=next_attempt_at)
+        deps.leases.record_failure(connection, owner, error=exc.code, next_attempt_at=next_attempt_at)
     except DependencyUnavailable:
         logger.error(
             "refresh failure not recorded; the lease expires on its own", connection_id=connection.connection_id

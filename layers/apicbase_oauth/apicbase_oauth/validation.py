@@ -1,27 +1,31 @@
-"""Checks for everything that comes from outside: ids, codes, states, bodies."""
+"""Checks for every value that comes from outside: ids, codes, states, scopes, URLs, tokens.
+
+Every pattern is matched whole (``fullmatch``): ``re.match(...$)`` would accept a trailing newline.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from .apicbase import MAX_TOKEN_LENGTH, TOKEN_RE
 from .config import is_allowed_url, parse_scopes
 from .errors import InvalidRequest
+from .model import MAX_TOKEN_LENGTH, is_connection_id, is_token
 
-# Letters, digits and . _ : - ; starts with a letter or digit; at most 128 characters.
-CONNECTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Our states are secrets.token_urlsafe(32): 43 URL-safe characters.
-STATE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+STATE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 # Authorization codes: printable ASCII without spaces, bounded.
-CODE_RE = re.compile(r"^[\x21-\x7e]{1,512}$")
-APPLICATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CODE_RE = re.compile(r"[\x21-\x7e]{1,512}")
+APPLICATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_URL_LENGTH = 2048
 
 
+def is_state(value: str) -> bool:
+    return STATE_RE.fullmatch(value) is not None
+
+
 def connection_id(value: Any) -> str:
-    if not isinstance(value, str) or not CONNECTION_ID_RE.match(value):
+    if not isinstance(value, str) or not is_connection_id(value):
         raise InvalidRequest(
             "connection_id must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit",
             code="invalid_connection_id",
@@ -32,14 +36,14 @@ def connection_id(value: Any) -> str:
 def application(value: Any) -> str:
     if value is None:
         return "default"
-    if not isinstance(value, str) or not APPLICATION_RE.match(value):
+    if not isinstance(value, str) or not APPLICATION_RE.fullmatch(value):
         raise InvalidRequest("application must be 1-64 letters, digits, '.', '_' or '-'", code="invalid_application")
     return value
 
 
-def scopes(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+def scopes(value: Any) -> tuple[str, ...] | None:
     if value is None:
-        return default
+        return None
     if not isinstance(value, (str, list)) or (isinstance(value, list) and not all(isinstance(s, str) for s in value)):
         raise InvalidRequest("scopes must be a list of strings or a space-separated string", code="invalid_scope")
     try:
@@ -57,13 +61,13 @@ def return_url(value: Any) -> str | None:
 
 
 def authorization_code(value: Any) -> str:
-    if not isinstance(value, str) or not CODE_RE.match(value):
+    if not isinstance(value, str) or not CODE_RE.fullmatch(value):
         raise InvalidRequest("code must be the authorization code Apicbase showed", code="invalid_code")
     return value
 
 
 def token(value: Any, name: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not TOKEN_RE.match(value):
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not is_token(value):
         raise InvalidRequest(f"{name} must be a non-empty token string", code=f"invalid_{name}")
     return value
 
@@ -76,15 +80,8 @@ def expires_in(value: Any) -> int | None:
     return value
 
 
-def body_fields(body: Any, *, required: set[str], optional: set[str]) -> Mapping[str, Any]:
-    """A JSON object with exactly the allowed fields: unknown fields are a client's bug."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
-    unknown = set(body) - required - optional
-    if unknown:
-        names = ", ".join(sorted(str(name)[:40] for name in unknown)[:5])
-        raise InvalidRequest(f"unknown field(s): {names}", code="unknown_field")
-    missing = required - set(body)
-    if missing:
-        raise InvalidRequest(f"missing field(s): {', '.join(sorted(missing))}", code="missing_field")
-    return body
+def whole_number(value: str, *, name: str, low: int, high: int) -> int:
+    """ASCII digits only: ``str.isdigit`` accepts '²' and '٣', which ``int`` then rejects or reads."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 6) or not low <= int(value) <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", code=f"invalid_{name}")
+    return int(value)

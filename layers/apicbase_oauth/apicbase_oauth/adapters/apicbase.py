@@ -10,7 +10,7 @@ import email.utils
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from .errors import (
+from ..errors import (
     ApicbaseRejected,
     ApicbaseUnavailable,
     InvalidClient,
@@ -27,15 +27,13 @@ from .errors import (
     MalformedResponse,
     RateLimited,
 )
+from ..model import MAX_TOKEN_LENGTH, is_token
 
-# A pair must fit one KMS Encrypt (4096 bytes, see crypto): 2 x 2040 + 15 bytes of compact JSON,
-# which escapes nothing when the tokens have no '"' or '\\'.
-MAX_TOKEN_LENGTH = 2040
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
+# A missing or odd expires_in: treat the token as short-lived, so it is refreshed again soon.
+SAFE_EXPIRES_IN = 3600
 DEFAULT_RETRY_AFTER = 60.0
-# Printable ASCII without spaces (RFC 6749 appendix A), '"' and '\\' (Bearer tokens never have them).
-TOKEN_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-_ERROR_CODE_RE = re.compile(r"^[a-z_]{1,64}$")
+_ERROR_CODE_RE = re.compile(r"[a-z_]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,8 @@ class TokenResponse:
     expires_in: int
     scope: str | None
     received_at: float
+    # What was odd but harmless (the pair is usable): named in an ERROR log line once stored.
+    oddities: tuple[str, ...] = ()
 
     @property
     def expires_at(self) -> int:
@@ -94,22 +94,13 @@ def _json_object(response: requests.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise MalformedResponse(f"token response field {key} is not a string")
-    return value
-
-
 def _token(body: dict[str, Any], key: str, *, required: bool) -> str | None:
     value = body.get(key)
     if value is None or value == "":
         if required:
             raise MalformedResponse(f"token response has no {key}")
         return None
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not TOKEN_RE.match(value):
+    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not is_token(value):
         raise MalformedResponse(f"token response field {key} is not a valid token")
     return value
 
@@ -119,25 +110,30 @@ def parse_token_response(body: dict[str, Any] | None, received_at: float) -> Tok
         raise MalformedResponse("token response is not a JSON object")
     access_token = _token(body, "access_token", required=True)
     assert access_token is not None
+    refresh_token = _token(body, "refresh_token", required=False)
+    # Past this point the pair is usable: a possibly rotated refresh token must be kept whatever
+    # else is odd (RFC 6749 only recommends expires_in), so oddities are noted, never fatal.
+    oddities: list[str] = []
     expires_in = body.get("expires_in")
     if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in):  # not "²", not 5000 digits
         expires_in = int(expires_in)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int):
-        raise MalformedResponse("token response has no whole-number expires_in")
-    if not 0 < expires_in <= MAX_EXPIRES_IN:
-        raise MalformedResponse("token response expires_in is out of range")
-    token_type = _optional_str(body, "token_type")
-    if token_type is not None and token_type.lower() != "bearer":
-        raise MalformedResponse("token response token_type is not Bearer")
-    scope = _optional_str(body, "scope")
-    if scope is not None and len(scope) > 512:
-        raise MalformedResponse("token response scope is too long")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 0 < expires_in <= MAX_EXPIRES_IN:
+        oddities.append("expires_in_missing" if expires_in is None else "expires_in_invalid")
+        expires_in = SAFE_EXPIRES_IN
+    token_type = body.get("token_type")
+    if token_type is not None and (not isinstance(token_type, str) or token_type.strip().lower() != "bearer"):
+        oddities.append("token_type")
+    scope = body.get("scope")
+    if scope is not None and (not isinstance(scope, str) or len(scope) > 512):
+        oddities.append("scope")
+        scope = None
     return TokenResponse(
         access_token=access_token,
-        refresh_token=_token(body, "refresh_token", required=False),
+        refresh_token=refresh_token,
         expires_in=expires_in,
         scope=scope,
         received_at=received_at,
+        oddities=tuple(oddities),
     )
 
 
@@ -217,13 +213,7 @@ class ApicbaseClient:
         received_at, body = self._post(self.token_url, credentials, form, self.refresh_read_timeout)
         tokens = parse_token_response(body, received_at)
         if tokens.refresh_token is None:
-            tokens = TokenResponse(
-                access_token=tokens.access_token,
-                refresh_token=refresh_token,
-                expires_in=tokens.expires_in,
-                scope=tokens.scope,
-                received_at=tokens.received_at,
-            )
+            tokens = replace(tokens, refresh_token=refresh_token)
         return tokens
 
     def introspect(self, credentials: ClientCredentials, *, token: str) -> Introspection:
@@ -291,7 +281,7 @@ class ApicbaseClient:
             raise ApicbaseUnavailable(f"Apicbase answered HTTP {status}", request_sent=True)
         body = _json_object(response) or {}
         error = body.get("error")
-        error = error if isinstance(error, str) and _ERROR_CODE_RE.match(error) else None
+        error = error if isinstance(error, str) and _ERROR_CODE_RE.fullmatch(error) else None
         if error == "invalid_grant":
             raise InvalidGrant("the authorization grant is invalid, expired, used or revoked")
         if error == "invalid_client" or status == 401:

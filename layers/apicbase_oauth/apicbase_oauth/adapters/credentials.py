@@ -11,8 +11,8 @@ from typing import Any
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
+from ..errors import ConfigurationError, DependencyUnavailable, UnknownApplication
 from .apicbase import ClientCredentials
-from .errors import ConfigurationError, DependencyUnavailable
 
 PLACEHOLDER = "SET-ME"
 
@@ -27,11 +27,7 @@ class CredentialStore:
         applications = self._read(force_fetch)
         entry = applications.get(application)
         if not isinstance(entry, dict):
-            raise ConfigurationError(
-                f"application {application!r} is not in the client-credentials secret {self.secret_id}",
-                code="unknown_application",
-                status=400,
-            )
+            raise UnknownApplication(f"application {application!r} is not in the client-credentials secret")
         client_id = entry.get("client_id")
         client_secret = entry.get("client_secret")
         if not all(isinstance(v, str) and v.strip() and v != PLACEHOLDER for v in (client_id, client_secret)):

@@ -2,30 +2,21 @@
 
 A ciphertext copied onto another connection's item does not decrypt there. The pair of tokens is
 one KMS call each way: compact JSON of two tokens of at most 2040 characters that JSON does not
-escape (apicbase.TOKEN_RE) stays under KMS's 4096-byte plaintext limit.
+escape (model.TOKEN_RE) stays under KMS's 4096-byte plaintext limit.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import DependencyUnavailable, TokenUnreadable
+from ..errors import DependencyUnavailable, TokenUnreadable
+from ..model import TokenPair
 
 PURPOSE = "apicbase-oauth-tokens"
 _UNREADABLE = {"InvalidCiphertextException", "IncorrectKeyException", "InvalidKeyUsageException"}
-
-
-@dataclass(frozen=True)
-class TokenPair:
-    access_token: str
-    refresh_token: str
-
-    def __repr__(self) -> str:
-        return "TokenPair(<redacted>)"
 
 
 class TokenCipher:

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .observability import logger, metrics
+from ..observability import logger, metrics
 
 CONNECTION_CREATED = "Apicbase Connection Created"
 REAUTHORIZATION_REQUIRED = "Apicbase Connection Reauthorization Required"

@@ -10,9 +10,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import DependencyUnavailable, InvalidRequest
-from .observability import logger
-from .validation import CONNECTION_ID_RE
+from ..errors import DependencyUnavailable, InvalidRequest
+from ..model import is_connection_id
+from ..observability import logger
 
 BATCH_SIZE = 10  # SQS SendMessageBatch's maximum
 MAX_MESSAGE_BYTES = 1024
@@ -39,7 +39,7 @@ def decode(body: Any) -> RefreshMessage:
     if not isinstance(data, dict) or set(data) != {"connection_id", "queued_at"}:
         raise InvalidRequest("refresh message does not have our fields", code="invalid_message")
     cid, queued_at = data["connection_id"], data["queued_at"]
-    if not isinstance(cid, str) or not CONNECTION_ID_RE.match(cid):
+    if not isinstance(cid, str) or not is_connection_id(cid):
         raise InvalidRequest("refresh message has an invalid connection_id", code="invalid_message")
     if isinstance(queued_at, bool) or not isinstance(queued_at, int) or queued_at < 0:
         raise InvalidRequest("refresh message has an invalid queued_at", code="invalid_message")

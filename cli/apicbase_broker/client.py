@@ -1,0 +1,242 @@
+"""``BrokerClient``: the broker's API for integrators' services, signed with their AWS credentials."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import boto3
+import requests
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+
+from .errors import BrokerError, ConfigurationError, error_from, is_error_document
+from .signing import SIGNATURE_HEADERS, ExecuteApiAuth, is_local, region_from_url
+from .tokens import DEFAULT_MARGIN_SECONDS, TokenCache
+
+TIMEOUT_SECONDS = 35  # API Gateway gives the function 30 s; a little more so we see its answer
+APICBASE_API_URL = "https://api.apicbase.com/"
+
+
+class BrokerClient:
+    """The broker's API at ``api_url`` (the stack's ``ApiUrl`` output).
+
+    Requests are signed with SigV4 (service execute-api) with the credentials of ``session``
+    (default: boto3's usual chain); the caller needs ``execute-api:Invoke`` on the API. Plain
+    ``http://127.0.0.1`` (the local run) is called unsigned; plain http elsewhere is refused.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        session: Any = None,
+        region: str | None = None,
+        credentials: Any = None,
+        timeout: float = TIMEOUT_SECONDS,
+        token_margin: float = DEFAULT_MARGIN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        apicbase_url: str = APICBASE_API_URL,
+    ) -> None:
+        parts = urlsplit(api_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigurationError(f"the API URL {api_url!r} is not an http(s) URL")
+        if parts.scheme == "http" and not is_local(api_url):
+            raise ConfigurationError("plain http is only for the local run on 127.0.0.1; use the https API URL")
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self.apicbase_url = apicbase_url.rstrip("/") + "/"
+        if is_local(api_url):
+            self.auth = ExecuteApiAuth(None, None)
+        else:
+            if credentials is None:
+                session = session or aws_session(region=region)
+                credentials = session.get_credentials()
+            region = region or region_from_url(api_url) or getattr(session, "region_name", None)
+            if credentials is None or not region:
+                raise ConfigurationError("no AWS credentials or region to sign with; set AWS_PROFILE or AWS_REGION")
+            self.auth = ExecuteApiAuth(credentials, region)
+        self.tokens = TokenCache(margin=token_margin, clock=clock)
+        self._http = requests.Session()
+        self._http.auth = self.auth
+
+    @classmethod
+    def from_stack(
+        cls,
+        stack_name: str,
+        *,
+        session: Any = None,
+        region: str | None = None,
+        profile: str | None = None,
+        **options: Any,
+    ) -> BrokerClient:
+        """The client of the deployed stack named ``stack_name`` (its ``ApiUrl`` output)."""
+        session = session or aws_session(region=region, profile=profile)
+        return cls(stack_outputs(session, stack_name)["ApiUrl"], session=session, region=region, **options)
+
+    def __repr__(self) -> str:
+        return f"BrokerClient({self.api_url!r})"
+
+    # --- the admin API ---------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None) -> Any:
+        """``path``'s JSON answer (None when empty); an error answer raises a ``BrokerError``."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json", **({"Content-Type": "application/json"} if data else {})}
+        try:
+            answer = self._http.request(
+                method, self.api_url + path, params=query, data=data, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise BrokerError(0, "unreachable", f"cannot reach {self.api_url} ({type(exc).__name__})") from None
+        document = _json(answer)
+        if answer.status_code >= 400:
+            raise error_from(answer.status_code, document, answer.headers)
+        return document
+
+    def connect(
+        self,
+        connection_id: str,
+        *,
+        scopes: list[str] | str | None = None,
+        return_url: str | None = None,
+        application: str | None = None,
+    ) -> dict[str, Any]:
+        """A connect session: send the library's owner to its ``authorize_url``."""
+        options = {"scopes": scopes, "return_url": return_url, "application": application}
+        body = {"connection_id": connection_id, **{k: v for k, v in options.items() if v is not None}}
+        return dict(self.request("POST", "/connect-sessions", body=body))
+
+    def connection(self, connection_id: str) -> dict[str, Any]:
+        """The connection's status, scope, expiry and user (never its tokens)."""
+        return dict(self.request("GET", connection_path(connection_id)))
+
+    # --- tokens ----------------------------------------------------------------------------------
+    def token(self, connection_id: str, *, rejected: str | None = None) -> str:
+        """A valid access token, cached in this process until ``token_margin`` s before it expires.
+
+        ``rejected``: a token Apicbase just answered 401 to (the broker's scheduled refresh
+        revokes the old access token). A newer one is returned; if the broker still holds the
+        rejected one, it is refreshed now, once per process however many threads report it.
+        """
+        with self.tokens.lock(connection_id):
+            cached = self.tokens.get(connection_id)
+            if cached is not None and cached != rejected:
+                return cached
+            self.tokens.forget(connection_id)
+            token = self._fetch_token(connection_id)
+            if rejected is not None and token == rejected:
+                self.tokens.forget(connection_id)
+                self.request("POST", connection_path(connection_id, "/refresh"))
+                token = self._fetch_token(connection_id)
+            return token
+
+    def _fetch_token(self, connection_id: str) -> str:
+        view = self.request("GET", connection_path(connection_id, "/token"))
+        token = view.get("access_token") if isinstance(view, dict) else None
+        expires_in = view.get("expires_in") if isinstance(view, dict) else None
+        if not isinstance(token, str) or not isinstance(expires_in, int):
+            # Nothing of the body in the message: it may hold a token.
+            raise BrokerError(200, "malformed_response", "the token answer lacks access_token or expires_in")
+        self.tokens.put(connection_id, token, expires_in)
+        return token
+
+    # --- Apicbase through the broker -------------------------------------------------------------
+    def apicbase(self, connection_id: str) -> ApicbaseSession:
+        """A ``requests.Session`` that calls Apicbase's API through the broker's proxy with the
+        connection's token: ``apicbase("lib-42").get("api/v2/products/")``. No token reaches this
+        process; the broker refreshes on a 401 and keeps to Apicbase's rate limit."""
+        proxy_url = f"{self.api_url}{connection_path(connection_id, '/apicbase/')}"
+        return ApicbaseSession(proxy_url, self.auth, apicbase_url=self.apicbase_url, timeout=self.timeout)
+
+
+class ApicbaseSession(requests.Session):
+    """Relative paths and Apicbase API URLs (e.g. a page's ``next``) go to the broker's proxy,
+    SigV4-signed; any other URL is refused, so the signature never leaves for another host.
+    An error the broker itself answers (``{"error": {"code", "message"}}``) raises a
+    ``BrokerError``; Apicbase's own answers are returned as they are."""
+
+    def __init__(self, proxy_url: str, auth: ExecuteApiAuth, *, apicbase_url: str, timeout: float) -> None:
+        super().__init__()
+        self.proxy_url = proxy_url
+        self.apicbase_url = apicbase_url
+        self.default_timeout = timeout
+        self.signer = auth
+        self.auth = auth
+        self.hooks["response"].append(_raise_broker_errors)
+
+    def route(self, url: str) -> str:
+        """The proxy URL for a path of Apicbase's API or an Apicbase URL."""
+        parts = urlsplit(url)
+        if not parts.scheme and not parts.netloc:
+            routed = self.proxy_url + url.lstrip("/")
+        elif url.startswith(self.proxy_url):
+            routed = url
+        elif url.startswith(self.apicbase_url):
+            routed = self.proxy_url + url[len(self.apicbase_url) :]
+        else:
+            raise ValueError(f"{url!r} is not on {self.apicbase_url}: this session only calls Apicbase")
+        # HTTP clients resolve dot segments, which would leave the proxy for another route.
+        if {".", ".."} & set(urlsplit(routed).path.split("/")):
+            raise ValueError(f"{url!r} has dot segments; name the path of Apicbase's API itself")
+        return routed
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.default_timeout)
+        return super().request(method, self.route(url.decode() if isinstance(url, bytes) else url), *args, **kwargs)
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        # A redirect is signed again if it stays on Apicbase's API, else followed without credentials.
+        for name in SIGNATURE_HEADERS:
+            prepared_request.headers.pop(name, None)
+        try:
+            url = self.route(str(prepared_request.url))
+        except ValueError:
+            return
+        prepared_request.prepare_url(url, None)
+        self.signer(prepared_request)
+
+    def __repr__(self) -> str:
+        return f"ApicbaseSession({self.proxy_url!r})"
+
+
+def connection_path(connection_id: str, suffix: str = "") -> str:
+    return f"/connections/{quote(connection_id, safe='')}{suffix}"
+
+
+def stack_outputs(session: Any, stack_name: str) -> dict[str, str]:
+    """The deployed stack's outputs (CloudFormation DescribeStacks); it must be the broker's."""
+    try:
+        stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    except (ClientError, BotoCoreError) as exc:
+        raise ConfigurationError(f"cannot read stack {stack_name!r} ({exc})") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    if "ApiUrl" not in outputs:
+        raise ConfigurationError(f"stack {stack_name!r} has no ApiUrl output; is it the broker's stack?")
+    return outputs
+
+
+def aws_session(*, region: str | None = None, profile: str | None = None) -> Any:
+    """A boto3 session; an unknown profile is a ConfigurationError."""
+    try:
+        return boto3.session.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _json(answer: requests.Response) -> Any:
+    if not answer.content:
+        return None
+    try:
+        return answer.json()
+    except ValueError:
+        return None
+
+
+def _raise_broker_errors(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    if response.status_code >= 400 and "json" in response.headers.get("Content-Type", ""):
+        document = _json(response)
+        if is_error_document(document):
+            raise error_from(response.status_code, document, response.headers)
+    return response

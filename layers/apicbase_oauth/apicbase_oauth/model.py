@@ -1,0 +1,127 @@
+"""The broker's domain model: connect sessions, connections and token pairs.
+
+Plain frozen dataclasses, no AWS: adapters build them, use cases pass them around, and the HTTP
+edge turns them into JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ACTIVE = "active"
+NEEDS_REAUTHORIZATION = "needs_reauthorization"
+# OAuth's error answers on the redirect (RFC 6749 4.1.2.1); anything else is reported generically.
+REDIRECT_ERRORS = frozenset(
+    {
+        "access_denied",
+        "invalid_request",
+        "unauthorized_client",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+    }
+)
+
+# Letters, digits and . _ : - ; starts with a letter or digit; at most 128 characters.
+CONNECTION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# A pair must fit one KMS Encrypt (4096 bytes, see adapters.crypto): 2 x 2040 + 15 bytes of
+# compact JSON, which escapes nothing when the tokens have no '"' or '\\'.
+MAX_TOKEN_LENGTH = 2040
+# Printable ASCII without spaces (RFC 6749 appendix A), '"' and '\\' (Bearer tokens never have them).
+TOKEN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+# Whole matches: re.match(...$) would accept a trailing newline.
+def is_connection_id(value: str) -> bool:
+    return CONNECTION_ID_RE.fullmatch(value) is not None
+
+
+def is_token(value: str) -> bool:
+    return TOKEN_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+
+    def __repr__(self) -> str:
+        return "TokenPair(<redacted>)"
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    connection_id: str
+    application: str
+    client_id: str
+    scopes: tuple[str, ...]
+    redirect_uri: str
+    return_url: str | None
+    code_verifier: str | None
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Connection:
+    connection_id: str
+    application: str
+    client_id: str
+    status: str
+    tokens: bytes
+    version: int
+    expires_at: int
+    scope: str | None = None
+    username: str | None = None
+    created_at: int | None = None
+    updated_at: int | None = None
+    last_refresh_at: int | None = None
+    refresh_count: int = 0
+    consecutive_failures: int = 0
+    next_attempt_at: int | None = None
+    last_error: str | None = None
+    reauthorization_reason: str | None = None
+    lease_owner: str | None = None
+    lease_until: int | None = None
+    interrupted_lease_until: int | None = None
+    source: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Connection(connection_id={self.connection_id!r}, status={self.status!r}, version={self.version})"
+
+
+@dataclass(frozen=True)
+class ConnectionSummary:
+    connection_id: str
+    status: str
+    application: str | None
+    scope: str | None
+    username: str | None
+    updated_at: int | None
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    """A connect session just stored: where to send the person, and until when it works."""
+
+    connection_id: str
+    authorize_url: str
+    state: str
+    expires_at: int
+    redirect_uri: str
+    scopes: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"StartedSession(connection_id={self.connection_id!r}, expires_at={self.expires_at})"
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    connection_id: str
+    access_token: str
+    expires_at: int
+    scope: str | None
+
+    def __repr__(self) -> str:
+        return f"AccessToken(connection_id={self.connection_id!r}, expires_at={self.expires_at})"

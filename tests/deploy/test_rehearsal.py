@@ -1,0 +1,284 @@
+"""Deploy rehearsal: the stack as ``sam deploy`` would create it on a new account, in moto.
+
+``sam build`` (reused when ``make build`` already built the current sources), the artifacts
+uploaded to S3 as ``sam package`` does, the template translated by SAM's own translator, then
+created with the defaults in moto's CloudFormation: its Outputs resolve, no function reserves
+concurrency, and ``apicbase-broker --stack-name`` finds the API from the Outputs.
+
+moto's CloudFormation has no model for some types. Two are referenced by the Outputs and the
+functions, so they are substituted: created through moto's own service API and passed to the stack
+as parameters of the same logical id (``!Ref`` and ``${...}`` then resolve to the real ids):
+  AWS::ApiGatewayV2::Api        created empty, then the translated OpenAPI body imported into it
+                                once the functions exist (its routes are checked against the template)
+  AWS::SecretsManager::Secret   created with the template's properties
+The others moto skips (it marks them created and creates nothing); nothing refers to them:
+  AWS::ApiGatewayV2::Stage, AWS::CloudWatch::Alarm, AWS::Scheduler::Schedule
+moto also creates some types partly: a function's Layers, Architectures and LoggingConfig are
+dropped (the layer itself is published), and a key's policy is kept in a form its DescribeKey
+cannot read. Not rehearsed: the custom domain (AWS::ApiGatewayV2::DomainName, ApiMapping; off by
+default), IAM evaluation, and running the code (moto would need Docker to invoke a function).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import subprocess
+import time
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import responses
+from local import template as tpl
+from moto import mock_aws
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from apicbase_broker import BrokerClient
+from apicbase_broker_cli.main import main
+from tests.conftest import REGION
+
+# moto says so for each skipped type on every read of the stack; the create step records it once.
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported:UserWarning")
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_DIR = ROOT / ".aws-sam" / "build"
+STACK = "apicbase-oauth-broker"
+BUCKET = "rehearsal-artifacts"
+SKIPPED_BY_MOTO = {"AWS::ApiGatewayV2::Stage", "AWS::CloudWatch::Alarm", "AWS::Scheduler::Schedule"}
+FUNCTIONS = {
+    "CallbackFunction": "CallbackReservedConcurrency",
+    "ConnectionsFunction": "AdminReservedConcurrency",
+    "RefreshSchedulerFunction": "SchedulerReservedConcurrency",
+    "RefreshWorkerFunction": "WorkerReservedConcurrency",
+}
+UNSUPPORTED = re.compile(r"Tried to parse (\S+) but it's not supported")
+EXPECTED_OUTPUTS = {"ApiUrl", "CallbackUrl", "TableName", "SecretArn", "RefreshQueueUrl", "EventSource", "TokenKeyArn"}
+
+
+class NoManagedPolicies:
+    """The template names no AWS managed policy, so the translator must never need IAM's list."""
+
+    def load(self) -> dict[str, str]:
+        raise AssertionError("the template names a managed policy; the rehearsal would need IAM")
+
+
+def _sources_mtime() -> float:
+    paths = [
+        ROOT / "template.yaml",
+        *(p for d in ("functions", "layers") for p in (ROOT / d).rglob("*") if p.is_file()),
+    ]
+    return max(p.stat().st_mtime for p in paths if "__pycache__" not in p.parts)
+
+
+def _build(tmp: Path) -> Path:
+    """``make build``'s output when it is newer than every source; else a fresh ``sam build`` in ``tmp``."""
+    built = BUILD_DIR / "template.yaml"
+    if built.exists() and built.stat().st_mtime >= _sources_mtime():
+        return BUILD_DIR
+    # The Makefile's own target (pinned SAM CLI, Python 3.13 on PATH), into a directory of ours.
+    subprocess.run(["make", "--no-print-directory", "build", f"BUILD_DIR={tmp}"], cwd=ROOT, check=True, timeout=600)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The built template translated to CloudFormation, and its artifacts zipped for S3 (once per run)."""
+    started = time.monotonic()
+    build = _build(tmp_path_factory.mktemp("sam-build"))
+    template = yaml_parse((build / "template.yaml").read_text())
+    artifacts: dict[str, bytes] = {}
+    for logical_id, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str):  # a built directory, as sam package finds it
+                artifacts[logical_id] = _zip(build / properties[key])
+                properties[key] = f"s3://{BUCKET}/{logical_id}.zip"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_DEFAULT_REGION", REGION)  # the translator's pseudo parameters
+        translated = transform(template, {}, NoManagedPolicies())
+    return {"template": translated, "artifacts": artifacts, "prepared_seconds": time.monotonic() - started}
+
+
+def _zip(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # stored: moto only keeps it
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(directory))
+    return buffer.getvalue()
+
+
+# --- substitutes for the types moto's CloudFormation cannot create -------------------------------
+def _http_api(session: Any, logical_id: str, properties: dict[str, Any]) -> str:
+    return str(session.client("apigatewayv2").create_api(Name=f"{STACK}-{logical_id}", ProtocolType="HTTP")["ApiId"])
+
+
+def _secret(session: Any, logical_id: str, properties: dict[str, Any]) -> str:
+    client = session.client("secretsmanager")
+    return str(client.create_secret(Name=f"{STACK}-{logical_id}", **properties)["ARN"])
+
+
+SUBSTITUTES: dict[str, Callable[[Any, str, dict[str, Any]], str]] = {
+    "AWS::ApiGatewayV2::Api": _http_api,
+    "AWS::SecretsManager::Secret": _secret,
+}
+
+
+def _substitute(session: Any, template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The template without the substituted resources, and their physical ids by logical id."""
+    template = copy.deepcopy(template)
+    substituted: dict[str, str] = {}
+    for logical_id, resource in list(template["Resources"].items()):
+        if resource["Type"] in SUBSTITUTES:
+            substituted[logical_id] = SUBSTITUTES[resource["Type"]](session, logical_id, resource["Properties"])
+            del template["Resources"][logical_id]
+            template["Parameters"][logical_id] = {"Type": "String"}
+    text = json.dumps(template)
+    for logical_id in substituted:
+        # A parameter stands in for Ref and ${...} only; an attribute would need the real type.
+        assert f'"Fn::GetAtt": ["{logical_id}"' not in text and f"${{{logical_id}." not in text
+    for resource in template["Resources"].values():
+        if isinstance(resource.get("DependsOn"), list):
+            resource["DependsOn"] = [d for d in resource["DependsOn"] if d not in substituted]
+    return template, substituted
+
+
+@pytest.fixture
+def deploy(rehearsal) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Creates the stack in moto with the given parameters; returns what the test inspects."""
+    with mock_aws():
+        session = boto3.session.Session(region_name=REGION)
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        for logical_id, body in rehearsal["artifacts"].items():
+            s3.put_object(Bucket=BUCKET, Key=f"{logical_id}.zip", Body=body)
+
+        def create(**parameters: str) -> dict[str, Any]:
+            template, substituted = _substitute(session, rehearsal["template"])
+            values = {**substituted, **parameters}
+            cloudformation = session.client("cloudformation")
+            started = time.monotonic()
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                cloudformation.create_stack(
+                    StackName=STACK,
+                    TemplateBody=json.dumps(template),
+                    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+                    Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+                )
+            stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+            resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+            return {
+                "session": session,
+                "stack": stack,
+                "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+                "physical": {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources},
+                "substituted": substituted,
+                "template": template,
+                "create_seconds": time.monotonic() - started,
+                # moto's own word for each type it skipped
+                "skipped": {m[1] for w in warned if (m := UNSUPPORTED.search(str(w.message)))},
+            }
+
+        yield create
+
+
+def test_a_new_account_deploys_with_the_defaults_and_the_outputs_resolve(deploy, rehearsal):
+    # Given the built, packaged and translated template, When it is created with the defaults
+    created = deploy()
+    stack, outputs, physical = created["stack"], created["outputs"], created["physical"]
+    # Then the stack is complete and every output the README and the CLI use has a concrete value
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert outputs.keys() >= EXPECTED_OUTPUTS
+    assert [key for key, value in outputs.items() if not value or "${" in value or "Fn::" in value] == []
+    api_id = created["substituted"]["HttpApi"]
+    assert outputs["ApiUrl"] == f"https://{api_id}.execute-api.{REGION}.amazonaws.com"
+    assert outputs["CallbackUrl"] == f"{outputs['ApiUrl']}/oauth/callback"
+    session = created["session"]
+    assert session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"]["TableStatus"]
+    assert (
+        session.client("secretsmanager").describe_secret(SecretId=outputs["SecretArn"])["ARN"] == outputs["SecretArn"]
+    )
+    # (moto keeps a CloudFormation key's policy as a dict, on which its DescribeKey fails: list instead)
+    assert outputs["TokenKeyArn"] in {k["KeyArn"] for k in session.client("kms").list_keys()["Keys"]}
+    # And no function reserves concurrency (a new account's limit is often 10), the worker's
+    # queue caps it instead
+    lambda_ = session.client("lambda")
+    for logical_id in FUNCTIONS:
+        # GetFunction names Concurrency only for a function that reserves some
+        assert "Concurrency" not in lambda_.get_function(FunctionName=physical[logical_id])
+    (mapping,) = lambda_.list_event_source_mappings(FunctionName=physical["RefreshWorkerFunction"])[
+        "EventSourceMappings"
+    ]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+    # And the only resources moto skipped are the ones the module's docstring names
+    assert created["skipped"] == SKIPPED_BY_MOTO
+    # And the layer was published from the uploaded artifact (moto does not attach it to the
+    # functions: its CloudFormation drops a function's Layers, Architectures and LoggingConfig)
+    (layer,) = lambda_.list_layers()["Layers"]
+    assert layer["LatestMatchingVersion"]["CompatibleRuntimes"] == ["python3.13"]
+    prepared, create = rehearsal["prepared_seconds"], created["create_seconds"]
+    print(f"rehearsal: built, packaged and translated in {prepared:.1f} s; created in {create:.1f} s")
+
+
+def test_the_translated_api_has_every_route_of_the_template(deploy, rehearsal, template):
+    # Given the stack, and the translated OpenAPI body with the functions' ARNs resolved
+    created = deploy()
+    session, physical = created["session"], created["physical"]
+    lambda_ = session.client("lambda")
+    refs = {"AWS::StackName": STACK, "AWS::Partition": "aws", "AWS::Region": REGION}
+    for logical_id in FUNCTIONS:
+        refs[f"{logical_id}.Arn"] = lambda_.get_function(FunctionName=physical[logical_id])["Configuration"][
+            "FunctionArn"
+        ]
+    body = tpl.resolve(rehearsal["template"]["Resources"]["HttpApi"]["Properties"]["Body"], refs)
+    # When it is imported into the substituted HttpApi
+    apigateway = session.client("apigatewayv2")
+    api_id = created["substituted"]["HttpApi"]
+    apigateway.reimport_api(ApiId=api_id, Body=json.dumps(body))
+    # Then its routes are the template's, each integrated with the function the template names
+    routes = {r["RouteKey"]: r["Target"] for r in apigateway.get_routes(ApiId=api_id)["Items"]}
+    integrations = {i["IntegrationId"]: i["IntegrationUri"] for i in apigateway.get_integrations(ApiId=api_id)["Items"]}
+    expected = {r.route_key: r.function for r in tpl.http_routes(template)}
+    assert routes.keys() == expected.keys()
+    for route_key, target in routes.items():
+        assert refs[f"{expected[route_key]}.Arn"] in integrations[target.removeprefix("integrations/")]
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_a_reservation_is_applied_when_its_parameter_is_set(deploy, logical_id):
+    # When the stack is created with one function's reservation set
+    amount = 2 if logical_id == "RefreshWorkerFunction" else 20
+    created = deploy(**{FUNCTIONS[logical_id]: str(amount)})
+    # Then moto's Lambda reports it on that function, and on no other
+    lambda_ = created["session"].client("lambda")
+    reserved = {
+        name: lambda_.get_function(FunctionName=created["physical"][name]).get("Concurrency") for name in FUNCTIONS
+    }
+    assert {name: value for name, value in reserved.items() if value} == {
+        logical_id: {"ReservedConcurrentExecutions": amount}
+    }
+
+
+def test_the_cli_and_the_client_find_the_api_from_the_stack_outputs(deploy, capsys):
+    # Given the stack created with the defaults
+    created = deploy()
+    api_url = created["outputs"]["ApiUrl"]
+    # When the client and `apicbase-broker --stack-name` look it up (HTTP answered by responses,
+    # started inside moto, which mocks requests too)
+    client = BrokerClient.from_stack(STACK, region=REGION)
+    with responses.RequestsMock() as http:
+        http.get(f"{api_url}/connections", json={"connections": [], "next_cursor": None})
+        code = main(["--stack-name", STACK, "--region", REGION, "--json", "list"])
+        # Then both use the ApiUrl output, and the CLI's request went there, signed
+        assert code == 0, capsys.readouterr().err
+        assert http.calls[0].request.url.startswith(f"{api_url}/connections?")
+        assert "/execute-api/aws4_request" in http.calls[0].request.headers["Authorization"]
+    assert client.api_url == api_url
