@@ -136,8 +136,8 @@ def test_the_callback_url_points_at_the_protected_route_when_the_rule_is_on(temp
 
 @pytest.mark.xfail(
     strict=True,
-    reason="functions/callback/app.py resolves API Gateway payload 2.0 only (APIGatewayHttpResolver); "
-    "the REST stage sends payload 1.0. Remove this mark when the handler accepts both.",
+    reason="functions/callback/app.py routes payload 2.0 events only (routeKey, requestContext.http); "
+    "the REST stage sends payload 1.0 (httpMethod, resource). Remove this mark when it routes both.",
 )
 def test_the_callback_handler_answers_the_rest_stage_payload_1_0(load_handler, deps, apicbase, lambda_context):
     """Given a connect session and a REST API (payload 1.0) callback event with its code and state,
