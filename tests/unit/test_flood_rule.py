@@ -53,7 +53,7 @@ def test_the_flood_rule_is_off_by_default_and_all_of_it_hangs_on_one_condition(t
     """Given the template's defaults, then CallbackRateLimitPerIp is 0, the condition is "not 0",
     and every resource of the rule (REST API, stage, permission, web ACL, association) carries it,
     so a default stack has none of them (nor their cost)."""
-    assert template["Parameters"][PARAMETER]["Default"] == 0
+    assert template["Parameters"][PARAMETER]["Default"] == "0"
     assert template["Conditions"][CONDITION] == {"Fn::Not": [{"Fn::Equals": [{"Ref": PARAMETER}, "0"]}]}
     resources = _flood_resources(template)
     assert {r["Type"] for r in resources.values()} == REST_TYPES
