@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -72,7 +73,8 @@ def resolve(value: Any, refs: dict[str, str]) -> Any:
             return refs[".".join(arg)]
         if key == "Fn::Sub":
             text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-            local = {**refs, **{k: str(resolve(v, refs)) for k, v in variables.items()}}
+            # A ChainMap, not a copy: ``refs`` may compute a name it does not hold (tests/unit/iam.py).
+            local = ChainMap({k: str(resolve(v, refs)) for k, v in variables.items()}, refs)
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(local[m.group(1)]), text)
         if key == "Fn::If":
             condition, when_true, when_false = arg

@@ -54,6 +54,9 @@ class FakeApicbase:
     # Scripted answers for the next token requests: (status, body or text, headers)
     scripted: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
     delay: float = 0.0
+    # Called with every form posted to the token and introspection endpoints (the hostile suite
+    # registers each code and token presented as a secret).
+    on_form: Callable[[dict[str, str]], None] | None = None
     _counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -97,8 +100,14 @@ class FakeApicbase:
     def _client_ok(self, form: dict[str, str]) -> bool:
         return form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
 
-    def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
+    def _form(self, request: Any) -> dict[str, str]:
         form = {k: v[0] for k, v in parse_qs(request.body).items()}
+        if self.on_form:
+            self.on_form(form)
+        return form
+
+    def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
+        form = self._form(request)
         if self.delay:
             time.sleep(self.delay)
         with self._lock:
@@ -150,7 +159,7 @@ class FakeApicbase:
             return 200, {}, json.dumps(body)
 
     def _introspect(self, request: Any) -> tuple[int, dict[str, str], str]:
-        form = {k: v[0] for k, v in parse_qs(request.body).items()}
+        form = self._form(request)
         with self._lock:
             self.introspections += 1
             if self.introspection_down:

@@ -33,9 +33,13 @@ from apicbase_oauth.model import TokenPair
 from apicbase_oauth.observability import logger as broker_logger
 from tests import fakes
 from tests.conftest import load_event
+from tests.hostile.strategies import ATTACKS
 from tests.unit.refresh_support import seed as seed_connection  # noqa: F401 (shared with the unit tests)
 
 FIGURES: Counter[str] = Counter()
+MIN_SECRET_LENGTH = 8
+# The form fields that carry a credential to Apicbase.
+PRESENTED = ("code", "refresh_token", "token", "code_verifier")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -66,6 +70,21 @@ class SecretWatch:
 
     def secret(self, *values: str | None) -> None:
         self.secrets.update(v for v in values if v)
+
+    def secret_input(self, *values: Any) -> int:
+        """Register what a test sends as a code, a state or a token, when it could be one: a
+        string of 8 or more characters, 4 or more of them distinct, that is not one of the attack
+        strings (which a page may show escaped, or a log name as an error code). Shorter or
+        plainer values would match ordinary text; a real code or state is 30 to 43 random
+        characters. Returns how many were registered."""
+        plausible = [
+            v
+            for v in values
+            if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH and len(set(v)) >= 4 and v not in ATTACKS
+        ]
+        self.secret(*plausible)
+        FIGURES["secrets: generated inputs registered (codes, states, tokens)"] += len(plausible)
+        return len(plausible)
 
     def see(self, *texts: Any) -> None:
         self.texts.extend(str(t) for t in texts if t is not None)
@@ -120,7 +139,8 @@ def watch(
 
 @pytest.fixture
 def apicbase(apicbase: fakes.FakeApicbase, watch: SecretWatch) -> fakes.FakeApicbase:
-    """The shared fake Apicbase, with every code and token it issues registered as a secret."""
+    """The shared fake Apicbase, with every code and token it issues, and every one
+    presented to it, registered as a secret."""
     issue_code, pair = apicbase.issue_code, apicbase._pair
 
     def recording_issue_code(scope: str = "accounts library") -> str:
@@ -135,6 +155,8 @@ def apicbase(apicbase: fakes.FakeApicbase, watch: SecretWatch) -> fakes.FakeApic
 
     apicbase.issue_code = recording_issue_code  # type: ignore[method-assign]
     apicbase._pair = recording_pair  # type: ignore[method-assign]
+    # Whatever reaches Apicbase as a credential, from whichever test or fuzzer, is watched too.
+    apicbase.on_form = lambda form: watch.secret_input(*(form.get(name) for name in PRESENTED))
     return apicbase
 
 

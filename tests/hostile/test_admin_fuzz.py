@@ -52,11 +52,13 @@ odd_ids = st.one_of(
 
 
 # --- bodies (each one invalid by construction) -------------------------------------------------
+# The code and the tokens are shaped like real ones, so that the watch can tell them in a message.
+CODE, ACCESS, REFRESH = "code-pasted-7Hq2x9", "access-imported-Kd81zQ", "refresh-imported-Vw53nP"
 BODY_ROUTES = {
     ("POST", "/connect-sessions"): ({"connection_id": "lib-new"}, {"scopes", "return_url", "application"}),
-    ("POST", f"/connections/{SEEDED}/authorization-code"): ({"code": "code1234"}, {"application", "redirect_uri"}),
+    ("POST", f"/connections/{SEEDED}/authorization-code"): ({"code": CODE}, {"application", "redirect_uri"}),
     ("PUT", f"/connections/{SEEDED}/tokens"): (
-        {"access_token": "a" * 20, "refresh_token": "r" * 20},
+        {"access_token": ACCESS, "refresh_token": REFRESH},
         {"expires_in", "application"},
     ),
 }
@@ -128,7 +130,8 @@ def _is_utf8_json(raw: bytes) -> bool:
 
 
 @pytest.fixture
-def admin(handlers, apicbase):
+def admin(handlers, apicbase, watch):
+    watch.secret_input(CODE, ACCESS, REFRESH)
     module = handlers.module("ConnectionsFunction")
     seed_connection(module.DEPS, apicbase, SEEDED, expires_in=604800)
     return module
@@ -189,3 +192,17 @@ def test_hostile_bodies_are_refused_and_change_nothing(handlers, admin, unchange
     assert answer["error"]["code"] in KNOWN_CODES
     assert apicbase.token_requests + apicbase.introspections == calls
     assert unchanged()
+
+
+def test_a_pasted_code_apicbase_refuses_is_not_echoed(handlers, admin, apicbase, watch):
+    """Given a code shaped like a real one that Apicbase does not know (invalid_grant),
+    when it is pasted to POST /connections/{id}/authorization-code,
+    then the answer is a 400 invalid_grant whose message (searched by the watch, like every
+    response here) does not carry the code."""
+    body = json.dumps({"code": "made-up-pasted-code-Qx4r"})
+    event = http_event("POST", f"/connections/{SEEDED}/authorization-code", body=body)
+
+    response, answer = _call(handlers, admin, watch, event)
+
+    assert (response["statusCode"], answer["error"]["code"]) == (400, "invalid_grant")
+    assert "made-up-pasted-code-Qx4r" in watch.secrets

@@ -32,7 +32,8 @@ STATUSES = STATUSES | st.sampled_from([400, 401, 403, 404, 405, 409, 418, 422, 4
 
 
 def _token(prefix: str) -> st.SearchStrategy[Any]:
-    """Tokens: well formed (registered as secrets), enormous, with spaces or newlines, wrong types."""
+    """Tokens: well formed, enormous, with spaces or newlines, wrong types (each string one is
+    registered as a secret by the tests)."""
     ok = st.builds(
         lambda n, tail: f"{prefix}{n}{tail}", st.builds(lambda: next(_serial)), st.text("abcXYZ09-._~", min_size=8)
     )
@@ -71,10 +72,15 @@ def token_bodies(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+Answer = tuple[int, str, dict[str, str], list[Any]]
+
+
 @st.composite
-def answers(draw: st.DrawFn) -> tuple[int, str, dict[str, str]]:
-    """(status, body text, headers) as Apicbase (or something in front of it) might answer."""
+def answers(draw: st.DrawFn) -> Answer:
+    """(status, body text, headers, the tokens in the body) as Apicbase (or something in front
+    of it) might answer."""
     body = draw(token_bodies())
+    tokens = [body.get("access_token"), body.get("refresh_token")]
     text = json.dumps(body)
     kind = draw(st.sampled_from(["json", "json", "json", "html", "empty", "truncated", "array", "error"]))
     if kind == "html":
@@ -88,12 +94,12 @@ def answers(draw: st.DrawFn) -> tuple[int, str, dict[str, str]]:
     elif kind == "error":
         text = json.dumps({"error": draw(st.sampled_from(["invalid_grant", "invalid_client", "<script>", "x" * 100]))})
     headers = draw(st.sampled_from([{}, {"Retry-After": "30"}, {"Retry-After": "²"}, {"Retry-After": "9" * 400}]))
-    return draw(STATUSES), text, headers
+    return draw(STATUSES), text, headers, tokens
 
 
-def _answer(status: int = 200, headers: dict[str, str] | None = None, **fields: Any) -> tuple[int, str, dict]:
+def _answer(status: int = 200, headers: dict[str, str] | None = None, **fields: Any) -> Answer:
     body = {"access_token": "AT0-known-access", "refresh_token": "RT0-known-refresh", "expires_in": 604800, **fields}
-    return status, json.dumps(body), headers or {}
+    return status, json.dumps(body), headers or {}, [body["access_token"], body["refresh_token"]]
 
 
 # The edges a random search rarely reaches, always tried.
@@ -105,6 +111,9 @@ EDGES = [
     _answer(access_token="AT2" + '"' * 2000, refresh_token="RT2" + "\\" * 2000),  # characters JSON escapes
     _answer(429, {"Retry-After": "\u00b2"}),
     _answer(429, {"Retry-After": "9" * 400}),
+    # Apicbase refusing the code or the refresh token, or the client: the message must not carry them.
+    (400, json.dumps({"error": "invalid_grant"}), {}, []),
+    (401, json.dumps({"error": "invalid_client"}), {}, []),
 ]
 
 
@@ -139,9 +148,9 @@ def usable(status: int, text: str, *, grant: str) -> dict[str, Any] | None:
     return body
 
 
-def _secrets_of(watch, text: str) -> None:
-    for match in re.findall(r"(?:AT|RT)[0-9]+[A-Za-z0-9._~-]{8,}", text):
-        watch.secret(match)
+def _code() -> str:
+    """A code of its own per example (the fake registers each code presented to it as a secret)."""
+    return f"code-{next(_serial)}-exchanged"
 
 
 @examples(40)
@@ -153,14 +162,14 @@ def test_code_exchange_answers_are_classified_and_store_nothing_unless_usable(de
     then either the answer was usable and exactly its pair is stored, or a BrokerError is raised
     and no connection exists."""
     FIGURES["apicbase: token answers tried (code exchange)"] += 1
-    status, text, headers = answer
-    _secrets_of(watch, text)
+    status, text, headers, tokens = answer
+    watch.secret_input(*tokens)
     apicbase.scripted.clear()
     metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
     state = connect.start_connect_session(deps, "lib-x").state
     apicbase.scripted.append((status, text, headers))
     expected = usable(status, text, grant="authorization_code")
-    outcome = connect.complete_callback(deps, state=state, code="code-anything", error=None)
+    outcome = connect.complete_callback(deps, state=state, code=_code(), error=None)
     if outcome.error is not None:
         exc = outcome.error
         watch.see(exc.message, str(exc))
@@ -187,8 +196,8 @@ def test_refresh_answers_are_classified_and_keep_the_old_pair_unless_usable(deps
     then either the answer was usable and the new pair is stored (the old refresh token kept if
     none came), or a BrokerError is raised and the stored ciphertext still decrypts to the old pair."""
     FIGURES["apicbase: token answers tried (refresh)"] += 1
-    status, text, headers = answer
-    _secrets_of(watch, text)
+    status, text, headers, tokens = answer
+    watch.secret_input(*tokens)
     apicbase.scripted.clear()
     metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
     pair, ciphertext = old_pair

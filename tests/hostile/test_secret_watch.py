@@ -1,6 +1,9 @@
 """The secrets watch that every test in this folder runs under must be able to see a leak."""
 
+from apicbase_oauth import connect
 from apicbase_oauth.observability import logger
+from tests.hostile.conftest import http_event
+from tests.hostile.test_callback_fuzz import register_codes_and_states
 
 
 def test_the_watch_sees_a_secret_logged_by_the_broker(watch):
@@ -23,3 +26,21 @@ def test_the_watch_sees_a_secret_in_an_error_message(watch):
     assert watch.leaks([str(ValueError("bad code code-deliberately-leaked-42"))])
 
     watch.secrets.discard("code-deliberately-leaked-42")
+
+
+def test_a_fuzzed_code_shown_on_the_callback_page_would_be_a_leak(handlers, apicbase, watch):
+    """Given a callback with a real state and a code the fuzzer made up (Apicbase answers
+    invalid_grant), registered as the callback fuzzer registers its inputs,
+    when the page is searched, then it holds no secret, and the same page with the code in its
+    message is a leak (so a message that quoted the code would fail the fuzzer's teardown)."""
+    module = handlers.module("CallbackFunction")
+    state = connect.start_connect_session(module.DEPS, "lib-watch").state
+    query = [("code", "made-up-code-5Tz81q"), ("state", state)]
+    register_codes_and_states(watch, query)
+
+    page = handlers.invoke(module, http_event("GET", "/oauth/callback", query=query))["body"]
+
+    leaky = page.replace("</p>", " (made-up-code-5Tz81q)</p>", 1)
+    assert apicbase.token_requests == 1 and leaky != page
+    assert not watch.leaks([page])
+    assert watch.leaks([leaky])

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from local import template as tpl
 
+from tests.unit import iam
+
 CALLBACK = "CallbackFunction"
 CALLBACK_ROUTE = ("GET", "/oauth/callback")
 # Each of these reads plaintext out of a ciphertext: ReEncryptFrom re-wraps it under a key the
@@ -132,3 +134,145 @@ def test_every_checkov_skip_says_why(template: dict[str, Any]) -> None:
     ]
     assert skips
     assert [name for name, skip in skips if not (skip.get("id") and len(skip.get("comment", "")) > 20)] == []
+
+
+# --- conditions: which items, which encryption context, which event source ------------------------
+# Evaluated with tests/unit/iam.py on calls made up here; test_policies_allow_the_calls.py
+# evaluates the calls the code really makes against the same statements.
+TABLE, KEY = "ConnectionsTable.Arn", "TokenKey.Arn"
+STATE_PK, CONN_PK = "STATE#" + "0" * 64, "CONN#lib-42"
+ITEM_ACTIONS = ["GetItem", "PutItem", "UpdateItem", "DeleteItem"]
+SESSION_ATTRIBUTES = ["pk", "connection_id", "application", "client_id", "scopes", "redirect_uri", "state_expires_at"]
+TOKEN_CONTEXT = {"connection_id": "lib-42", "purpose": "apicbase-oauth-tokens"}
+KMS_USE = ["kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"]
+
+
+def _item(action: str, pk: str, attributes: list[str] | None = None) -> iam.Call:
+    context = {"dynamodb:LeadingKeys": [pk]}
+    if attributes is not None:
+        context["dynamodb:Attributes"] = attributes
+    return iam.Call(f"dynamodb:{action}", TABLE, context)
+
+
+def _kms(action: str, encryption_context: dict[str, str]) -> iam.Call:
+    context = {f"kms:EncryptionContext:{k}": [v] for k, v in encryption_context.items()}
+    if encryption_context:
+        context["kms:EncryptionContextKeys"] = sorted(encryption_context)
+    return iam.Call(action, KEY, context)
+
+
+def _item_rights(template: dict[str, Any], function: str) -> set[tuple[str, str]]:
+    """(action, item kind) pairs the function may do on the table."""
+    return {
+        (action, pk.split("#")[0])
+        for action in ITEM_ACTIONS
+        for pk in (STATE_PK, CONN_PK)
+        if iam.allowed(template, function, _item(action, pk, SESSION_ATTRIBUTES if action == "PutItem" else None))
+    }
+
+
+@pytest.mark.parametrize(
+    ("function", "rights"),
+    [
+        # The public callback consumes states and writes connections; it can neither delete a
+        # connection, nor plant or read a state, nor read a connection.
+        (CALLBACK, {("DeleteItem", "STATE"), ("UpdateItem", "CONN")}),
+        # The admin API puts states (never reads or deletes them) and manages connections.
+        (
+            "ConnectionsFunction",
+            {("PutItem", "STATE"), ("GetItem", "CONN"), ("UpdateItem", "CONN"), ("DeleteItem", "CONN")},
+        ),
+        ("RefreshWorkerFunction", {("GetItem", "CONN"), ("UpdateItem", "CONN")}),
+        ("RefreshSchedulerFunction", set()),
+    ],
+)
+def test_each_function_may_touch_only_its_own_kind_of_item(template, function, rights) -> None:
+    """Given each function's role, when every item action is tried on a state key and on a
+    connection key, then exactly the function's own pairs are allowed (dynamodb:LeadingKeys)."""
+    assert _item_rights(template, function) == rights
+
+
+def test_every_item_statement_names_its_key_prefix_and_queries_only_an_index(template, functions) -> None:
+    """Given every DynamoDB statement, then one on items carries a dynamodb:LeadingKeys condition,
+    and a Query is allowed on an index only (never on the table, whose items hold tokens)."""
+    problems = []
+    for name in functions:
+        for statement in iam.statements(template, name):
+            actions = _as_list(statement["Action"])
+            if any(a.removeprefix("dynamodb:") in ITEM_ACTIONS for a in actions):
+                leading = statement.get("Condition", {}).get("ForAllValues:StringLike", {})
+                if "dynamodb:LeadingKeys" not in leading:
+                    problems.append(f"{name}/{statement.get('Sid')}: no dynamodb:LeadingKeys")
+            if "dynamodb:Query" in actions and not all("/index/" in r for r in _as_list(statement["Resource"])):
+                problems.append(f"{name}/{statement.get('Sid')}: Query beyond an index")
+    assert problems == []
+
+
+@pytest.mark.parametrize("attribute", ["tokens", "entity", "refresh_queue"])
+def test_a_state_item_can_carry_no_tokens_and_never_pass_for_a_connection(template, attribute) -> None:
+    """Given the admin API's role, when it puts a state item that also holds tokens, or `entity` or
+    `refresh_queue` (which would list it as a connection or queue it for refresh), then it is
+    refused; the session's own attributes are allowed."""
+    assert iam.allowed(template, "ConnectionsFunction", _item("PutItem", STATE_PK, SESSION_ATTRIBUTES))
+    widened = _item("PutItem", STATE_PK, [*SESSION_ATTRIBUTES, attribute])
+    assert not iam.allowed(template, "ConnectionsFunction", widened)
+
+
+def test_every_kms_statement_is_conditioned_on_the_purpose_and_a_connection(functions) -> None:
+    """Given every statement that allows a KMS action, then it requires purpose
+    apicbase-oauth-tokens, no encryption-context key but connection_id and purpose, and a
+    connection_id present (so no function can use the key for anything but a connection's tokens)."""
+    expected = {
+        "StringEquals": {"kms:EncryptionContext:purpose": "apicbase-oauth-tokens"},
+        "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["connection_id", "purpose"]},
+        "Null": {"kms:EncryptionContext:connection_id": "false"},
+    }
+    kms_statements = [
+        (name, statement)
+        for name, fn in functions.items()
+        for statement in tpl.policy_statements(fn)
+        if any(str(a).startswith("kms:") for a in _as_list(statement["Action"]))
+    ]
+    assert len(kms_statements) == 3
+    assert [name for name, statement in kms_statements if statement.get("Condition") != expected] == []
+
+
+@pytest.mark.parametrize(
+    "encryption_context",
+    [
+        {},
+        {"connection_id": "lib-42"},
+        {"purpose": "apicbase-oauth-tokens"},
+        {"connection_id": "lib-42", "purpose": "something-else"},
+        {**TOKEN_CONTEXT, "extra": "x"},
+    ],
+    ids=["none", "no-purpose", "no-connection", "other-purpose", "extra-key"],
+)
+@pytest.mark.parametrize("action", KMS_USE)
+def test_the_key_refuses_any_other_encryption_context(template, functions, encryption_context, action) -> None:
+    """Given every role, when the key is used with a missing, foreign or widened encryption
+    context, then no role allows it."""
+    assert [name for name in functions if iam.allowed(template, name, _kms(action, encryption_context))] == []
+
+
+def test_generate_data_key_is_allowed_exactly_where_encrypt_is(template, functions) -> None:
+    """Given every role, then kms:GenerateDataKey (envelope encryption, coming) is allowed with the
+    tokens' context exactly where kms:Encrypt is, and Decrypt never on the callback."""
+    rights = {name: {a for a in KMS_USE if iam.allowed(template, name, _kms(a, TOKEN_CONTEXT))} for name in functions}
+    assert rights == {
+        CALLBACK: {"kms:Encrypt", "kms:GenerateDataKey"},
+        "ConnectionsFunction": set(KMS_USE),
+        "RefreshWorkerFunction": set(KMS_USE),
+        "RefreshSchedulerFunction": set(),
+    }
+
+
+def test_events_are_put_only_under_the_stacks_own_source(template, functions) -> None:
+    """Given every role that may put events, then only with this stack's source: a compromised
+    function cannot forge another application's events on the default bus."""
+    bus = "arn:aws:events:AWS::Region:AWS::AccountId:event-bus/default"
+    ours = iam.Call("events:PutEvents", bus, {"events:source": ["apicbase-oauth-broker.AWS::StackName"]})
+    forged = iam.Call("events:PutEvents", bus, {"events:source": ["aws.s3"]})
+    emitting = [name for name in functions if iam.allowed(template, name, ours)]
+    assert sorted(emitting) == ["CallbackFunction", "ConnectionsFunction", "RefreshWorkerFunction"]
+    assert [name for name in functions if iam.allowed(template, name, forged)] == []
