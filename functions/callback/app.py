@@ -41,8 +41,20 @@ def failed(exc: BrokerError, *, return_url: str | None = None, connection_id: st
 ROUTES = {"GET /oauth/callback": callback}
 
 
+def query_of(event: dict) -> dict[str, str]:
+    """The query string as payload 2.0 gives it: a repeated key's values joined with commas (so a
+    repeated state is no state), also from payload 1.0's multi-value form."""
+    multi = event.get("multiValueQueryStringParameters")
+    if multi:
+        return {key: ",".join(values) for key, values in multi.items()}
+    return event.get("queryStringParameters") or {}
+
+
 def route_key(event: dict) -> str:
-    """API Gateway's route key; behind a catch-all ($default) route, the method and path."""
+    """API Gateway's route key; behind a catch-all ($default) route, the method and path. The
+    optional REST stage of the flood rule sends payload 1.0: its method and resource."""
+    if "httpMethod" in event:
+        return f"{event['httpMethod']} {event.get('resource')}"
     key = str(event.get("routeKey") or "$default")
     if key != "$default":
         return key
@@ -56,7 +68,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)
     route = ROUTES.get(route_key(event))
     try:
-        status, headers, body = route(event.get("queryStringParameters") or {}) if route else pages.not_found()
+        status, headers, body = route(query_of(event)) if route else pages.not_found()
     except Exception as exc:
         # The exception's text could in theory carry request data: log its type, not its message.
         logger.error("callback crashed", error_type=type(exc).__name__)

@@ -137,8 +137,8 @@ def test_every_template_route_is_served_by_its_handler(load_handler, lambda_cont
     assert "route_not_found" not in answer["body"]
 
 
-def test_the_public_callback_can_encrypt_but_never_decrypt_tokens() -> None:
-    assert can("CallbackFunction", "kms:Encrypt")
+def test_the_public_callback_can_seal_but_never_open_tokens() -> None:
+    assert can("CallbackFunction", "kms:GenerateDataKey")
     assert not can("CallbackFunction", "kms:Decrypt")
 
 

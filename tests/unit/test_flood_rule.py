@@ -134,11 +134,6 @@ def test_the_callback_url_points_at_the_protected_route_when_the_rule_is_on(temp
     assert env == (expected if on else "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="functions/callback/app.py routes payload 2.0 events only (routeKey, requestContext.http); "
-    "the REST stage sends payload 1.0 (httpMethod, resource). Remove this mark when it routes both.",
-)
 def test_the_callback_handler_answers_the_rest_stage_payload_1_0(load_handler, deps, apicbase, lambda_context):
     """Given a connect session and a REST API (payload 1.0) callback event with its code and state,
     when the callback handler runs, then the connection is stored and the page says so."""

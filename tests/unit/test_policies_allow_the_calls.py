@@ -6,6 +6,7 @@ evaluated against that function's own policy statements from template.yaml."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,10 @@ from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from local import template as tpl
 
 from apicbase_oauth import deps as deps_module
+from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.config import Settings
+from apicbase_oauth.custody import grant_rescue
+from apicbase_oauth.model import TokenPair
 from tests.conftest import REGION, load_event
 from tests.unit import iam
 from tests.unit.refresh_support import seed
@@ -52,7 +56,7 @@ def _admin_event(name: str, body: dict[str, Any] | None = None) -> dict[str, Any
     return event
 
 
-def _flows(run, deps, apicbase) -> dict[str, iam.Recorder]:
+def _flows(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
     """Every function through the paths that call AWS: connect (session, callback), the admin
     routes, a due refresh queued by the scheduler and done by the worker."""
     started = run("ConnectionsFunction", _admin_event("admin_create_connect_session.json"))
@@ -79,12 +83,33 @@ def _flows(run, deps, apicbase) -> dict[str, iam.Recorder]:
     before = apicbase.refresh_requests
     assert run("RefreshWorkerFunction", load_event("sqs_refresh_batch.json"))["batchItemFailures"] == []
     assert apicbase.refresh_requests == before + 1
+
+    # A parked pair (custody's rescue place), swept by the scheduler and applied by the worker.
+    connection = deps.store.get(CID)
+    parked = grant_rescue(
+        deps,
+        connection_id=CID,
+        application="default",
+        client_id=connection.client_id,
+        expires_at=int(clock()) + 3600,
+        scope=None,
+        username=None,
+        source="callback",
+    )
+    sealed = deps.cipher.encrypt(CID, TokenPair(*apicbase.issue_pair()))
+    deps.rescues.put(dataclasses.replace(parked, tokens=sealed, parked_at=int(clock()) + 1))
+    clock.advance(2)
+    sweep = load_event("sqs_refresh_batch.json")
+    sweep["Records"] = sweep["Records"][:1]
+    sweep["Records"][0]["body"] = encode(CID, int(clock()), sweep=True)
+    assert run("RefreshWorkerFunction", sweep)["batchItemFailures"] == []
+    assert deps.rescues.get(CID) is None
     return run.recorded
 
 
 @pytest.fixture
-def recorded(run, deps, apicbase) -> dict[str, iam.Recorder]:
-    return _flows(run, deps, apicbase)
+def recorded(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
+    return _flows(run, deps, apicbase, clock)
 
 
 def test_every_aws_call_of_every_function_is_allowed_by_its_own_role(recorded, template, aws) -> None:
@@ -110,10 +135,10 @@ def test_the_recorded_calls_carry_the_conditions_the_policies_test(recorded) -> 
     contexts = [call.context for recorder in recorded.values() for call in recorder.calls]
     leading = {key.split("#")[0] for context in contexts for key in context.get("dynamodb:LeadingKeys", [])}
     purposes = {p for context in contexts for p in context.get("kms:EncryptionContext:purpose", [])}
-    assert leading == {"STATE", "CONN"}
+    assert leading == {"STATE", "CONN", "RESCUE"}
     assert purposes == {"apicbase-oauth-tokens"}
     assert any("events:source" in context for context in contexts)
     callback_actions = {call.action for call in recorded["CallbackFunction"].calls}
-    assert {"dynamodb:DeleteItem", "dynamodb:UpdateItem", "kms:Encrypt", "secretsmanager:GetSecretValue"} <= (
+    assert {"dynamodb:DeleteItem", "dynamodb:UpdateItem", "kms:GenerateDataKey", "secretsmanager:GetSecretValue"} <= (
         callback_actions
     )

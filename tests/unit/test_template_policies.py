@@ -53,9 +53,9 @@ def test_the_public_callback_cannot_decrypt_tokens(functions: dict[str, tpl.Func
     assert not _can(functions[CALLBACK], action)
 
 
-def test_the_callback_can_still_encrypt_tokens(functions: dict[str, tpl.Function]) -> None:
-    """Given the callback's role, then it may kms:Encrypt (the checks above are not vacuous)."""
-    assert _can(functions[CALLBACK], "kms:Encrypt")
+def test_the_callback_can_still_seal_tokens(functions: dict[str, tpl.Function]) -> None:
+    """Given the callback's role, then it may take data keys (the checks above are not vacuous)."""
+    assert _can(functions[CALLBACK], "kms:GenerateDataKey")
 
 
 @pytest.mark.parametrize("action", TABLE_READING_ACTIONS)
@@ -255,14 +255,15 @@ def test_the_key_refuses_any_other_encryption_context(template, functions, encry
     assert [name for name in functions if iam.allowed(template, name, _kms(action, encryption_context))] == []
 
 
-def test_generate_data_key_is_allowed_exactly_where_encrypt_is(template, functions) -> None:
-    """Given every role, then kms:GenerateDataKey (envelope encryption, coming) is allowed with the
-    tokens' context exactly where kms:Encrypt is, and Decrypt never on the callback."""
+def test_each_role_has_exactly_the_kms_rights_of_envelope_encryption(template, functions) -> None:
+    """Given every role, then with the tokens' context it may take data keys where it seals pairs
+    and open them where it reads pairs; kms:Encrypt nowhere (envelopes seal locally), and Decrypt
+    never on the callback."""
     rights = {name: {a for a in KMS_USE if iam.allowed(template, name, _kms(a, TOKEN_CONTEXT))} for name in functions}
     assert rights == {
-        CALLBACK: {"kms:Encrypt", "kms:GenerateDataKey"},
-        "ConnectionsFunction": set(KMS_USE),
-        "RefreshWorkerFunction": set(KMS_USE),
+        CALLBACK: {"kms:GenerateDataKey"},
+        "ConnectionsFunction": {"kms:GenerateDataKey", "kms:Decrypt"},
+        "RefreshWorkerFunction": {"kms:GenerateDataKey", "kms:Decrypt"},
         "RefreshSchedulerFunction": set(),
     }
 
