@@ -6,6 +6,12 @@ SANDBOX_CLIENT_ID / SANDBOX_CLIENT_SECRET (generated per run by default), TEMPLA
 APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CLIENT_ID and
 APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this
 run's callback URL) instead of the sandbox.
+
+The sandbox's switches (Apicbase at its worst; python -m local.sandbox --help says more):
+SANDBOX_REUSE_PROTECTION=1 (a used refresh token revokes its whole family),
+SANDBOX_GRACE_PERIOD (seconds a rotated refresh token still works), SANDBOX_TOKEN_DELAY
+(seconds the token endpoint waits after carrying out a grant), SANDBOX_ODD_2XX=1 (token
+answers without expires_in), SANDBOX_RATE_LIMIT (requests per minute per user, then 429).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import yaml
 from local import aws as local_aws
 from local import template as tpl
 from local.adapter import Adapter
+from local.sandbox.switches import Switches
 from local.scheduler import RefreshSchedule
 
 HOST = "127.0.0.1"
@@ -83,6 +84,7 @@ class Config:
     log_level: str | None = None
     sandbox_code_lifetime: int = 60
     sandbox_test_hooks: bool = False
+    sandbox_switches: Switches = field(default_factory=Switches)
     sandbox_client_id: str | None = None
     sandbox_client_secret: str | None = field(default=None, repr=False)
     external: ExternalApicbase | None = None
@@ -112,6 +114,10 @@ class Config:
                 raise StartupError(f"to use another Apicbase, also set {', '.join(missing)}")
             external = ExternalApicbase(*(env[name].strip() for name in EXTERNAL_APICBASE_VARS))
         window = env.get("REFRESH_WINDOW_HOURS", "").strip()
+        try:
+            switches = Switches.from_env(env)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         return cls(
             port=number("PORT", 3000, 0, 65535),
             moto_port=number("MOTO_PORT", 5000, 0, 65535),
@@ -121,6 +127,7 @@ class Config:
             log_level=env.get("LOG_LEVEL", "").strip().upper() or None,
             sandbox_code_lifetime=number("SANDBOX_CODE_LIFETIME", 60, 1, 3600),
             sandbox_test_hooks=env.get("SANDBOX_TEST_HOOKS", "").strip().lower() in ("1", "true", "yes"),
+            sandbox_switches=switches,
             sandbox_client_id=env.get("SANDBOX_CLIENT_ID", "").strip() or None,
             sandbox_client_secret=env.get("SANDBOX_CLIENT_SECRET", "").strip() or None,
             external=external,
@@ -244,7 +251,8 @@ def _import_handler(fn: tpl.Function, template: dict[str, Any]) -> LoadedFunctio
 
 
 class SandboxProcess:
-    """``python -m local.sandbox`` as a child process; its stderr goes to ours."""
+    """``python -m local.sandbox`` as a child process; its stderr goes to ours. The client secret
+    goes through its environment: a command line is public to every local user (``ps``)."""
 
     def __init__(self, port: int, client_id: str, client_secret: str, redirect_uri: str, config: Config) -> None:
         command = [
@@ -257,17 +265,19 @@ class SandboxProcess:
             str(port),
             "--client-id",
             client_id,
-            "--client-secret",
-            client_secret,
             "--redirect-uri",
             redirect_uri,
             "--code-lifetime",
             str(config.sandbox_code_lifetime),
+            *config.sandbox_switches.arguments(),
         ]
         if config.sandbox_test_hooks:
             command.append("--test-hooks")
+        # The switches come from the command line only, so that the config decides them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "APICBASE_"))}
+        env["SANDBOX_CLIENT_SECRET"] = client_secret
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command, cwd=tpl.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            command, cwd=tpl.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
         )
         self._stderr_tail: list[str] = []
         self._ready = threading.Event()
