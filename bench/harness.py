@@ -36,7 +36,8 @@ for _path in (str(ROOT), str(LAYER)):
 from local import adapter, scheduler  # noqa: E402
 from local import aws as local_aws  # noqa: E402
 from local import template as tpl  # noqa: E402
-from local.stack import LambdaContext, free_port  # noqa: E402
+from local.runtime import LambdaContext  # noqa: E402
+from local.stack import free_port  # noqa: E402
 
 
 def _powertools_environment() -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The whole service on one machine: moto as AWS, the Apicbase sandbox (or a real Apicbase),
-the unchanged handlers of template.yaml, the API Gateway adapter and the refresh schedule.
+the unchanged handlers of template.yaml in a pool of worker processes per function (as Lambda
+runs containers), the API Gateway adapter and the refresh schedule.
 
 Used by ``python -m local.run`` (foreground, with a banner) and ``python -m local.demo``.
 """
@@ -15,12 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import IO, Any
 from urllib.request import Request, urlopen
 
@@ -30,13 +29,15 @@ import yaml
 from local import aws as local_aws
 from local import template as tpl
 from local.adapter import Adapter
+from local.pool import INHERITED, STOP_SECONDS, Pool, WorkerStartError, pool_size
+from local.runtime import limits
 from local.sandbox.switches import Switches
 from local.scheduler import RefreshSchedule
 
 HOST = "127.0.0.1"
 REGION = local_aws.REGION
-LAYER_PATH = tpl.ROOT / "layers" / "apicbase_oauth"
 SANDBOX_START_SECONDS = 60
+POOL_SIZE_VARIABLE = "LOCAL_POOL_SIZE"  # all functions; LOCAL_POOL_SIZE_<LogicalId> for one
 EXTERNAL_APICBASE_VARS = (
     "APICBASE_AUTHORIZE_URL",
     "APICBASE_TOKEN_URL",
@@ -49,10 +50,6 @@ WORKER_FUNCTION = "RefreshWorkerFunction"
 # Template parameters the environment sets, by the name of the environment variable.
 PARAMETER_SETTINGS = {"RefreshWindowHours": "REFRESH_WINDOW_HOURS", "LogLevel": "LOG_LEVEL"}
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
-# The handlers share Powertools' logger and metrics (one layer) and keep the current request on
-# their resolver: like a Lambda container, a handler runs one event at a time, so every
-# invocation takes this lock.
-INVOKE_LOCK = threading.Lock()
 
 
 class StartupError(Exception):
@@ -89,6 +86,8 @@ class Config:
     sandbox_client_secret: str | None = field(default=None, repr=False)
     external: ExternalApicbase | None = None
     template_path: Path = tpl.TEMPLATE_PATH
+    # Pool sizes set by the environment, by logical id ("*": every function).
+    pool_sizes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -118,6 +117,11 @@ class Config:
             switches = Switches.from_env(env)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        pool_sizes = {
+            name.removeprefix(POOL_SIZE_VARIABLE).removeprefix("_") or "*": number(name, 0, 1, 100)
+            for name in env
+            if name == POOL_SIZE_VARIABLE or name.startswith(POOL_SIZE_VARIABLE + "_")
+        }
         return cls(
             port=number("PORT", 3000, 0, 65535),
             moto_port=number("MOTO_PORT", 5000, 0, 65535),
@@ -132,6 +136,7 @@ class Config:
             sandbox_client_secret=env.get("SANDBOX_CLIENT_SECRET", "").strip() or None,
             external=external,
             template_path=Path(env.get("TEMPLATE_FILE", "").strip() or tpl.TEMPLATE_PATH),
+            pool_sizes={name: size for name, size in pool_sizes.items() if size},
         )
 
 
@@ -196,58 +201,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
-
-
-@dataclass
-class LambdaContext:
-    """What Powertools reads from Lambda's context object."""
-
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_seconds: int
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{local_aws.ACCOUNT}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.started + self.timeout_seconds - time.monotonic()) * 1000))
-
-
-@dataclass
-class LoadedFunction:
-    logical_id: str
-    module: ModuleType
-    handler: Callable[[dict[str, Any], Any], Any]
-    timeout: int
-    memory: int
-
-    def invoke(self, event: dict[str, Any]) -> Any:
-        with INVOKE_LOCK:
-            return self.handler(event, LambdaContext(self.logical_id, self.memory, self.timeout))
-
-
-def _import_handler(fn: tpl.Function, template: dict[str, Any]) -> LoadedFunction:
-    module = fn.import_module(f"local_lambda_{fn.logical_id}")
-    globals_ = template.get("Globals", {}).get("Function", {})
-    return LoadedFunction(
-        logical_id=fn.logical_id,
-        module=module,
-        handler=getattr(module, fn.handler_name),
-        timeout=int(fn.properties.get("Timeout", globals_.get("Timeout", 3))),
-        memory=int(fn.properties.get("MemorySize", globals_.get("MemorySize", 128))),
-    )
 
 
 class SandboxProcess:
@@ -328,11 +281,11 @@ class Stack:
         self.config = config
         self.log_requests = log_requests
         self.template: dict[str, Any] = {}
-        self.functions: dict[str, LoadedFunction] = {}
+        self.pools: dict[str, Pool] = {}
         self.refs: dict[str, str] = {}
         self.adapter: Adapter | None = None
         self.sandbox: SandboxProcess | None = None
-        self.moto: Any = None
+        self.moto: AtomicMoto | None = None
         self.schedule: RefreshSchedule | None = None
         self.client_id = config.sandbox_client_id or f"local-{secrets.token_hex(8)}"
         self.client_secret = config.sandbox_client_secret or secrets.token_urlsafe(32)
@@ -375,7 +328,7 @@ class Stack:
             applications={"default": self._application()},
             parameters=parameters,
         )
-        self._load_functions(functions)
+        self._start_pools(functions)
         if self.sandbox is not None:
             self.sandbox.wait_ready("SANDBOX_PORT")
         self._adapter_thread = threading.Thread(target=self.adapter.serve_forever, name="adapter", daemon=True)
@@ -388,6 +341,7 @@ class Stack:
             region=REGION,
             tick_seconds=config.refresh_tick_seconds,
             batch_size=int(worker_event["Properties"].get("BatchSize", 10)),
+            pollers=self.pools[WORKER_FUNCTION].size,
             scheduler_function=SCHEDULER_FUNCTION,
             worker_function=WORKER_FUNCTION,
             log=log,
@@ -416,73 +370,83 @@ class Stack:
         return parameters
 
     def _start_aws(self) -> None:
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow: only once the checks passed)
-
-        # werkzeug would log every AWS call of the handlers, and Powertools warns on every
-        # invocation that adds no metric (metrics are off here anyway).
+        # werkzeug would log every AWS call of the handlers.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
-        moto = ThreadedMotoServer(ip_address=HOST, port=self.config.moto_port, verbose=False)
+        moto = AtomicMoto(HOST, self.config.moto_port)
         moto.start()
         self.moto = moto
-        host, port = moto.get_host_and_port()
-        self.moto_url = f"http://{host}:{port}"
-        # The handlers' unchanged boto3 clients read these: every AWS call goes to moto, with
-        # credentials that are not anyone's (a profile or session token would be someone's).
+        self.moto_url = moto.url
+        # This process's boto3 (provisioning, the queue poller) and the workers' read these: every
+        # AWS call goes to moto, with credentials that are not anyone's (a profile or session
+        # token would be someone's).
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             os.environ.pop(name, None)
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": self.moto_url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                # No CloudWatch here: EMF metric blobs on stdout would drown the logs.
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-            }
-        )
+        os.environ.update(self._aws_environment())
+
+    def _aws_environment(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            # No CloudWatch here: EMF metric blobs on stdout would drown the logs.
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
 
     @staticmethod
     def _aws_session() -> Any:
         return boto3.session.Session(region_name=REGION)
 
-    def _load_functions(self, functions: dict[str, tpl.Function]) -> None:
-        if str(LAYER_PATH) not in sys.path:
-            sys.path.insert(0, str(LAYER_PATH))  # what the BrokerLayer puts on Lambda's path
-        from apicbase_oauth.errors import ConfigurationError  # noqa: PLC0415 (the layer is on the path now)
-
+    def _start_pools(self, functions: dict[str, tpl.Function]) -> None:
+        """A pool per function, each with one warm worker, started side by side: a handler
+        that cannot start is a StartupError that says why."""
+        inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
         for fn in functions.values():
-            # Each handler builds its Deps from os.environ at import, so its own environment is
-            # set first. The functions' variables have the same names and values except the
-            # scheduler's REFRESH_QUEUE_URL and REFRESH_WINDOW_HOURS, so the process keeps
-            # the union afterwards (read only at import, they change nothing for the others).
-            os.environ.update(local_aws.function_environment(self.template, fn.logical_id, self.refs))
+            env = {
+                **inherited,
+                "PYTHONUNBUFFERED": "1",
+                **self._aws_environment(),
+                **local_aws.function_environment(self.template, fn.logical_id, self.refs),
+            }
+            size = pool_size(self.template, fn, self.refs, self.config.pool_sizes)
+            timeout = limits(self.template, fn)[0]
+            self.pools[fn.logical_id] = Pool(fn.logical_id, self.config.template_path, env, size=size, timeout=timeout)
+        with ThreadPoolExecutor(len(self.pools)) as starting:
+            warming = {name: starting.submit(pool.warm) for name, pool in self.pools.items()}
+        for name, started in warming.items():
             try:
-                self.functions[fn.logical_id] = _import_handler(fn, self.template)
-            except ConfigurationError as exc:
-                raise StartupError(f"{fn.logical_id}: {exc.message}") from None
+                started.result()
+            except WorkerStartError as exc:
+                raise StartupError(f"{name}: {exc}") from None
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        return self.functions[logical_id].invoke(event)
+        return self.pools[logical_id].invoke(event)
 
     def stop(self) -> None:
         """Stop what was started (all of it, or what a failed start got to), once."""
         schedule, sandbox, adapter, moto = self.schedule, self.sandbox, self.adapter, self.moto
+        pools = list(self.pools.values())
         self.schedule = self.sandbox = self.moto = None
+        self.pools = {}
         # Everything is told to stop first and waited for after, so the waits overlap; moto
         # goes last, since the handlers may still be calling it.
         if schedule is not None:
             schedule.stop(wait=False)
         if sandbox is not None:
             sandbox.terminate()
+        for pool in pools:
+            pool.close()
         if adapter is not None and self._adapter_thread is not None:
             adapter.shutdown()
             self._adapter_thread = None
         if adapter is not None:
             adapter.server_close()
+        deadline = time.monotonic() + STOP_SECONDS
+        for pool in pools:
+            pool.join(deadline)
         if schedule is not None:
             schedule.stop()
         if sandbox is not None:
@@ -504,6 +468,45 @@ class Stack:
     def connect_session(self, connection_id: str) -> dict[str, Any]:
         """Start a connect session through the adapter, as an integrator's backend would."""
         return request_json(f"{self.url}/connect-sessions", "POST", {"connection_id": connection_id})
+
+
+class AtomicMoto:
+    """moto's server, one DynamoDB request at a time: moto checks a condition and writes in
+    separate steps, and concurrent workers must meet DynamoDB's atomic conditional writes. (Not
+    every request: an SQS long poll would hold the others up.)"""
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 (slow: only once the checks passed)
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server  # noqa: PLC0415
+
+        moto = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def atomic(environ: dict[str, Any], start_response: Any) -> Any:
+            if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+                return moto(environ, start_response)
+            with lock:
+                return list(moto(environ, start_response))
+
+        self._server = make_server(host, port, atomic, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 def request_json(url: str, method: str = "GET", body: Any = None) -> Any:
