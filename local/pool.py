@@ -70,18 +70,25 @@ def pool_size(template: dict[str, Any], fn: tpl.Function, refs: Mapping[str, str
 
 
 class Worker:
-    """One ``python -m local.runtime`` process and its line protocol."""
+    """One ``python -m local.runtime`` process and its line protocol. It starts with only the
+    basics of this process's environment and gets the function's own with ``start``."""
 
-    def __init__(self, template_path: Path, logical_id: str, env: Mapping[str, str]) -> None:
+    def __init__(self, template_path: Path, logical_id: str) -> None:
         self.logical_id = logical_id
+        env = {name: os.environ[name] for name in INHERITED if name in os.environ}
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", "local.runtime", str(template_path), logical_id],
             cwd=tpl.ROOT,
-            env=dict(env),
+            env={**env, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         self._pending = b""
+
+    def start(self, env: Mapping[str, str]) -> None:
+        """Hand the worker its function's environment, then wait until its handler is imported."""
+        self._send(env)
+        self.wait_ready()
 
     def wait_ready(self) -> None:
         answer = self._read(COLD_START_SECONDS)
@@ -90,16 +97,19 @@ class Worker:
         raise WorkerStartError(answer.get("message") or f"its handler failed to import: {answer.get('error')}")
 
     def call(self, event: dict[str, Any], timeout: float) -> Any:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(json.dumps(event).encode() + b"\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            raise FunctionError(502, self._death()) from None
+        self._send(event)
         answer = self._read(timeout)
         if "error" in answer:
             raise FunctionError(500, f"raised {answer['error']}")
         return answer["result"]
+
+    def _send(self, message: Mapping[str, Any]) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise FunctionError(502, self._death()) from None
 
     def _read(self, timeout: float) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -141,10 +151,18 @@ class Worker:
 
 
 class Pool:
-    """The workers of one function: at most ``size`` processes, each one event at a time."""
+    """The workers of one function: at most ``size`` processes, each one event at a time;
+    ``spare``, a worker started before the environment was known, is the first."""
 
     def __init__(
-        self, logical_id: str, template_path: Path, env: Mapping[str, str], *, size: int, timeout: float
+        self,
+        logical_id: str,
+        template_path: Path,
+        env: Mapping[str, str],
+        *,
+        size: int,
+        timeout: float,
+        spare: Worker | None = None,
     ) -> None:
         self.logical_id = logical_id
         self.size = size
@@ -152,7 +170,8 @@ class Pool:
         self._template_path = template_path
         self._env = dict(env)
         self._idle: list[Worker] = []
-        self._workers: set[Worker] = set()
+        self._spare = spare
+        self._workers: set[Worker] = {spare} if spare else set()
         self._starting = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -194,12 +213,13 @@ class Pool:
             if self._idle:
                 return self._idle.pop()
             self._starting += 1
-        worker = None
+            worker, self._spare = self._spare, None
         try:
-            worker = Worker(self._template_path, self.logical_id, self._env)
-            with self._changed:
-                self._workers.add(worker)
-            worker.wait_ready()
+            if worker is None:
+                worker = Worker(self._template_path, self.logical_id)
+                with self._changed:
+                    self._workers.add(worker)
+            worker.start(self._env)
         except BaseException:
             if worker is not None:
                 self._discard(worker)

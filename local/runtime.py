@@ -1,11 +1,12 @@
 """python -m local.runtime TEMPLATE LOGICAL_ID: one Lambda container of a function of the template.
 
-Imports the handler once (module state stays warm between events, as in a Lambda container),
-answers ``{"ready": true}`` (or ``{"error", "message"}`` if the import failed, then exits 1), then
-runs one event at a time: an event is one JSON line on stdin, its answer one JSON line,
-``{"result": ...}`` or ``{"error": "<type>"}``. The handler's own output goes to stderr, so that
-nothing it prints can be taken for an answer. The environment is the function's, set by the pool.
-Exits 0 at the end of stdin.
+Loads the SDK, then reads the function's environment (a JSON object, the first line on stdin: the
+pool may not know it yet when the process starts) and imports the handler once: module state stays
+warm between events, as in a Lambda container. Answers ``{"ready": true}``, or ``{"error",
+"message"}`` and exits 1 if the import failed. Then one event at a time: an event is one JSON line
+on stdin, its answer one JSON line, ``{"result": ...}`` or ``{"error": "<type>"}``. The handler's
+own output goes to stderr, so that nothing it prints can be taken for an answer. Exits 0 at the
+end of stdin.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     # No CloudWatch here: Powertools warns on every invocation that adds no metric.
     warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+    import boto3  # noqa: F401, PLC0415 (the Lambda runtime's own SDK, loaded while the environment is awaited)
+
+    environment = sys.stdin.readline()
+    if not environment:
+        return 0
+    os.environ.update(json.loads(environment))
     sys.path.insert(0, str(LAYER_PATH))  # what the layer puts on Lambda's path
     try:
         template = tpl.load(Path(template_path))

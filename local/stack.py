@@ -29,9 +29,9 @@ import yaml
 from local import aws as local_aws
 from local import template as tpl
 from local.adapter import Adapter
-from local.pool import INHERITED, STOP_SECONDS, Pool, WorkerStartError, pool_size
+from local.pool import STOP_SECONDS, Pool, Worker, WorkerStartError, pool_size
 from local.runtime import limits
-from local.sandbox.switches import Switches
+from local.sandbox_switches import Switches
 from local.scheduler import RefreshSchedule
 
 HOST = "127.0.0.1"
@@ -282,6 +282,7 @@ class Stack:
         self.log_requests = log_requests
         self.template: dict[str, Any] = {}
         self.pools: dict[str, Pool] = {}
+        self._spares: dict[str, Worker] = {}
         self.refs: dict[str, str] = {}
         self.adapter: Adapter | None = None
         self.sandbox: SandboxProcess | None = None
@@ -317,6 +318,9 @@ class Stack:
             raise StartupError(f"port {config.port} on {HOST} is already in use: set PORT to another port") from None
         parameters = self._parameters()
         check_parameters(self.template, parameters)
+        # The HTTP API's workers load the SDK while AWS is provisioned; the others start cold
+        # at the first tick, as on Lambda. Both keep start-up short.
+        self._spares = {name: Worker(config.template_path, name) for name in {route.function for route in routes}}
         # The sandbox (Django) takes the longest to start: it boots while AWS is provisioned.
         if sandbox_port is not None:
             self.sandbox = SandboxProcess(sandbox_port, self.client_id, self.client_secret, self.callback_url, config)
@@ -401,21 +405,22 @@ class Stack:
         return boto3.session.Session(region_name=REGION)
 
     def _start_pools(self, functions: dict[str, tpl.Function]) -> None:
-        """A pool per function, each with one warm worker, started side by side: a handler
-        that cannot start is a StartupError that says why."""
-        inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
+        """A pool per function; those with a spare worker warm it now, side by side, and a
+        handler that cannot start is a StartupError that says why."""
         for fn in functions.values():
-            env = {
-                **inherited,
-                "PYTHONUNBUFFERED": "1",
-                **self._aws_environment(),
-                **local_aws.function_environment(self.template, fn.logical_id, self.refs),
-            }
+            env = {**self._aws_environment(), **local_aws.function_environment(self.template, fn.logical_id, self.refs)}
             size = pool_size(self.template, fn, self.refs, self.config.pool_sizes)
-            timeout = limits(self.template, fn)[0]
-            self.pools[fn.logical_id] = Pool(fn.logical_id, self.config.template_path, env, size=size, timeout=timeout)
-        with ThreadPoolExecutor(len(self.pools)) as starting:
-            warming = {name: starting.submit(pool.warm) for name, pool in self.pools.items()}
+            self.pools[fn.logical_id] = Pool(
+                fn.logical_id,
+                self.config.template_path,
+                env,
+                size=size,
+                timeout=limits(self.template, fn)[0],
+                spare=self._spares.pop(fn.logical_id, None),
+            )
+        warm = [name for name, pool in self.pools.items() if pool.processes]
+        with ThreadPoolExecutor(len(warm)) as starting:
+            warming = {name: starting.submit(self.pools[name].warm) for name in warm}
         for name, started in warming.items():
             try:
                 started.result()
@@ -429,8 +434,9 @@ class Stack:
         """Stop what was started (all of it, or what a failed start got to), once."""
         schedule, sandbox, adapter, moto = self.schedule, self.sandbox, self.adapter, self.moto
         pools = list(self.pools.values())
+        spares = list(self._spares.values())
         self.schedule = self.sandbox = self.moto = None
-        self.pools = {}
+        self.pools, self._spares = {}, {}
         # Everything is told to stop first and waited for after, so the waits overlap; moto
         # goes last, since the handlers may still be calling it.
         if schedule is not None:
@@ -439,6 +445,8 @@ class Stack:
             sandbox.terminate()
         for pool in pools:
             pool.close()
+        for spare in spares:  # a start that failed before the pools existed
+            spare.kill()
         if adapter is not None and self._adapter_thread is not None:
             adapter.shutdown()
             self._adapter_thread = None

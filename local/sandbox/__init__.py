@@ -15,7 +15,7 @@ From Python (Django settings are process-global: one Sandbox per process, starte
 Apicbase's paths: ``/oauth/authorize/``, ``/oauth/token/``, ``/oauth/introspect/``,
 ``/oauth/revoke_token/`` (RFC 7009) and a protected ``GET /api/v2/accounts/user_info/``; the
 demo user logs in at ``/accounts/login/``. Codes live 60 s, access tokens a week, refresh
-tokens never expire and rotate on each use. Switches (``--help``, ``local.sandbox.switches``)
+tokens never expire and rotate on each use. Switches (``--help``, ``local.sandbox_switches``)
 turn on reuse protection, a grace period, a slow or odd token answer and a rate limit.
 
 Test hooks, served only with ``--test-hooks`` (``test_hooks=True``):

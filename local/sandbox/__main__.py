@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from local.sandbox.server import PortUnavailable, Sandbox
-from local.sandbox.switches import ENVIRONMENT, HELP, Switches
+from local.sandbox_switches import ENVIRONMENT, HELP, Switches
 
 SECRET_VARIABLE = "SANDBOX_CLIENT_SECRET"  # noqa: S105 (a variable name, not a secret)
 

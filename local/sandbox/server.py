@@ -23,7 +23,7 @@ from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 from django.db import connections
 
-from local.sandbox.switches import Switches
+from local.sandbox_switches import Switches
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from oauth2_provider.models import get_access_token_model, get_grant_model, get_
 from oauth2_provider.views import AuthorizationView, IntrospectTokenView, RevokeTokenView, TokenView
 from oauth2_provider.views.mixins import OAuthLibMixin
 
-from local.sandbox.switches import LIVE, Switches
+from local.sandbox_switches import LIVE, Switches
 
 STAT_NAMES = (
     "token_requests",
