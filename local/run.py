@@ -1,7 +1,11 @@
 """python -m local.run: the broker on this machine, with no AWS account and no Docker.
 
+Each function runs in its own pool of worker processes, as Lambda runs containers.
+
 Environment: PORT (3000), MOTO_PORT (5000), SANDBOX_PORT (8000), REFRESH_TICK_SECONDS (60),
-REFRESH_WINDOW_HOURS, LOG_LEVEL, SANDBOX_CODE_LIFETIME (60), SANDBOX_TEST_HOOKS,
+REFRESH_WINDOW_HOURS, LOG_LEVEL, LOCAL_POOL_SIZE (every function's pool size; by default the
+template's reserved concurrency, else the SQS MaximumConcurrency, else 4),
+LOCAL_POOL_SIZE_<LogicalId> (one function's), SANDBOX_CODE_LIFETIME (60), SANDBOX_TEST_HOOKS,
 SANDBOX_CLIENT_ID / SANDBOX_CLIENT_SECRET (generated per run by default), TEMPLATE_FILE; or
 APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CLIENT_ID and
 APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this

@@ -306,6 +306,9 @@ class Stack:
     def start(self) -> None:
         config = self.config
         self.template, functions, routes = load_template(config.template_path)
+        unknown = sorted(set(config.pool_sizes) - set(functions) - {"*"})
+        if unknown:
+            raise StartupError(f"{POOL_SIZE_VARIABLE}_{unknown[0]}: the template has no function {unknown[0]}")
         ensure_port_free(config.moto_port, "MOTO_PORT")
         sandbox_port = None
         if config.external is None:

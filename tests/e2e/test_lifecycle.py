@@ -74,6 +74,23 @@ def test_a_broken_template_gives_one_line(tmp_path: Path) -> None:
     assert_one_clear_line(result, "template.yaml is not valid YAML")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "phrase"),
+    [
+        ("LOCAL_POOL_SIZE", "many", "LOCAL_POOL_SIZE must be a number"),
+        ("LOCAL_POOL_SIZE_ConnectionsFunction", "0", "must be between 1 and 100"),
+        ("LOCAL_POOL_SIZE_NoSuchFunction", "2", "the template has no function NoSuchFunction"),
+        ("SANDBOX_RATE_LIMIT", "lots", "SANDBOX_RATE_LIMIT must be a number"),
+    ],
+)
+def test_a_bad_pool_size_or_switch_gives_one_line(variable: str, value: str, phrase: str) -> None:
+    # When the run starts with a setting it cannot use
+    result = run_briefly(run_env(**{variable: value, "PORT": str(free_port()), "MOTO_PORT": str(free_port())}))
+
+    # Then one line says which and why
+    assert_one_clear_line(result, phrase)
+
+
 def test_a_python_older_than_3_11_gives_one_line() -> None:
     # Given an interpreter that says it is 3.10
     pretend = "import sys; sys.version_info = (3, 10, 14, 'final', 0); from local.run import main; sys.exit(main())"
