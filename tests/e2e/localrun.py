@@ -7,7 +7,9 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,27 @@ CODE_LIFETIME_SECONDS = 5
 # Only connections expiring within the hour are due, so the scheduler refreshes the tokens the
 # scheduled-refresh test imports with a short expiry and leaves the week-long ones alone.
 REFRESH_WINDOW_HOURS = 1
+
+
+def at_once(calls: list[Callable[[], Any]], expected: type[Exception]) -> list[Any]:
+    """Every call from its own thread, all released at the same moment; each one's result, or
+    the ``expected`` exception it raised, in order."""
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except expected as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
 
 
 def query_of(url: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ connection lost (its whole token family revoked)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.localrun import ARTIFACTS, CLIENT_ID, LocalRun
+from tests.e2e.localrun import ARTIFACTS, CLIENT_ID, LocalRun, at_once
 
 pytestmark = pytest.mark.e2e
 
@@ -37,24 +36,9 @@ def quiet_run() -> Iterator[LocalRun]:
         run.stop()
 
 
-def together(count: int, call: Callable[[], requests.Response]) -> list[requests.Response]:
-    """``call`` from ``count`` threads released at the same moment; each answer, in order."""
-    start = threading.Barrier(count)
-    answers: list[Any] = [None] * count
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            answers[i] = call()
-        except requests.RequestException as exc:
-            answers[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return answers
+def together(count: int, call: Callable[[], requests.Response]) -> list[Any]:
+    """``call`` from ``count`` clients at once: each answer, or the error it met."""
+    return at_once([call] * count, requests.RequestException)
 
 
 def warm_admin_workers(run: LocalRun) -> None:

@@ -17,6 +17,8 @@ from local import template as tpl
 from local.adapter import Adapter
 from local.pool import DEFAULT_POOL_SIZE, FunctionError, Pool, WorkerStartError, pool_size
 
+from tests.e2e.localrun import at_once
+
 pytestmark = pytest.mark.e2e
 
 HANDLER = """
@@ -72,20 +74,7 @@ def make_pool(tmp_path: Path) -> Iterator[Any]:
 
 
 def invoke_together(pool: Pool, events: list[dict[str, Any]]) -> list[Any]:
-    results: list[Any] = [None] * len(events)
-
-    def run(i: int) -> None:
-        try:
-            results[i] = pool.invoke(events[i])
-        except FunctionError as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(events))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results
+    return at_once([lambda event=event: pool.invoke(event) for event in events], FunctionError)
 
 
 def test_workers_run_one_event_at_a_time_and_stay_warm(make_pool: Any) -> None:
@@ -105,36 +94,30 @@ def test_workers_run_one_event_at_a_time_and_stay_warm(make_pool: Any) -> None:
     assert all(0 < r["remaining_ms"] <= 3000 for r in results)
 
 
-def test_a_worker_that_dies_answers_502_and_is_replaced(make_pool: Any) -> None:
+@pytest.mark.parametrize(
+    ("event", "status", "detail", "same_worker"),
+    [
+        ({"exit": True}, 502, "worker process died (exit code 3)", False),
+        ({"raise": True}, 500, "raised ValueError", True),
+    ],
+    ids=["process-dies", "handler-raises"],
+)
+def test_a_failed_event_is_api_gateways_error_and_only_a_dead_worker_is_replaced(
+    make_pool: Any, event: dict[str, Any], status: int, detail: str, same_worker: bool
+) -> None:
     # Given a warm worker
     pool = make_pool(size=1)
     first = pool.invoke({})
 
-    # When its process dies during an event
-    with pytest.raises(FunctionError) as died:
-        pool.invoke({"exit": True})
-
-    # Then that event fails with 502, and the next one gets a new process (cold: no memory)
-    assert died.value.status == 502
-    assert "exit code 3" in died.value.detail
-    after = pool.invoke({})
-    assert after["pid"] != first["pid"]
-    assert after["calls"] == 1
-
-
-def test_a_handler_error_is_500_and_keeps_the_worker(make_pool: Any) -> None:
-    # Given a warm worker
-    pool = make_pool(size=1)
-    first = pool.invoke({})
-
-    # When its handler raises
+    # When its process dies during an event, or its handler raises
     with pytest.raises(FunctionError) as failed:
-        pool.invoke({"raise": True})
+        pool.invoke(event)
 
-    # Then the event fails with 500, naming the type only, and the worker goes on
-    assert failed.value.status == 500
-    assert failed.value.detail == "raised ValueError"
-    assert pool.invoke({})["pid"] == first["pid"]
+    # Then the event fails with 502 or 500, naming no request data; a worker that died is
+    # replaced by a cold one (no memory of earlier events), one whose handler raised goes on
+    assert (failed.value.status, failed.value.detail) == (status, detail)
+    after = pool.invoke({})
+    assert (after["pid"] == first["pid"], after["calls"]) == ((True, 3) if same_worker else (False, 1))
 
 
 def test_a_worker_past_its_timeout_is_stopped(make_pool: Any) -> None:
