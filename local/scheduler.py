@@ -75,7 +75,8 @@ class _Loop(threading.Thread):
                 self._step()
             except Exception as exc:  # e.g. moto stopping underneath us at shutdown
                 if not self._stopping.is_set():
-                    self._log(f"{self.name}: {type(exc).__name__}")
+                    # A pool's FunctionError says what happened to the invocation (never request data).
+                    self._log(f"{self.name}: {type(exc).__name__} {getattr(exc, 'detail', '')}".rstrip())
                     self._stopping.wait(1)
 
 
