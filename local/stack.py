@@ -422,7 +422,7 @@ class Stack:
                 spare=self._spares.pop(fn.logical_id, None),
             )
         warm = [name for name, pool in self.pools.items() if pool.processes]
-        with ThreadPoolExecutor(len(warm)) as starting:
+        with ThreadPoolExecutor(max(1, len(warm))) as starting:
             warming = {name: starting.submit(self.pools[name].warm) for name in warm}
         for name, started in warming.items():
             try:
