@@ -64,6 +64,9 @@ def banner(stack: Any, started: float) -> str:
         lines.append(f"  Apicbase:         {stack.config.external.authorize_url}   (your application)")
     lines += [
         f"  AWS (moto):       {stack.moto_url}",
+        "  worker processes: at most "
+        + ", ".join(f"{pool.size} {name}" for name, pool in stack.pools.items())
+        + " (LOCAL_POOL_SIZE)",
         f"  refresh schedule: every {stack.config.refresh_tick_seconds:g} s, worker fed from the local queue",
         "",
         "  NOTE: admin routes are served WITHOUT SigV4 (no IAM auth) here; everything listens on 127.0.0.1 only.",
