@@ -206,29 +206,36 @@ class Pool:
 
     def _acquire(self) -> Worker:
         with self._changed:
-            while not self._idle and len(self._workers) + self._starting >= self.size and not self._closed:
+            while not (self._idle or self._spare or self._closed) and len(self._workers) + self._starting >= self.size:
                 self._changed.wait()
             if self._closed:
                 raise FunctionError(503, "the local stack is stopping")
             if self._idle:
                 return self._idle.pop()
-            self._starting += 1
             worker, self._spare = self._spare, None
+            if worker is None:
+                self._starting += 1  # a slot taken while its process starts
         try:
             if worker is None:
-                worker = Worker(self._template_path, self.logical_id)
-                with self._changed:
-                    self._workers.add(worker)
+                worker = self._spawn()
             worker.start(self._env)
         except BaseException:
             if worker is not None:
                 self._discard(worker)
             raise
+        return worker
+
+    def _spawn(self) -> Worker:
+        worker = None
+        try:
+            worker = Worker(self._template_path, self.logical_id)
+            return worker
         finally:
             with self._changed:
                 self._starting -= 1
+                if worker is not None:
+                    self._workers.add(worker)
                 self._changed.notify_all()
-        return worker
 
     def _release(self, worker: Worker) -> None:
         with self._changed:

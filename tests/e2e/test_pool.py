@@ -15,7 +15,7 @@ import requests
 import yaml
 from local import template as tpl
 from local.adapter import Adapter
-from local.pool import DEFAULT_POOL_SIZE, FunctionError, Pool, WorkerStartError, pool_size
+from local.pool import DEFAULT_POOL_SIZE, FunctionError, Pool, Worker, WorkerStartError, pool_size
 
 from tests.e2e.localrun import at_once
 
@@ -118,6 +118,24 @@ def test_a_failed_event_is_api_gateways_error_and_only_a_dead_worker_is_replaced
     assert (failed.value.status, failed.value.detail) == (status, detail)
     after = pool.invoke({})
     assert (after["pid"] == first["pid"], after["calls"]) == ((True, 3) if same_worker else (False, 1))
+
+
+def test_a_spare_worker_started_early_is_the_first_one(make_pool: Any, tmp_path: Path) -> None:
+    # Given a pool of one whose worker was started before its environment was known
+    template = write_template(tmp_path)
+    spare = Worker(template, "TestFunction")
+    pool = Pool("TestFunction", template, {"FAIL_AT_IMPORT": ""}, size=1, timeout=3, spare=spare)
+
+    # When events come
+    try:
+        results = invoke_together(pool, [{}, {}])
+    finally:
+        pool.close()
+        pool.join(time.monotonic() + 5)
+
+    # Then the spare ran them both, one after the other
+    assert [r["pid"] for r in results] == [spare.process.pid] * 2
+    assert sorted(r["calls"] for r in results) == [1, 2]
 
 
 def test_a_worker_past_its_timeout_is_stopped(make_pool: Any) -> None:
