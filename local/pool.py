@@ -265,7 +265,6 @@ class Pool:
         with self._changed:
             workers = list(self._workers)
         for worker in workers:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.kill()  # if still running; and its pipes closed either way
