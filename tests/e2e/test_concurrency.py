@@ -46,7 +46,7 @@ def warm_admin_workers(run: LocalRun) -> None:
     the lease and not in the queue for a new process."""
     warm = together(CALLERS, lambda: requests.get(f"{run.url}/connections/e2e-nobody", timeout=120))
     assert [a.status_code for a in warm] == [404] * CALLERS
-    assert run.worker_processes(ADMIN_FUNCTION) >= CALLERS // 2
+    assert run.worker_processes(ADMIN_FUNCTION) >= CALLERS // 4
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
