@@ -206,7 +206,14 @@ class Pool:
 
     def _acquire(self) -> Worker:
         with self._changed:
-            while not (self._idle or self._spare or self._closed) and len(self._workers) + self._starting >= self.size:
+            while True:
+                # A worker that died while idle is not used again (Lambda would not either).
+                for dead in [worker for worker in self._idle if worker.process.poll() is not None]:
+                    self._idle.remove(dead)
+                    self._workers.discard(dead)
+                    dead.kill()  # closes its pipes
+                if self._idle or self._spare or self._closed or len(self._workers) + self._starting < self.size:
+                    break
                 self._changed.wait()
             if self._closed:
                 raise FunctionError(503, "the local stack is stopping")

@@ -3,6 +3,8 @@ module state, and are replaced when they die or time out; sizes read from the te
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import threading
 import time
@@ -118,6 +120,24 @@ def test_a_failed_event_is_api_gateways_error_and_only_a_dead_worker_is_replaced
     assert (failed.value.status, failed.value.detail) == (status, detail)
     after = pool.invoke({})
     assert (after["pid"] == first["pid"], after["calls"]) == ((True, 3) if same_worker else (False, 1))
+
+
+def test_a_worker_that_died_while_idle_is_not_used_again(make_pool: Any) -> None:
+    # Given a warm worker that is then killed while it waits for events (out of memory, say)
+    pool = make_pool(size=1)
+    first = pool.invoke({})
+    os.kill(first["pid"], signal.SIGKILL)
+    stat = Path(f"/proc/{first['pid']}/stat")
+    deadline = time.monotonic() + 10
+    while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it is a zombie: dead, not yet reaped
+
+    # When the next event comes
+    after = pool.invoke({})
+
+    # Then a new worker serves it, without an error
+    assert after["pid"] != first["pid"]
+    assert pool.processes == 1
 
 
 def test_a_spare_worker_started_early_is_the_first_one(make_pool: Any, tmp_path: Path) -> None:
