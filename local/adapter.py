@@ -1,8 +1,8 @@
 """A stand-in for API Gateway (HTTP API, payload format 2.0) on 127.0.0.1.
 
 Serves the HttpApi routes read from template.yaml by turning each request into the event API
-Gateway would send, calling the function's handler in process, and turning its answer back
-into HTTP. There is no SigV4 here: AWS_IAM routes get a fake identity saying so.
+Gateway would send, invoking the function (in its pool of worker processes), and turning its
+answer back into HTTP. There is no SigV4 here: AWS_IAM routes get a fake identity saying so.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from local.aws import ACCOUNT
+from local.pool import FunctionError
 from local.template import Route
 
 API_ID = "local"
@@ -189,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
         )
         try:
             return http_response(self.server.invoke(route.function, event))
+        except FunctionError as exc:  # 500 for a function error, 502 for a worker that died
+            self.server.log(f"{route.function} {exc.detail}")
+            return _api_gateway_error(exc.status, exc.message)
         except Exception as exc:  # a crashed function is API Gateway's 500, not a dropped connection
             # The type only: an exception's text could carry request data.
             self.server.log(f"{route.function} crashed: {type(exc).__name__}")

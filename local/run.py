@@ -1,11 +1,21 @@
 """python -m local.run: the broker on this machine, with no AWS account and no Docker.
 
+Each function runs in its own pool of worker processes, as Lambda runs containers.
+
 Environment: PORT (3000), MOTO_PORT (5000), SANDBOX_PORT (8000), REFRESH_TICK_SECONDS (60),
-REFRESH_WINDOW_HOURS, LOG_LEVEL, SANDBOX_CODE_LIFETIME (60), SANDBOX_TEST_HOOKS,
+REFRESH_WINDOW_HOURS, LOG_LEVEL, LOCAL_POOL_SIZE (every function's pool size; by default the
+template's reserved concurrency, else the SQS MaximumConcurrency, else 4),
+LOCAL_POOL_SIZE_<LogicalId> (one function's), SANDBOX_CODE_LIFETIME (60), SANDBOX_TEST_HOOKS,
 SANDBOX_CLIENT_ID / SANDBOX_CLIENT_SECRET (generated per run by default), TEMPLATE_FILE; or
 APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CLIENT_ID and
 APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this
 run's callback URL) instead of the sandbox.
+
+The sandbox's switches (Apicbase at its worst; python -m local.sandbox --help says more):
+SANDBOX_REUSE_PROTECTION=1 (a used refresh token revokes its whole family),
+SANDBOX_GRACE_PERIOD (seconds a rotated refresh token still works), SANDBOX_TOKEN_DELAY
+(seconds the token endpoint waits after carrying out a grant), SANDBOX_ODD_2XX=1 (token
+answers without expires_in), SANDBOX_RATE_LIMIT (requests per minute per user, then 429).
 """
 
 from __future__ import annotations
@@ -54,6 +64,9 @@ def banner(stack: Any, started: float) -> str:
         lines.append(f"  Apicbase:         {stack.config.external.authorize_url}   (your application)")
     lines += [
         f"  AWS (moto):       {stack.moto_url}",
+        "  worker processes: at most "
+        + ", ".join(f"{pool.size} {name}" for name, pool in stack.pools.items())
+        + " (LOCAL_POOL_SIZE)",
         f"  refresh schedule: every {stack.config.refresh_tick_seconds:g} s, worker fed from the local queue",
         "",
         "  NOTE: admin routes are served WITHOUT SigV4 (no IAM auth) here; everything listens on 127.0.0.1 only.",

@@ -1,6 +1,9 @@
 """The refresh schedule as AWS runs it: a timer invoking the scheduler function (EventBridge
-Scheduler) and a poller feeding the worker function from the queue (Lambda's SQS event source,
-with ReportBatchItemFailures: only the messages the handler did not report failed are deleted)."""
+Scheduler) and pollers feeding the worker function from the queue (Lambda's SQS event source:
+batches, as many at once as the worker's pool has processes, with ReportBatchItemFailures: only
+the messages the handler did not report failed are deleted; the others, and a whole batch whose
+invocation failed, come back after the visibility timeout and go to the DLQ after
+maxReceiveCount receives, both moto's)."""
 
 from __future__ import annotations
 
@@ -72,7 +75,8 @@ class _Loop(threading.Thread):
                 self._step()
             except Exception as exc:  # e.g. moto stopping underneath us at shutdown
                 if not self._stopping.is_set():
-                    self._log(f"{self.name}: {type(exc).__name__}")
+                    # A pool's FunctionError says what happened to the invocation (never request data).
+                    self._log(f"{self.name}: {type(exc).__name__} {getattr(exc, 'detail', '')}".rstrip())
                     self._stopping.wait(1)
 
 
@@ -88,6 +92,7 @@ class RefreshSchedule:
         region: str,
         tick_seconds: float,
         batch_size: int,
+        pollers: int,
         scheduler_function: str,
         worker_function: str,
         log: Log,
@@ -106,7 +111,7 @@ class RefreshSchedule:
         self._stopping = threading.Event()
         self._threads = [
             _Loop("refresh-schedule", self._tick, self._stopping, log),
-            _Loop("refresh-queue-poller", self.poll_once, self._stopping, log),
+            *(_Loop(f"refresh-queue-poller-{n}", self.poll_once, self._stopping, log) for n in range(max(1, pollers))),
         ]
 
     def start(self) -> None:

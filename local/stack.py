@@ -1,5 +1,6 @@
 """The whole service on one machine: moto as AWS, the Apicbase sandbox (or a real Apicbase),
-the unchanged handlers of template.yaml, the API Gateway adapter and the refresh schedule.
+the unchanged handlers of template.yaml in a pool of worker processes per function (as Lambda
+runs containers), the API Gateway adapter and the refresh schedule.
 
 Used by ``python -m local.run`` (foreground, with a banner) and ``python -m local.demo``.
 """
@@ -15,11 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import IO, Any
 from urllib.request import Request, urlopen
 
@@ -29,13 +29,15 @@ import yaml
 from local import aws as local_aws
 from local import template as tpl
 from local.adapter import Adapter
-from local.lambda_context import LambdaContext
+from local.pool import STOP_SECONDS, Pool, Worker, WorkerStartError, pool_size
+from local.runtime import limits
+from local.sandbox_switches import Switches
 from local.scheduler import RefreshSchedule
 
 HOST = "127.0.0.1"
 REGION = local_aws.REGION
-LAYER_PATH = tpl.ROOT / "layers" / "apicbase_oauth"
 SANDBOX_START_SECONDS = 60
+POOL_SIZE_VARIABLE = "LOCAL_POOL_SIZE"  # all functions; LOCAL_POOL_SIZE_<LogicalId> for one
 EXTERNAL_APICBASE_VARS = (
     "APICBASE_AUTHORIZE_URL",
     "APICBASE_TOKEN_URL",
@@ -48,10 +50,6 @@ WORKER_FUNCTION = "RefreshWorkerFunction"
 # Template parameters the environment sets, by the name of the environment variable.
 PARAMETER_SETTINGS = {"RefreshWindowHours": "REFRESH_WINDOW_HOURS", "LogLevel": "LOG_LEVEL"}
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
-# The handlers share Powertools' logger and metrics (one layer) and keep the current request on
-# their resolver: like a Lambda container, a handler runs one event at a time, so every
-# invocation takes this lock.
-INVOKE_LOCK = threading.Lock()
 
 
 class StartupError(Exception):
@@ -83,10 +81,13 @@ class Config:
     log_level: str | None = None
     sandbox_code_lifetime: int = 60
     sandbox_test_hooks: bool = False
+    sandbox_switches: Switches = field(default_factory=Switches)
     sandbox_client_id: str | None = None
     sandbox_client_secret: str | None = field(default=None, repr=False)
     external: ExternalApicbase | None = None
     template_path: Path = tpl.TEMPLATE_PATH
+    # Pool sizes set by the environment, by logical id ("*": every function).
+    pool_sizes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -112,6 +113,15 @@ class Config:
                 raise StartupError(f"to use another Apicbase, also set {', '.join(missing)}")
             external = ExternalApicbase(*(env[name].strip() for name in EXTERNAL_APICBASE_VARS))
         window = env.get("REFRESH_WINDOW_HOURS", "").strip()
+        try:
+            switches = Switches.from_env(env)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        pool_sizes = {
+            name.removeprefix(POOL_SIZE_VARIABLE).removeprefix("_") or "*": number(name, 0, 1, 100)
+            for name in env
+            if name == POOL_SIZE_VARIABLE or name.startswith(POOL_SIZE_VARIABLE + "_")
+        }
         return cls(
             port=number("PORT", 3000, 0, 65535),
             moto_port=number("MOTO_PORT", 5000, 0, 65535),
@@ -121,10 +131,12 @@ class Config:
             log_level=env.get("LOG_LEVEL", "").strip().upper() or None,
             sandbox_code_lifetime=number("SANDBOX_CODE_LIFETIME", 60, 1, 3600),
             sandbox_test_hooks=env.get("SANDBOX_TEST_HOOKS", "").strip().lower() in ("1", "true", "yes"),
+            sandbox_switches=switches,
             sandbox_client_id=env.get("SANDBOX_CLIENT_ID", "").strip() or None,
             sandbox_client_secret=env.get("SANDBOX_CLIENT_SECRET", "").strip() or None,
             external=external,
             template_path=Path(env.get("TEMPLATE_FILE", "").strip() or tpl.TEMPLATE_PATH),
+            pool_sizes={name: size for name, size in pool_sizes.items() if size},
         )
 
 
@@ -191,33 +203,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@dataclass
-class LoadedFunction:
-    logical_id: str
-    module: ModuleType
-    handler: Callable[[dict[str, Any], Any], Any]
-    timeout: int
-    memory: int
-
-    def invoke(self, event: dict[str, Any]) -> Any:
-        with INVOKE_LOCK:
-            return self.handler(event, LambdaContext(self.logical_id, self.memory, self.timeout))
-
-
-def _import_handler(fn: tpl.Function, template: dict[str, Any]) -> LoadedFunction:
-    module = fn.import_module(f"local_lambda_{fn.logical_id}")
-    globals_ = template.get("Globals", {}).get("Function", {})
-    return LoadedFunction(
-        logical_id=fn.logical_id,
-        module=module,
-        handler=getattr(module, fn.handler_name),
-        timeout=int(fn.properties.get("Timeout", globals_.get("Timeout", 3))),
-        memory=int(fn.properties.get("MemorySize", globals_.get("MemorySize", 128))),
-    )
-
-
 class SandboxProcess:
-    """``python -m local.sandbox`` as a child process; its stderr goes to ours."""
+    """``python -m local.sandbox`` as a child process; its stderr goes to ours. The client secret
+    goes through its environment: a command line is public to every local user (``ps``)."""
 
     def __init__(self, port: int, client_id: str, client_secret: str, redirect_uri: str, config: Config) -> None:
         command = [
@@ -230,17 +218,19 @@ class SandboxProcess:
             str(port),
             "--client-id",
             client_id,
-            "--client-secret",
-            client_secret,
             "--redirect-uri",
             redirect_uri,
             "--code-lifetime",
             str(config.sandbox_code_lifetime),
+            *config.sandbox_switches.arguments(),
         ]
         if config.sandbox_test_hooks:
             command.append("--test-hooks")
+        # The switches come from the command line only, so that the config decides them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "APICBASE_"))}
+        env["SANDBOX_CLIENT_SECRET"] = client_secret
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            command, cwd=tpl.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            command, cwd=tpl.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
         )
         self._stderr_tail: list[str] = []
         self._ready = threading.Event()
@@ -291,11 +281,12 @@ class Stack:
         self.config = config
         self.log_requests = log_requests
         self.template: dict[str, Any] = {}
-        self.functions: dict[str, LoadedFunction] = {}
+        self.pools: dict[str, Pool] = {}
+        self._spares: dict[str, Worker] = {}
         self.refs: dict[str, str] = {}
         self.adapter: Adapter | None = None
         self.sandbox: SandboxProcess | None = None
-        self.moto: Any = None
+        self.moto: AtomicMoto | None = None
         self.schedule: RefreshSchedule | None = None
         self.client_id = config.sandbox_client_id or f"local-{secrets.token_hex(8)}"
         self.client_secret = config.sandbox_client_secret or secrets.token_urlsafe(32)
@@ -315,6 +306,9 @@ class Stack:
     def start(self) -> None:
         config = self.config
         self.template, functions, routes = load_template(config.template_path)
+        unknown = sorted(set(config.pool_sizes) - set(functions) - {"*"})
+        if unknown:
+            raise StartupError(f"{POOL_SIZE_VARIABLE}_{unknown[0]}: the template has no function {unknown[0]}")
         ensure_port_free(config.moto_port, "MOTO_PORT")
         sandbox_port = None
         if config.external is None:
@@ -327,6 +321,9 @@ class Stack:
             raise StartupError(f"port {config.port} on {HOST} is already in use: set PORT to another port") from None
         parameters = self._parameters()
         check_parameters(self.template, parameters)
+        # The HTTP API's workers load the SDK while AWS is provisioned; the others start cold
+        # at the first tick, as on Lambda. Both keep start-up short.
+        self._spares = {name: Worker(config.template_path, name) for name in {route.function for route in routes}}
         # The sandbox (Django) takes the longest to start: it boots while AWS is provisioned.
         if sandbox_port is not None:
             self.sandbox = SandboxProcess(sandbox_port, self.client_id, self.client_secret, self.callback_url, config)
@@ -338,7 +335,7 @@ class Stack:
             applications={"default": self._application()},
             parameters=parameters,
         )
-        self._load_functions(functions)
+        self._start_pools(functions)
         if self.sandbox is not None:
             self.sandbox.wait_ready("SANDBOX_PORT")
         self._adapter_thread = threading.Thread(target=self.adapter.serve_forever, name="adapter", daemon=True)
@@ -351,6 +348,7 @@ class Stack:
             region=REGION,
             tick_seconds=config.refresh_tick_seconds,
             batch_size=int(worker_event["Properties"].get("BatchSize", 10)),
+            pollers=self.pools[WORKER_FUNCTION].size,
             scheduler_function=SCHEDULER_FUNCTION,
             worker_function=WORKER_FUNCTION,
             log=log,
@@ -379,73 +377,87 @@ class Stack:
         return parameters
 
     def _start_aws(self) -> None:
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415 (slow: only once the checks passed)
-
-        # werkzeug would log every AWS call of the handlers, and Powertools warns on every
-        # invocation that adds no metric (metrics are off here anyway).
+        # werkzeug would log every AWS call of the handlers.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
-        moto = ThreadedMotoServer(ip_address=HOST, port=self.config.moto_port, verbose=False)
+        moto = AtomicMoto(HOST, self.config.moto_port)
         moto.start()
         self.moto = moto
-        host, port = moto.get_host_and_port()
-        self.moto_url = f"http://{host}:{port}"
-        # The handlers' unchanged boto3 clients read these: every AWS call goes to moto, with
-        # credentials that are not anyone's (a profile or session token would be someone's).
+        self.moto_url = moto.url
+        # This process's boto3 (provisioning, the queue poller) and the workers' read these: every
+        # AWS call goes to moto, with credentials that are not anyone's (a profile or session
+        # token would be someone's).
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             os.environ.pop(name, None)
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": self.moto_url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                # No CloudWatch here: EMF metric blobs on stdout would drown the logs.
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-            }
-        )
+        os.environ.update(self._aws_environment())
+
+    def _aws_environment(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            # No CloudWatch here: EMF metric blobs on stdout would drown the logs.
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
 
     @staticmethod
     def _aws_session() -> Any:
         return boto3.session.Session(region_name=REGION)
 
-    def _load_functions(self, functions: dict[str, tpl.Function]) -> None:
-        if str(LAYER_PATH) not in sys.path:
-            sys.path.insert(0, str(LAYER_PATH))  # what the BrokerLayer puts on Lambda's path
-        from apicbase_oauth.errors import ConfigurationError  # noqa: PLC0415 (the layer is on the path now)
-
+    def _start_pools(self, functions: dict[str, tpl.Function]) -> None:
+        """A pool per function; those with a spare worker warm it now, side by side, and a
+        handler that cannot start is a StartupError that says why."""
         for fn in functions.values():
-            # Each handler builds its Deps from os.environ at import, so its own environment is
-            # set first. The functions' variables have the same names and values except the
-            # scheduler's REFRESH_QUEUE_URL and REFRESH_WINDOW_HOURS, so the process keeps
-            # the union afterwards (read only at import, they change nothing for the others).
-            os.environ.update(local_aws.function_environment(self.template, fn.logical_id, self.refs))
+            env = {**self._aws_environment(), **local_aws.function_environment(self.template, fn.logical_id, self.refs)}
+            size = pool_size(self.template, fn, self.refs, self.config.pool_sizes)
+            self.pools[fn.logical_id] = Pool(
+                fn.logical_id,
+                self.config.template_path,
+                env,
+                size=size,
+                timeout=limits(self.template, fn)[0],
+                spare=self._spares.pop(fn.logical_id, None),
+            )
+        warm = [name for name, pool in self.pools.items() if pool.processes]
+        with ThreadPoolExecutor(max(1, len(warm))) as starting:
+            warming = {name: starting.submit(self.pools[name].warm) for name in warm}
+        for name, started in warming.items():
             try:
-                self.functions[fn.logical_id] = _import_handler(fn, self.template)
-            except ConfigurationError as exc:
-                raise StartupError(f"{fn.logical_id}: {exc.message}") from None
+                started.result()
+            except WorkerStartError as exc:
+                raise StartupError(f"{name}: {exc}") from None
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        return self.functions[logical_id].invoke(event)
+        return self.pools[logical_id].invoke(event)
 
     def stop(self) -> None:
         """Stop what was started (all of it, or what a failed start got to), once."""
         schedule, sandbox, adapter, moto = self.schedule, self.sandbox, self.adapter, self.moto
+        pools = list(self.pools.values())
+        spares = list(self._spares.values())
         self.schedule = self.sandbox = self.moto = None
+        self.pools, self._spares = {}, {}
         # Everything is told to stop first and waited for after, so the waits overlap; moto
         # goes last, since the handlers may still be calling it.
         if schedule is not None:
             schedule.stop(wait=False)
         if sandbox is not None:
             sandbox.terminate()
+        for pool in pools:
+            pool.close()
+        for spare in spares:  # a start that failed before the pools existed
+            spare.kill()
         if adapter is not None and self._adapter_thread is not None:
             adapter.shutdown()
             self._adapter_thread = None
         if adapter is not None:
             adapter.server_close()
+        deadline = time.monotonic() + STOP_SECONDS
+        for pool in pools:
+            pool.join(deadline)
         if schedule is not None:
             schedule.stop()
         if sandbox is not None:
@@ -467,6 +479,45 @@ class Stack:
     def connect_session(self, connection_id: str) -> dict[str, Any]:
         """Start a connect session through the adapter, as an integrator's backend would."""
         return request_json(f"{self.url}/connect-sessions", "POST", {"connection_id": connection_id})
+
+
+class AtomicMoto:
+    """moto's server, one DynamoDB request at a time: moto checks a condition and writes in
+    separate steps, and concurrent workers must meet DynamoDB's atomic conditional writes. (Not
+    every request: an SQS long poll would hold the others up.)"""
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 (slow: only once the checks passed)
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server  # noqa: PLC0415
+
+        moto = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def atomic(environ: dict[str, Any], start_response: Any) -> Any:
+            if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+                return moto(environ, start_response)
+            with lock:
+                return list(moto(environ, start_response))
+
+        self._server = make_server(host, port, atomic, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 def request_json(url: str, method: str = "GET", body: Any = None) -> Any:

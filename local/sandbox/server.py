@@ -23,6 +23,8 @@ from django.core.management import call_command
 from django.core.wsgi import get_wsgi_application
 from django.db import connections
 
+from local.sandbox_switches import Switches
+
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "Apicbase OAuth Broker (local)"
@@ -88,6 +90,7 @@ class Sandbox:
         test_hooks: bool = False,
         username: str = "demo",
         password: str = "demo",  # noqa: S107 (the sandbox's demo user)
+        switches: Switches | None = None,
     ) -> None:
         parsed = urlparse(redirect_uri)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -107,6 +110,7 @@ class Sandbox:
         self.test_hooks = test_hooks
         self.username = username
         self.password = password
+        self.switches = switches or Switches()
         self._server: _ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._temporary_dir: Path | None = None
@@ -181,6 +185,7 @@ class Sandbox:
             access_token_lifetime=self.access_token_lifetime,
             test_hooks=self.test_hooks,
             username=self.username,
+            switches=self.switches,
         )
         django.setup()
         _create_schema(data_dir)
@@ -207,6 +212,7 @@ def _configure_django(
     access_token_lifetime: int,
     test_hooks: bool,
     username: str,
+    switches: Switches,
 ) -> None:
     settings.configure(
         DEBUG=False,
@@ -277,16 +283,18 @@ def _configure_django(
             "AUTHORIZATION_CODE_EXPIRE_SECONDS": code_lifetime,
             "ACCESS_TOKEN_EXPIRE_SECONDS": access_token_lifetime,
             # Spelled out rather than left to DOT's defaults, which a future DOT may change:
-            # refresh tokens never expire and rotate on every use, with no grace period.
+            # refresh tokens never expire and rotate on every use (grace and reuse protection
+            # are switches).
             "REFRESH_TOKEN_EXPIRE_SECONDS": None,
             "ROTATE_REFRESH_TOKEN": True,
-            "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+            "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": switches.grace_period,
+            "REFRESH_TOKEN_REUSE_PROTECTION": switches.reuse_protection,
             "PKCE_REQUIRED": False,
         },
         # Tables straight from the models (syncdb) instead of replaying the migrations, which
         # takes 2.5 s of CPU on every start; _create_schema guards against version changes.
         MIGRATION_MODULES={app: None for app in ("auth", "contenttypes", "oauth2_provider")},
-        SANDBOX={"test_hooks": test_hooks, "username": username},
+        SANDBOX={"test_hooks": test_hooks, "username": username, "switches": switches},
     )
 
 

@@ -11,6 +11,7 @@ urlpatterns: list[URLPattern] = [
     path("oauth/authorize/", views.ConsentView.as_view()),
     path("oauth/token/", views.CountingTokenView.as_view()),
     path("oauth/introspect/", views.IntrospectView.as_view()),
+    path("oauth/revoke_token/", views.CountingRevokeView.as_view()),
     path("api/v2/accounts/user_info/", views.UserInfoView.as_view()),
 ]
 
@@ -19,4 +20,5 @@ if settings.SANDBOX["test_hooks"]:
         path("sandbox/revoke/", views.revoke_demo_user_tokens),
         path("sandbox/stats/", views.stats),
         path("sandbox/expire-access-tokens/", views.expire_access_tokens),
+        path("sandbox/switches/", views.switches),
     ]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -17,10 +22,22 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from oauth2_provider.models import get_access_token_model, get_grant_model, get_refresh_token_model
-from oauth2_provider.views import AuthorizationView, IntrospectTokenView, TokenView
+from oauth2_provider.views import AuthorizationView, IntrospectTokenView, RevokeTokenView, TokenView
 from oauth2_provider.views.mixins import OAuthLibMixin
 
-STAT_NAMES = ("token_requests", "refresh_requests", "introspections")
+from local.sandbox_switches import LIVE, Switches
+
+STAT_NAMES = (
+    "token_requests",
+    "refresh_requests",
+    "introspections",
+    "revocations",
+    # Refresh grants that presented a refresh token some earlier grant had presented already.
+    "reused_refresh_tokens",
+    # Requests answered 429 (not counted above).
+    "throttled",
+)
+RATE_WINDOW_SECONDS = 60
 
 
 class _Stats:
@@ -42,6 +59,92 @@ class _Stats:
 STATS = _Stats()
 
 
+class _Switches:
+    """The switches a running sandbox can change through its test hook."""
+
+    def __init__(self, switches: Switches) -> None:
+        self._lock = threading.Lock()
+        self.current = switches
+
+    def change(self, values: dict[str, Any]) -> Switches:
+        unknown = set(values) - set(LIVE)
+        if unknown:
+            raise ValueError(f"not switchable while running: {', '.join(sorted(unknown))}")
+        with self._lock:
+            self.current = self.current.changed(values)
+            return self.current
+
+
+SWITCHES = _Switches(settings.SANDBOX["switches"])
+
+
+class _RateLimit:
+    """A sliding minute per key; a request refused with 429 does not count."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, deque[float]] = {}
+
+    def retry_after(self, key: str, limit: int) -> int | None:
+        """Seconds to wait, or None when the request may go on (and is counted)."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.setdefault(key, deque())
+            while seen and seen[0] <= now - RATE_WINDOW_SECONDS:
+                seen.popleft()
+            if limit and len(seen) >= limit:
+                return max(1, math.ceil(seen[0] + RATE_WINDOW_SECONDS - now))
+            seen.append(now)
+            return None
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+RATE_LIMIT = _RateLimit()
+
+
+def _throttled(key: str) -> HttpResponse | None:
+    """Apicbase's answer once a user made too many requests this minute (Django REST framework's)."""
+    wait = RATE_LIMIT.retry_after(key, SWITCHES.current.rate_limit)
+    if wait is None:
+        return None
+    STATS.count("throttled")
+    response = JsonResponse({"detail": f"Request was throttled. Expected available in {wait} seconds."}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+def _client_key(request: HttpRequest) -> str:
+    return "client:" + request.POST.get("client_id", "")
+
+
+def _user_key(token: str | None, request: HttpRequest) -> str:
+    """The token owner's key, or the client's when the token is unknown."""
+    checksum = hashlib.sha256((token or "").encode()).hexdigest()
+    found = get_access_token_model().objects.filter(token_checksum=checksum).select_related("user").first()
+    return f"user:{found.user.get_username()}" if found and found.user else _client_key(request)
+
+
+class _Presented:
+    """Fingerprints of every refresh token presented, to count the ones presented again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: set[str] = set()
+
+    def again(self, token: str) -> bool:
+        fingerprint = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            seen = fingerprint in self._seen
+            self._seen.add(fingerprint)
+            return seen
+
+
+PRESENTED = _Presented()
+
+
 def index(request: HttpRequest) -> HttpResponse:
     return render(request, "sandbox/index.html", {"scopes": settings.OAUTH2_PROVIDER["SCOPES"]})
 
@@ -61,12 +164,39 @@ class ConsentView(AuthorizationView):
 
 
 class CountingTokenView(TokenView):
-    """DOT's token endpoint (client credentials in the body work as they are), counted."""
+    """DOT's token endpoint (client credentials in the body work as they are), counted,
+    rate-limited per client, and with the delay and odd answers the switches ask for."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        throttled = _throttled(_client_key(request))
+        if throttled is not None:
+            return throttled
         STATS.count("token_requests")
         if request.POST.get("grant_type") == "refresh_token":
             STATS.count("refresh_requests")
+            if PRESENTED.again(request.POST.get("refresh_token", "")):
+                STATS.count("reused_refresh_tokens")
+        response: HttpResponse = super().post(request, *args, **kwargs)
+        if response.status_code != 200:
+            return response
+        current = SWITCHES.current
+        if current.odd_2xx:
+            body = json.loads(response.content)
+            body.pop("expires_in", None)
+            response.content = json.dumps(body).encode()
+        # The grant is carried out and committed by now: a client that stops waiting loses it.
+        time.sleep(current.token_delay)
+        return response
+
+
+class CountingRevokeView(RevokeTokenView):
+    """DOT's RFC 7009 revocation endpoint, counted and rate-limited per client."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        throttled = _throttled(_client_key(request))
+        if throttled is not None:
+            return throttled
+        STATS.count("revocations")
         response: HttpResponse = super().post(request, *args, **kwargs)
         return response
 
@@ -83,6 +213,9 @@ class IntrospectView(OAuthLibMixin, View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
+        throttled = _throttled(_user_key(request.POST.get("token"), request))
+        if throttled is not None:
+            return throttled
         STATS.count("introspections")
         if not self.authenticate_client(request):
             return JsonResponse({"error": "invalid_client"}, status=401)
@@ -96,6 +229,10 @@ class UserInfoView(OAuthLibMixin, View):
     http_method_names = ["get"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        throttled = _throttled(_user_key(bearer, request))
+        if throttled is not None:
+            return throttled
         valid, oauthlib_request = self.verify_request(request)
         if not valid:
             error = dict(getattr(oauthlib_request, "oauth2_error", None) or {"error": "invalid_token"})
@@ -131,6 +268,24 @@ def revoke_demo_user_tokens(request: HttpRequest) -> HttpResponse:
 @require_GET
 def stats(request: HttpRequest) -> HttpResponse:
     return JsonResponse(STATS.snapshot())
+
+
+@csrf_exempt
+def switches(request: HttpRequest) -> HttpResponse:
+    """GET: the switches now; POST a JSON object to change the live ones (a new rate limit starts
+    a new minute)."""
+    if request.method == "POST":
+        try:
+            values = json.loads(request.body or b"{}")
+            if not isinstance(values, dict):
+                raise ValueError("send a JSON object of switches")
+            changed = SWITCHES.change(values)
+        except ValueError as error:
+            return JsonResponse({"error": str(error)}, status=400)
+        if "rate_limit" in values:
+            RATE_LIMIT.reset()
+        return JsonResponse(asdict(changed))
+    return JsonResponse(asdict(SWITCHES.current))
 
 
 @csrf_exempt

@@ -7,7 +7,9 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,27 @@ CODE_LIFETIME_SECONDS = 5
 # Only connections expiring within the hour are due, so the scheduler refreshes the tokens the
 # scheduled-refresh test imports with a short expiry and leaves the week-long ones alone.
 REFRESH_WINDOW_HOURS = 1
+
+
+def at_once(calls: list[Callable[[], Any]], expected: type[Exception]) -> list[Any]:
+    """Every call from its own thread, all released at the same moment; each one's result, or
+    the ``expected`` exception it raised, in order."""
+    start = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except expected as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return results
 
 
 def query_of(url: str) -> dict[str, str]:
@@ -56,9 +79,11 @@ class Connected:
 
 
 class LocalRun:
-    """One ``python -m local.run`` with the sandbox's test hooks; stop() ends it and its children."""
+    """One ``python -m local.run`` with the sandbox's test hooks and reuse protection on (Apicbase
+    at its strictest); ``settings`` add to or replace its environment. stop() ends it and its
+    children."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, **settings: str) -> None:
         self.port, self.moto_port, self.sandbox_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
@@ -66,15 +91,19 @@ class LocalRun:
         self.log_path = log_path
         self.http = requests.Session()
         env = run_env(
-            PORT=str(self.port),
-            MOTO_PORT=str(self.moto_port),
-            SANDBOX_PORT=str(self.sandbox_port),
-            REFRESH_TICK_SECONDS="1",
-            REFRESH_WINDOW_HOURS=str(REFRESH_WINDOW_HOURS),
-            SANDBOX_TEST_HOOKS="1",
-            SANDBOX_CODE_LIFETIME=str(CODE_LIFETIME_SECONDS),
-            SANDBOX_CLIENT_ID=CLIENT_ID,
-            SANDBOX_CLIENT_SECRET=CLIENT_SECRET,
+            **{
+                "PORT": str(self.port),
+                "MOTO_PORT": str(self.moto_port),
+                "SANDBOX_PORT": str(self.sandbox_port),
+                "REFRESH_TICK_SECONDS": "1",
+                "REFRESH_WINDOW_HOURS": str(REFRESH_WINDOW_HOURS),
+                "SANDBOX_TEST_HOOKS": "1",
+                "SANDBOX_CODE_LIFETIME": str(CODE_LIFETIME_SECONDS),
+                "SANDBOX_CLIENT_ID": CLIENT_ID,
+                "SANDBOX_CLIENT_SECRET": CLIENT_SECRET,
+                "SANDBOX_REUSE_PROTECTION": "1",
+                **settings,
+            }
         )
         self._log = open(log_path, "w")  # noqa: SIM115 (open for the process's whole life)
         # Its own process group, so that stop() can end the sandbox too if the run does not.
@@ -178,7 +207,26 @@ class LocalRun:
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def sandbox_hook(self, name: str) -> dict[str, Any]:
-        response = self.http.post(f"{self.sandbox_url}/sandbox/{name}/", timeout=TIMEOUT)
+    def sandbox_hook(self, name: str, **switches: Any) -> dict[str, Any]:
+        """POST to a test hook (``switches`` as its JSON body)."""
+        response = self.http.post(f"{self.sandbox_url}/sandbox/{name}/", json=switches, timeout=TIMEOUT)
         assert response.status_code == 200, response.text
         return dict(response.json())
+
+    def sandbox_stats(self) -> dict[str, int]:
+        response = self.http.get(f"{self.sandbox_url}/sandbox/stats/", timeout=TIMEOUT)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def worker_processes(self, function: str) -> int:
+        """How many worker processes of ``function`` the run has now."""
+        count = 0
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                ppid = next(line for line in status.read_text().splitlines() if line.startswith("PPid:"))
+                cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")
+            except (OSError, StopIteration):
+                continue  # gone meanwhile
+            if int(ppid.split()[1]) == self.process.pid and function.encode() in cmdline:
+                count += 1
+        return count

@@ -7,11 +7,13 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from local.stack import free_port
 
-from tests.e2e.localrun import LocalRun, run_briefly, run_env
+from tests.e2e.localrun import LocalRun, at_once, run_briefly, run_env
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +27,22 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], *phrases: st
         assert phrase in lines[0]
 
 
-def test_ctrl_c_stops_the_run_and_the_sandbox(tmp_path: Path) -> None:
-    # Given a run that is ready
+@pytest.mark.parametrize(
+    "stop",
+    [lambda pid: os.killpg(pid, signal.SIGINT), lambda pid: os.kill(pid, signal.SIGTERM)],
+    ids=["ctrl-c-to-the-terminals-process-group", "sigterm"],
+)
+def test_a_signal_stops_the_run_its_workers_and_the_sandbox(tmp_path: Path, stop: Any) -> None:
+    # Given a run that is ready, with several warm workers in the admin API's pool
     run = LocalRun(tmp_path / "run.log")
     try:
         run.wait_ready()
+        calls = [lambda: requests.get(f"{run.url}/connections/nobody", timeout=60)] * 4
+        assert [r.status_code for r in at_once(calls, requests.RequestException)] == [404] * 4
+        assert run.worker_processes("ConnectionsFunction") >= 2
 
-        # When it gets Ctrl-C
-        run.process.send_signal(signal.SIGINT)
+        # When it gets Ctrl-C (the terminal sends it to every process of the group) or SIGTERM
+        stop(run.process.pid)
         code = run.process.wait(timeout=30)
     finally:
         run.stop()
@@ -72,6 +82,23 @@ def test_a_broken_template_gives_one_line(tmp_path: Path) -> None:
 
     # Then one line says what is wrong with which file
     assert_one_clear_line(result, "template.yaml is not valid YAML")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "phrase"),
+    [
+        ("LOCAL_POOL_SIZE", "many", "LOCAL_POOL_SIZE must be a number"),
+        ("LOCAL_POOL_SIZE_ConnectionsFunction", "0", "must be between 1 and 100"),
+        ("LOCAL_POOL_SIZE_NoSuchFunction", "2", "the template has no function NoSuchFunction"),
+        ("SANDBOX_RATE_LIMIT", "lots", "SANDBOX_RATE_LIMIT must be a number"),
+    ],
+)
+def test_a_bad_pool_size_or_switch_gives_one_line(variable: str, value: str, phrase: str) -> None:
+    # When the run starts with a setting it cannot use
+    result = run_briefly(run_env(**{variable: value, "PORT": str(free_port()), "MOTO_PORT": str(free_port())}))
+
+    # Then one line says which and why
+    assert_one_clear_line(result, phrase)
 
 
 def test_a_python_older_than_3_11_gives_one_line() -> None:

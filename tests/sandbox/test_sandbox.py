@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import select
 import signal
@@ -60,20 +61,31 @@ def sandbox_command(*args: str, port: int = 0) -> list[str]:
     return [
         sys.executable, "-m", "local.sandbox",
         "--host", "127.0.0.1", "--port", str(port),
-        "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
+        "--client-id", CLIENT_ID,
         "--redirect-uri", REDIRECT_URI,
         *args,
     ]  # fmt: skip
 
 
-def start_sandbox(workdir: Path, *args: str) -> RunningSandbox:
+def sandbox_env(**switches: str) -> dict[str, str]:
+    """Ours, with the client secret (never on the command line) and no switch we did not ask for."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    return {**env, "SANDBOX_CLIENT_SECRET": CLIENT_SECRET, **switches}
+
+
+def start_sandbox(workdir: Path, *args: str, env: dict[str, str] | None = None) -> RunningSandbox:
     """Start the sandbox on a port the OS picks (no race) and wait for its "listening" line."""
     workdir.mkdir(parents=True, exist_ok=True)
     stderr_path = workdir / "sandbox.stderr"
     # stderr goes to a file: a pipe nobody reads would fill up and block the server.
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            sandbox_command(*args), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True
+            sandbox_command(*args),
+            cwd=REPO_ROOT,
+            env=env or sandbox_env(),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_SECONDS)
@@ -98,8 +110,18 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox
 
 @pytest.fixture(scope="module")
 def short_code_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    """A sandbox whose codes live one second, started without test hooks."""
-    running = start_sandbox(tmp_path_factory.mktemp("short-code-sandbox"), "--code-lifetime", "1")
+    """A sandbox whose codes live one second and whose rotated refresh tokens are honoured for
+    a minute (the grace period, set by its environment variable), started without test hooks."""
+    workdir = tmp_path_factory.mktemp("short-code-sandbox")
+    running = start_sandbox(workdir, "--code-lifetime", "1", env=sandbox_env(SANDBOX_GRACE_PERIOD="60"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """The sandbox at its strictest: reuse protection on, and the test hooks to switch the rest."""
+    running = start_sandbox(tmp_path_factory.mktemp("strict-sandbox"), "--test-hooks", "--reuse-protection")
     yield running
     running.stop()
 
@@ -441,6 +463,9 @@ def test_stats_count_token_refresh_and_introspection_requests(sandbox: RunningSa
         "token_requests": 2,
         "refresh_requests": 1,
         "introspections": 1,
+        "revocations": 0,
+        "reused_refresh_tokens": 0,
+        "throttled": 0,
     }
 
 
@@ -488,8 +513,159 @@ def test_test_hooks_are_absent_without_the_flag(short_code_sandbox: RunningSandb
     counts = requests.get(f"{short_code_sandbox.url}/sandbox/stats/", timeout=TIMEOUT)
     expire = requests.post(f"{short_code_sandbox.url}/sandbox/expire-access-tokens/", timeout=TIMEOUT)
 
+    switches = requests.post(f"{short_code_sandbox.url}/sandbox/switches/", json={"odd_2xx": True}, timeout=TIMEOUT)
+
     # Then they do not exist
-    assert (revoke.status_code, counts.status_code, expire.status_code) == (404, 404, 404)
+    assert (revoke.status_code, counts.status_code, expire.status_code, switches.status_code) == (404,) * 4
+
+
+# --- switches: Apicbase at its worst --------------------------------------------------------
+
+
+@pytest.fixture
+def switch(strict_sandbox: RunningSandbox) -> Iterator[Any]:
+    """Change live switches of the strict sandbox for one test; all off again afterwards."""
+
+    def change(**values: Any) -> dict[str, Any]:
+        response = requests.post(f"{strict_sandbox.url}/sandbox/switches/", json=values, timeout=TIMEOUT)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    yield change
+    change(token_delay=0, odd_2xx=False, rate_limit=0)
+
+
+def test_reuse_protection_revokes_the_family_when_a_used_refresh_token_comes_back(
+    strict_sandbox: RunningSandbox,
+) -> None:
+    # Given a pair refreshed once, so its first refresh token is used
+    first = new_tokens(strict_sandbox.url)
+    second = refresh(strict_sandbox.url, first["refresh_token"]).json()
+    before = stats(strict_sandbox.url)
+
+    # When the used refresh token is presented again
+    replay = refresh(strict_sandbox.url, first["refresh_token"])
+
+    # Then it is refused, counted as a reuse, and the live pair is revoked too
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_grant"
+    assert stats(strict_sandbox.url)["reused_refresh_tokens"] == before["reused_refresh_tokens"] + 1
+    assert introspect(strict_sandbox.url, second["access_token"]).json() == {"active": False}
+    assert refresh(strict_sandbox.url, second["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_the_grace_period_honours_a_rotated_refresh_token(short_code_sandbox: RunningSandbox) -> None:
+    # Given a pair refreshed once
+    first = new_tokens(short_code_sandbox.url)
+    assert refresh(short_code_sandbox.url, first["refresh_token"]).status_code == 200
+
+    # When its rotated refresh token is presented again within the grace period
+    again = refresh(short_code_sandbox.url, first["refresh_token"])
+
+    # Then it still works
+    assert again.status_code == 200, again.text
+    assert again.json()["access_token"]
+
+
+def test_a_delayed_answer_comes_after_the_rotation(strict_sandbox: RunningSandbox, switch: Any) -> None:
+    # Given a pair, and a token endpoint that answers two seconds late
+    tokens = new_tokens(strict_sandbox.url)
+    switch(token_delay=2)
+
+    # When a refresh gives up waiting after half a second
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": tokens["refresh_token"],
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    with pytest.raises(requests.ReadTimeout):
+        requests.post(f"{strict_sandbox.url}/oauth/token/", data=form, timeout=(5, 0.5))
+
+    # Then the refresh happened all the same: the old access token is gone (the witness)
+    assert introspect(strict_sandbox.url, tokens["access_token"]).json() == {"active": False}
+
+
+def test_an_odd_2xx_has_no_expires_in(strict_sandbox: RunningSandbox, switch: Any) -> None:
+    # Given a pair, and a token endpoint that leaves expires_in out
+    tokens = new_tokens(strict_sandbox.url)
+    switch(odd_2xx=True)
+
+    # When it is refreshed
+    response = refresh(strict_sandbox.url, tokens["refresh_token"])
+
+    # Then the answer is a 200 with a new pair and no expires_in
+    assert response.status_code == 200
+    body = response.json()
+    assert "expires_in" not in body
+    assert body["access_token"] != tokens["access_token"]
+    assert introspect(strict_sandbox.url, body["access_token"]).json()["active"] is True
+
+
+def test_the_rate_limit_answers_429_with_retry_after_per_user(strict_sandbox: RunningSandbox, switch: Any) -> None:
+    # Given a live token of demo, and a limit of three requests a minute
+    tokens = new_tokens(strict_sandbox.url)
+    assert switch(rate_limit=3)["rate_limit"] == 3
+    before = stats(strict_sandbox.url)
+
+    # When demo's token is used four times (introspection and the API count for its user)
+    answers = [introspect(strict_sandbox.url, tokens["access_token"]) for _ in range(2)]
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    answers += [
+        requests.get(f"{strict_sandbox.url}/api/v2/accounts/user_info/", headers=bearer, timeout=TIMEOUT)
+        for _ in range(2)
+    ]
+
+    # Then the fourth is refused with 429 and a Retry-After within the minute, and counted
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+    assert stats(strict_sandbox.url)["throttled"] == before["throttled"] + 1
+
+
+def test_the_token_endpoint_is_rate_limited_per_client(strict_sandbox: RunningSandbox, switch: Any) -> None:
+    # Given a limit of two requests a minute
+    switch(rate_limit=2)
+
+    # When the client calls the token endpoint three times
+    answers = [refresh(strict_sandbox.url, "not-a-token") for _ in range(3)]
+
+    # Then the third is refused before it is looked at
+    assert [a.status_code for a in answers] == [400, 400, 429]
+    assert answers[-1].headers["Retry-After"].isdigit()
+
+
+def test_the_revocation_endpoint_revokes_a_refresh_token(strict_sandbox: RunningSandbox) -> None:
+    # Given a pair
+    tokens = new_tokens(strict_sandbox.url)
+    before = stats(strict_sandbox.url)
+
+    # When the client revokes its refresh token (RFC 7009, credentials in the body)
+    form = {
+        "token": tokens["refresh_token"],
+        "token_type_hint": "refresh_token",
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
+    response = requests.post(f"{strict_sandbox.url}/oauth/revoke_token/", data=form, timeout=TIMEOUT)
+
+    # Then it is revoked: counted, and refused as a grant
+    assert response.status_code == 200
+    assert stats(strict_sandbox.url)["revocations"] == before["revocations"] + 1
+    assert refresh(strict_sandbox.url, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_switches_that_are_django_settings_cannot_change_while_running(strict_sandbox: RunningSandbox) -> None:
+    # When a test asks a running sandbox to drop reuse protection, or sends nonsense
+    url = f"{strict_sandbox.url}/sandbox/switches/"
+    settings = requests.post(url, json={"reuse_protection": False}, timeout=TIMEOUT)
+    nonsense = requests.post(url, json={"rate_limit": "many"}, timeout=TIMEOUT)
+
+    # Then both are refused with the reason, and the switches are what they were
+    assert settings.status_code == 400
+    assert "reuse_protection" in settings.json()["error"]
+    assert nonsense.status_code == 400
+    current = requests.get(url, timeout=TIMEOUT).json()
+    assert current == {"reuse_protection": True, "grace_period": 0, "token_delay": 0, "odd_2xx": False, "rate_limit": 0}
 
 
 # --- the process ---------------------------------------------------------------------------
@@ -524,6 +700,23 @@ def test_sigterm_stops_the_sandbox_cleanly(tmp_path: Path) -> None:
     assert exit_code == 0
 
 
+def test_a_bad_switch_in_the_environment_exits_with_2_and_one_line() -> None:
+    # When the sandbox starts with a rate limit that is not a number
+    result = subprocess.run(
+        sandbox_command(),
+        check=False,
+        cwd=REPO_ROOT,
+        env=sandbox_env(SANDBOX_RATE_LIMIT="lots"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    # Then one line names the variable
+    assert result.returncode == 2
+    assert result.stderr == "sandbox: SANDBOX_RATE_LIMIT must be a number, not 'lots'\n"
+
+
 def test_port_in_use_exits_with_2_and_one_line(tmp_path: Path) -> None:
     # Given a port something else listens on
     with socket.socket() as taken:
@@ -533,7 +726,13 @@ def test_port_in_use_exits_with_2_and_one_line(tmp_path: Path) -> None:
 
         # When the sandbox is started on it
         result = subprocess.run(
-            sandbox_command(port=port), check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+            sandbox_command(port=port),
+            check=False,
+            cwd=REPO_ROOT,
+            env=sandbox_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
 
     # Then it exits with 2 and one clear line, no traceback
