@@ -82,7 +82,6 @@ def _bare_calls(stack: Stack) -> Callable[[], None]:
 
 
 def run(stack: Stack, counter: CallCounter, count: int) -> CallbackFigures:
-    stack.stub.set_delay(0)
     with h.quiet_stdout():
         module = h.load_handler(stack, "CallbackFunction")
         context = h.lambda_context("CallbackFunction")

@@ -77,7 +77,7 @@ def run(stub: h.Stub, counter: CallCounter, *, total: int, due: int) -> QueryFig
                 start_query = time.perf_counter()
                 answer = scheduler.lambda_handler(h.schedule_event(), h.lambda_context("RefreshSchedulerFunction"))
                 query_seconds = time.perf_counter() - start_query
-    pages = [parsed for scope, parsed in counter.responses if scope == "scheduler"]
+    pages = [parsed for scope, parsed in counter.queries if scope == "scheduler"]
     return QueryFigures(
         total=total,
         due=due,

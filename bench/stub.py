@@ -2,11 +2,10 @@
 that the benchmark process's CPU time is the broker's alone.
 
 It rotates refresh tokens like django-oauth-toolkit (a refresh revokes the token presented),
-answers after a configurable latency, keeps connections alive (HTTP/1.1) and counts requests
-and new TCP connections. Control endpoints under ``/stub/`` seed pairs, set the latency and
-read the counters and the live refresh tokens.
+keeps connections alive (HTTP/1.1) and counts requests and new TCP connections. Control
+endpoints under ``/stub/`` seed pairs and read the counters and the live refresh tokens.
 
-    python -m bench.stub --client-id ID --client-secret S [--delay-ms 0]
+    python -m bench.stub --client-id ID --client-secret S
 """
 
 from __future__ import annotations
@@ -27,10 +26,9 @@ USERNAME = "chef@example.com"
 
 
 class Apicbase:
-    def __init__(self, client_id: str, client_secret: str, delay: float) -> None:
+    def __init__(self, client_id: str, client_secret: str) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self.delay = delay
         self.live_refresh: set[str] = set()
         self.used_codes: set[str] = set()
         self.stats: Counter[str] = Counter()
@@ -56,7 +54,6 @@ class Apicbase:
                     return 400, {"error": "invalid_grant"}
                 self.used_codes.add(code)
             elif grant == "refresh_token":
-                self.stats["refresh_requests"] += 1
                 presented = form.get("refresh_token", "")
                 if presented not in self.live_refresh:
                     self.stats["invalid_grant"] += 1
@@ -90,9 +87,6 @@ class Apicbase:
         with self.lock:
             if path == "/stub/pairs":
                 return {"pairs": [self.pair() for _ in range(int(payload["count"]))]}
-            if path == "/stub/config":
-                self.delay = float(payload["delay_ms"]) / 1000
-                return {"delay_ms": self.delay * 1000}
             if path == "/stub/stats":
                 return dict(self.stats)
             if path == "/stub/live":  # to check that no rotated refresh token was lost
@@ -126,8 +120,6 @@ def make_handler(apicbase: Apicbase) -> type[BaseHTTPRequestHandler]:
                 self._answer(200, apicbase.control(self.path, json.loads(raw or "{}")))
                 return
             form = {k: v[0] for k, v in parse_qs(raw).items()}
-            if apicbase.delay:
-                time.sleep(apicbase.delay)
             if self.path == "/oauth/token/":
                 self._answer(*apicbase.token(form))
             elif self.path == "/oauth/introspect/":
@@ -142,9 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret", required=True)
-    parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
-    apicbase = Apicbase(args.client_id, args.client_secret, args.delay_ms / 1000)
+    apicbase = Apicbase(args.client_id, args.client_secret)
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(apicbase))
     server.daemon_threads = True
     server.request_queue_size = 64

@@ -1,0 +1,135 @@
+"""Figure 3: what the recurring work costs in AWS calls, the figures that become the bill.
+
+- A refresh: the scheduler queues N due connections, one worker container (one module instance,
+  as one Lambda container) takes them from the queue ten at a time, as Lambda's poller does, and
+  deletes what it did not report as failed. Every call of the scheduler and the worker is counted;
+  the run ends with a check that each connection was refreshed exactly once and that the refresh
+  tokens the fake Apicbase holds live are exactly the ones stored (decrypted).
+- A warm GET /connections/{id}/token: the admin function, warm, asked for a token that is valid
+  for a week (no refresh): the calls each answer makes, its CPU and wall time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from . import harness as h
+from .harness import CallCounter, Stack
+
+TIMEOUT = 300.0  # a safety net for the refresh run
+
+
+@dataclass
+class RefreshCosts:
+    n: int
+    calls: Counter[tuple[str, str]]  # the scheduler's and the worker's, whole run
+    refreshed: int  # refreshed exactly once
+    failed: int
+    tokens_match: bool  # the fake Apicbase's newly live refresh tokens == the stored ones
+    token_requests: int
+    invalid_grants: int
+    cpu: float  # the worker's CPU seconds in its handler, whole run
+
+
+@dataclass
+class TokenCosts:
+    count: int
+    calls: Counter[tuple[str, str]]  # whole run
+    cpu: list[float]
+    wall: list[float]
+
+
+def _stored(stack: Stack, tag: str) -> tuple[int, set[str]]:
+    """How many of the run's connections were refreshed exactly once, and their refresh tokens."""
+    kwargs: dict[str, Any] = {
+        "FilterExpression": "begins_with(connection_id, :tag)",
+        "ExpressionAttributeValues": {":tag": tag + "-"},
+    }
+    items: list[dict[str, Any]] = []
+    while True:
+        page = stack.table.scan(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    cipher = stack.cipher
+    tokens = {cipher.decrypt(item["connection_id"], item["tokens"].value).refresh_token for item in items}
+    return sum(item.get("refresh_count") == 1 for item in items), tokens
+
+
+def refreshes(stack: Stack, counter: CallCounter, n: int) -> RefreshCosts:
+    tag = f"r{uuid.uuid4().hex[:6]}"
+    stack.seed_connections([f"{tag}-{i:05d}" for i in range(n)], expires_in=3600)  # within the window: due
+    live_before = stack.stub.live_refresh_tokens()
+    sqs, queue_url = stack.session.client("sqs"), stack.refs["RefreshQueue"]
+    done, failed, cpu = 0, 0, 0.0
+    with h.quiet_stdout():
+        scheduler = h.load_handler(stack, "RefreshSchedulerFunction")
+        worker = h.load_handler(stack, "RefreshWorkerFunction")
+        context = h.lambda_context("RefreshWorkerFunction")
+        counter.reset()
+        before = stack.stub.stats()
+        with counter.scope("refresh"):
+            queued = scheduler.lambda_handler(h.schedule_event(), h.lambda_context("RefreshSchedulerFunction"))
+        if queued["due"] != n:
+            raise RuntimeError(f"the scheduler found {queued['due']} due connections, expected {n}")
+        started = time.monotonic()
+        while done + failed < queued["queued"] and time.monotonic() - started < TIMEOUT:
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            messages = messages.get("Messages", [])
+            if not messages:
+                continue
+            event = h.sqs_event(messages, stack)
+            with counter.scope("refresh"):
+                clock = time.thread_time()
+                answer = worker.lambda_handler(event, context)
+                cpu += time.thread_time() - clock
+            failures = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages)
+                if m["MessageId"] not in failures
+            ]
+            if entries:  # Lambda's poller's work, not the function's: not counted
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+            done, failed = done + len(entries), failed + len(failures)
+        after = stack.stub.stats()
+    live_after = stack.stub.live_refresh_tokens()
+    refreshed, stored = _stored(stack, tag)
+    # Each seeded token rotated once, into exactly the token now stored: none lost, none extra.
+    tokens_match = len(live_before - live_after) == n and live_after - live_before == stored and len(stored) == n
+    return RefreshCosts(
+        n=n,
+        calls=counter.of("refresh"),
+        refreshed=refreshed,
+        failed=failed,
+        tokens_match=tokens_match,
+        token_requests=after["token_requests"] - before["token_requests"],
+        invalid_grants=after["invalid_grant"] - before["invalid_grant"],
+        cpu=cpu,
+    )
+
+
+def token_gets(stack: Stack, counter: CallCounter, count: int) -> TokenCosts:
+    stack.seed_connections(["warm-token"], expires_in=h.ONE_WEEK)
+    event = h.http_event(stack.template, "GET", "/connections/warm-token/token")
+    cpu, wall = [], []
+    with h.quiet_stdout():
+        module = h.load_handler(stack, "ConnectionsFunction")
+        context = h.lambda_context("ConnectionsFunction")
+        for _ in range(3):  # warm: clients built and connected
+            module.lambda_handler(event, context)
+        counter.reset()
+        with counter.scope("token"):
+            for _ in range(count):
+                started, clock = time.perf_counter(), time.thread_time()
+                answer = module.lambda_handler(event, context)
+                cpu.append(time.thread_time() - clock)
+                wall.append(time.perf_counter() - started)
+                if answer["statusCode"] != 200:
+                    raise RuntimeError(f"GET token answered {answer['statusCode']}: {answer.get('body')}")
+    return TokenCosts(count=count, calls=counter.of("token"), cpu=cpu, wall=wall)
