@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = h.Stack.provision(emulator, stub, "bench-cold")
         results.cold, results.profile = coldstart.run(stack, sizes.rounds)
         step("2. warm callbacks")
-        results.callback = callback.run(stack, counter, sizes.callbacks)
+        results.callback, results.callback_connections = callback.run(stack, counter, sizes.callbacks)
         step("3. warm GET /connections/{id}/token")
         cost_stack = h.Stack.provision(emulator, stub, "bench-costs")
         results.token = costs.token_gets(cost_stack, counter, sizes.token_gets)
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     step("done")
     print(report.table(results))
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report.markdown(results))
+        report.write(output, results)
         print(f"\nwrote {output}")
     return 0
 

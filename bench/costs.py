@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import harness as h
-from .harness import CallCounter, Stack
+from .harness import CallCounter, Stack, Warm
 
 TIMEOUT = 300.0  # a safety net for the refresh run
 
@@ -33,14 +33,6 @@ class RefreshCosts:
     token_requests: int
     invalid_grants: int
     cpu: float  # the worker's CPU seconds in its handler, whole run
-
-
-@dataclass
-class TokenCosts:
-    count: int
-    calls: Counter[tuple[str, str]]  # whole run
-    cpu: list[float]
-    wall: list[float]
 
 
 def _stored(stack: Stack, tag: str) -> tuple[int, set[str]]:
@@ -114,22 +106,7 @@ def refreshes(stack: Stack, counter: CallCounter, n: int) -> RefreshCosts:
     )
 
 
-def token_gets(stack: Stack, counter: CallCounter, count: int) -> TokenCosts:
+def token_gets(stack: Stack, counter: CallCounter, count: int) -> Warm:
     stack.seed_connections(["warm-token"], expires_in=h.ONE_WEEK)
     event = h.http_event(stack.template, "GET", "/connections/warm-token/token")
-    cpu, wall = [], []
-    with h.quiet_stdout():
-        module = h.load_handler(stack, "ConnectionsFunction")
-        context = h.lambda_context("ConnectionsFunction")
-        for _ in range(3):  # warm: clients built and connected
-            module.lambda_handler(event, context)
-        counter.reset()
-        with counter.scope("token"):
-            for _ in range(count):
-                started, clock = time.perf_counter(), time.thread_time()
-                answer = module.lambda_handler(event, context)
-                cpu.append(time.thread_time() - clock)
-                wall.append(time.perf_counter() - started)
-                if answer["statusCode"] != 200:
-                    raise RuntimeError(f"GET token answered {answer['statusCode']}: {answer.get('body')}")
-    return TokenCosts(count=count, calls=counter.of("token"), cpu=cpu, wall=wall)
+    return h.warm_invocations(stack, counter, "ConnectionsFunction", lambda: event, count)

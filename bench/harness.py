@@ -65,30 +65,30 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up") from None
-            time.sleep(0.1)
-
-
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's server in its own process (its CPU is not ours); yields its URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _server(*args: str, probe: str) -> Iterator[str]:
+    """``python -m ARGS -p PORT`` in its own process (its CPU is not ours), on a free port; yields its URL."""
+    url, port = "", free_port()
+    command = [sys.executable, "-m", *args, "-p", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
     try:
-        _wait_for(f"http://127.0.0.1:{port}/moto-api/")
-        yield f"http://127.0.0.1:{port}"
+        while not url:
+            try:
+                requests.get(f"http://127.0.0.1:{port}{probe}", timeout=1)
+                url = f"http://127.0.0.1:{port}"
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{args[0]} did not come up") from None
+                time.sleep(0.1)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def moto_server() -> contextlib.AbstractContextManager[str]:
+    return _server("moto.server", "-H", "127.0.0.1", probe="/moto-api/")
 
 
 @dataclass
@@ -112,17 +112,8 @@ class Stub:
 
 @contextlib.contextmanager
 def apicbase_stub() -> Iterator[Stub]:
-    command = [sys.executable, "-m", "bench.stub", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout
-        line = proc.stdout.readline().strip()
-        if "listening on " not in line:
-            raise RuntimeError(f"the Apicbase stub did not start: {line!r}")
-        yield Stub(line.split("listening on ", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with _server("bench.stub", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, probe="/") as url:
+        yield Stub(url)
 
 
 @dataclass
@@ -342,6 +333,37 @@ def load_handler(stack: Stack, logical_id: str) -> ModuleType:
     if not stack.endpoint:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     return tpl.functions(stack.template)[logical_id].import_module(f"bench_{logical_id}_{uuid.uuid4().hex[:8]}")
+
+
+@dataclass
+class Warm:
+    """Invocations of one warm container: wall and CPU (this thread's) per invocation, calls in all."""
+
+    count: int
+    wall: list[float]
+    cpu: list[float]
+    calls: Counter[tuple[str, str]]
+
+
+def warm_invocations(stack: Stack, counter: CallCounter, logical_id: str, events: Any, count: int) -> Warm:
+    """Load the function, invoke it three times (clients built and connected, secret cached), then
+    ``count`` times more, timed and counted; ``events()`` gives each invocation's event."""
+    wall, cpu = [], []
+    with quiet_stdout():
+        module, context = load_handler(stack, logical_id), lambda_context(logical_id)
+        for _ in range(3):
+            module.lambda_handler(events(), context)
+        counter.reset()
+        for _ in range(count):
+            event = events()
+            with counter.scope(logical_id):
+                started, clock = time.perf_counter(), time.thread_time()
+                answer = module.lambda_handler(event, context)
+                cpu.append(time.thread_time() - clock)
+                wall.append(time.perf_counter() - started)
+            if answer["statusCode"] != 200:
+                raise RuntimeError(f"{logical_id} answered {answer['statusCode']}: {answer.get('body')}")
+    return Warm(count, wall, cpu, counter.of(logical_id))
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ It rotates refresh tokens like django-oauth-toolkit (a refresh revokes the token
 keeps connections alive (HTTP/1.1) and counts requests and new TCP connections. Control
 endpoints under ``/stub/`` seed pairs and read the counters and the live refresh tokens.
 
-    python -m bench.stub --client-id ID --client-secret S
+    python -m bench.stub --client-id ID --client-secret S -p PORT
 """
 
 from __future__ import annotations
@@ -134,9 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret", required=True)
+    parser.add_argument("-p", "--port", type=int, default=0)
     args = parser.parse_args(argv)
     apicbase = Apicbase(args.client_id, args.client_secret)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(apicbase))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(apicbase))
     server.daemon_threads = True
     server.request_queue_size = 64
     print(f"stub listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
