@@ -98,7 +98,7 @@ class _Runner:
             return _child({"kind": name}, {**env, "AWS_LAMBDA_FUNCTION_NAME": "bench"}, h.ROOT, importtime=importtime)
         path = self.functions[name].module_path
         spec = {"kind": "handler", "module_path": str(path), "function": name, "dataclasses": importtime}
-        if not importtime:
+        if not importtime and variant == name:  # the from-source variants are measured for their import only
             spec["event"] = _event(self.stack, name)
         return _child(spec, {**env, **self.stack.env(name)}, path.parent, importtime=importtime)
 
