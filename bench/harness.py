@@ -10,7 +10,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -93,21 +92,20 @@ def moto_server() -> contextlib.AbstractContextManager[str]:
 
 @dataclass
 class Stub:
+    """The fake Apicbase's control endpoints (``bench/stub.py``)."""
+
     url: str
 
-    def call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = requests.post(self.url + path, json=payload or {}, timeout=30)
+    def call(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        response = requests.post(f"{self.url}/stub/{path}", json=payload or {}, timeout=30)
         response.raise_for_status()
-        return dict(response.json())
+        return response.json()
 
     def pairs(self, count: int) -> list[TokenPair]:
-        return [TokenPair(a, r) for a, r in self.call("/stub/pairs", {"count": count})["pairs"]]
+        return [TokenPair(a, r) for a, r in self.call("pairs", {"count": count})["pairs"]]
 
     def stats(self) -> Counter[str]:
-        return Counter(self.call("/stub/stats"))
-
-    def live_refresh_tokens(self) -> set[str]:
-        return set(self.call("/stub/live")["refresh_tokens"])
+        return Counter(self.call("stats"))
 
 
 @contextlib.contextmanager
@@ -221,22 +219,22 @@ def aws_session(endpoint: str | None) -> boto3.session.Session:
 
 class CallCounter:
     """Every AWS API call by (scope, service, operation), from ``before-call`` hooks registered on
-    each client as it is created; the scope is per thread, so the harness's own calls are apart.
-    Query responses are kept (with ``ReturnConsumedCapacity`` asked for) to tell what a Query read."""
+    each client as it is created: calls made inside ``scope(name)`` are the measured ones, the rest
+    the harness's. Query responses are kept (``ReturnConsumedCapacity`` asked for) to tell what a
+    Query read."""
 
     def __init__(self) -> None:
         self.calls: Counter[tuple[str, str, str]] = Counter()
         self.queries: list[tuple[str, dict[str, Any]]] = []
-        self._local = threading.local()
+        self.current = "harness"
 
     @contextlib.contextmanager
     def scope(self, name: str) -> Iterator[None]:
-        previous = getattr(self._local, "scope", "harness")
-        self._local.scope = name
+        previous, self.current = self.current, name
         try:
             yield
         finally:
-            self._local.scope = previous
+            self.current = previous
 
     def install(self) -> None:
         original = botocore.session.Session.create_client
@@ -252,10 +250,10 @@ class CallCounter:
         botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
 
     def _before_call(self, model: Any, **_: Any) -> None:
-        self.calls[(getattr(self._local, "scope", "harness"), model.service_model.service_name, model.name)] += 1
+        self.calls[(self.current, model.service_model.service_name, model.name)] += 1
 
     def _after_query(self, parsed: dict[str, Any], **_: Any) -> None:
-        self.queries.append((getattr(self._local, "scope", "harness"), parsed))
+        self.queries.append((self.current, parsed))
 
     def of(self, scope: str) -> Counter[tuple[str, str]]:
         return Counter({(svc, op): n for (s, svc, op), n in self.calls.items() if s == scope})

@@ -3,7 +3,7 @@ that the benchmark process's CPU time is the broker's alone.
 
 It rotates refresh tokens like django-oauth-toolkit (a refresh revokes the token presented),
 keeps connections alive (HTTP/1.1) and counts requests and new TCP connections. Control
-endpoints under ``/stub/`` seed pairs and read the counters and the live refresh tokens.
+endpoints under ``/stub/`` seed pairs and read the counters.
 
     python -m bench.stub --client-id ID --client-secret S -p PORT
 """
@@ -89,8 +89,6 @@ class Apicbase:
                 return {"pairs": [self.pair() for _ in range(int(payload["count"]))]}
             if path == "/stub/stats":
                 return dict(self.stats)
-            if path == "/stub/live":  # to check that no rotated refresh token was lost
-                return {"refresh_tokens": sorted(self.live_refresh)}
         raise KeyError(path)
 
 
