@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import callback, coldstart, costs, query, report
+from . import callback, coldstart, costs, report
 from . import harness as h
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with h.moto_server() as emulator, h.apicbase_stub() as stub:
         step("3. the scheduler's Query on a big table (moto in process)")
-        results.query = query.run(stub, counter, total=sizes.table_items, due=sizes.due_items)
+        results.query = costs.scheduler_query(stub, counter, total=sizes.table_items, due=sizes.due_items)
         step("1, 4. cold starts, the callback's import profile, peak memory")
         stack = h.Stack.provision(emulator, stub, "bench-cold")
         results.cold, results.profile = coldstart.run(stack, sizes.rounds)

@@ -115,7 +115,11 @@ def run(stack: Stack, rounds: int) -> tuple[dict[str, Samples], ImportProfile]:
             # Rotate the order each round: no variant always runs first (or right after a heavy one).
             shift = round_no % len(variants)
             for variant in variants[shift:] + variants[:shift]:
-                samples[variant].runs.append(runner.run(variant)[0])
+                result = runner.run(variant)[0]
+                answer = result.get("answer", 200)  # a status code, or the scheduler's or worker's dict
+                if answer != 200 and (not isinstance(answer, dict) or answer.get("batchItemFailures")):
+                    raise RuntimeError(f"{variant}'s first invocation answered {answer}")
+                samples[variant].runs.append(result)
         return samples, _profile(runner, max(rounds, 3))
 
 

@@ -12,9 +12,8 @@ from typing import Any
 from . import harness as h
 from .callback import EXTRA_REASONS, MINIMUM
 from .coldstart import BASELINE, CALLBACK, SOURCE, TRACER, ImportProfile, Samples
-from .costs import RefreshCosts
+from .costs import QueryFigures, RefreshCosts
 from .harness import Warm, median
-from .query import QueryFigures
 
 COLD_RATIO_TARGET = 1.2  # the callback's cold import against `import boto3, requests` (issue 10)
 CALLBACK_CPU_TARGET_MS = 10.0
