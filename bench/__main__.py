@@ -1,6 +1,6 @@
 """Run every benchmark, print the table and write docs/BENCHMARKS.md.
 
-python -m bench            # the full run (about two minutes on a quiet machine)
+python -m bench            # the full run (two to three minutes)
 python -m bench --quick    # a smoke run with small sizes; prints the table only
 """
 
@@ -28,7 +28,7 @@ class Sizes:
     due_items: int
 
 
-FULL = Sizes(rounds=5, callbacks=60, refreshes=100, token_gets=100, table_items=100_000, due_items=100)
+FULL = Sizes(rounds=9, callbacks=60, refreshes=100, token_gets=100, table_items=100_000, due_items=100)
 QUICK = replace(FULL, rounds=1, callbacks=10, refreshes=20, token_gets=20, table_items=5_000)
 
 

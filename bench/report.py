@@ -43,10 +43,13 @@ def _verdict(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
 
+def ratios(cold: dict[str, Samples], variant: str, key: str = "import_cpu", base: str = BASELINE) -> list[float]:
+    """Per-round ratios, each against the baseline of the same round."""
+    return [run[key] / b[key] for run, b in zip(cold[variant].runs, cold[base].runs, strict=True)]
+
+
 def ratio(cold: dict[str, Samples], variant: str, key: str = "import_cpu", base: str = BASELINE) -> float:
-    """The median of per-round ratios, each against the baseline of the same round."""
-    pairs = zip(cold[variant].runs, cold[base].runs, strict=True)
-    return median([run[key] / b[key] for run, b in pairs])
+    return median(ratios(cold, variant, key, base))
 
 
 def paired_extra(cold: dict[str, Samples], variant: str, key: str = "import_cpu") -> float:
@@ -77,8 +80,11 @@ def _cold_rows(out: _Rows, cold: dict[str, Samples], profile: ImportProfile | No
         "1. baseline `import boto3, requests`", f"{cpu(BASELINE)} CPU, {_ms(cold[BASELINE].median('import_wall'))} wall"
     )
     for fn in functions(cold):
-        r, wall = ratio(cold, fn), f"{_ms(cold[fn].median('import_wall'))} wall"
-        measured = f"{cpu(fn)} CPU, {wall}; **x{r:.2f}** CPU, x{ratio(cold, fn, 'import_wall'):.2f} wall"
+        r, spread, wall = ratio(cold, fn), ratios(cold, fn), f"{_ms(cold[fn].median('import_wall'))} wall"
+        measured = (
+            f"{cpu(fn)} CPU, {wall}; **x{r:.2f}** CPU (rounds x{min(spread):.2f}-x{max(spread):.2f}), "
+            f"x{ratio(cold, fn, 'import_wall'):.2f} wall"
+        )
         if fn == CALLBACK:
             out.add(f"1. cold import {fn}", measured, f"x{COLD_RATIO_TARGET} of baseline", r <= COLD_RATIO_TARGET)
         else:
