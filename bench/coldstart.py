@@ -1,10 +1,10 @@
-"""Figures 1 and 5: cold start and peak memory of every function, each in a fresh interpreter,
+"""Figures 1 and 4: cold start and peak memory of every function, each in a fresh interpreter,
 interleaved round by round with the baselines (``import boto3, requests``; the same plus
 Powertools' Tracer), so that a noisy neighbour slows all variants alike; and where the
 callback's import time goes beyond the baseline's (``python -X importtime``).
 
-Lambda imports boto3 from compiled files (.pyc), so the children do too: they write and read
-theirs under a private PYTHONPYCACHEPREFIX, filled by a warm-up round that is not measured.
+boto3 comes with the Lambda runtime, taken here to be compiled (.pyc), so the children read
+compiled modules too, under a private PYTHONPYCACHEPREFIX filled by a warm-up round not measured.
 `sam build` unpacks the layer's wheels without compiling them and /opt is read-only, so on
 Lambda the layer (Powertools, requests, our package) is compiled on every cold start: the
 "from source" variants measure that, with only boto3's modules compiled beforehand.
@@ -109,7 +109,7 @@ def run(stack: Stack, rounds: int) -> tuple[dict[str, Samples], ImportProfile]:
     samples = {v: Samples() for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench-pyc-") as cache:
         runner = _Runner(stack, cache)
-        for variant in variants:  # the warm-up: every module compiled once, as Lambda's boto3 is
+        for variant in variants:  # the warm-up: every module compiled once
             runner.run(variant)
         for round_no in range(rounds):
             # Rotate the order each round: no variant always runs first (or right after a heavy one).
