@@ -50,13 +50,8 @@ from apicbase_oauth.model import ConnectSession, TokenPair  # noqa: E402
 REGION = local_aws.REGION
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret-0123456789"  # a fake credential for the fake Apicbase
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-}
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+FAKE_CREDENTIALS |= {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
 ONE_WEEK = 604800
 
 
@@ -156,10 +151,6 @@ class Stack:
     def table(self) -> Any:
         return self.session.resource("dynamodb").Table(self.refs["ConnectionsTable"])
 
-    @property
-    def cipher(self) -> TokenCipher:
-        return TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"])
-
     def new_state(self) -> str:
         state = secrets.token_urlsafe(32)
         session = ConnectSession(
@@ -178,7 +169,7 @@ class Stack:
     def seed_connections(self, ids: list[str], *, expires_in: int) -> None:
         """Connections with real ciphertexts (KMS, several calls at a time) of pairs the stub
         knows, written in batches of 25 (the fast path: no lease, no events)."""
-        cipher, now = self.cipher, int(time.time())
+        cipher, now = TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"]), int(time.time())
         with ThreadPoolExecutor(8) as pool:
             ciphertexts = list(pool.map(cipher.encrypt, ids, self.stub.pairs(len(ids))))
         with self.table.batch_writer() as batch:

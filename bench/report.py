@@ -268,18 +268,12 @@ def notes(results: Results) -> str:
 
 def _cold_note(cold: dict[str, Samples], p: ImportProfile) -> str:
     base = cold[BASELINE].median("import_cpu")
-    packages = ", ".join(
-        f"`{name}` {us / 1000:.1f} ms"
-        + (f" (creating its dataclasses {_ms(p.dataclasses)})" if name == "apicbase_oauth" else "")
-        for name, us in p.packages.items()
-    )
     return (
         f"- **Callback cold import** (x{ratio(cold, CALLBACK):.2f} CPU, target x{COLD_RATIO_TARGET}): it adds "
         f"{_ms(paired_extra(cold, CALLBACK))} to the baseline's {_ms(base)}, where "
         f"x{COLD_RATIO_TARGET} allows {_ms(base * (COLD_RATIO_TARGET - 1))}. Powertools' resolver is gone from "
-        f"it. Left, by package (importtime, inflated): {packages}; app.py's own code {_ms(p.body)} (wall). The "
-        "profile above names the modules; what would have to change in the layer is under \"The callback's "
-        'cold import" below.'
+        f"it; what is left is in the profile above (creating our dataclasses {_ms(p.dataclasses)}, app.py's own "
+        f'code {_ms(p.body)}), and what would have to change in the layer under "The callback\'s cold import".'
     )
 
 
