@@ -1,7 +1,6 @@
-"""What every benchmark needs: moto's server and the fake Apicbase as separate processes, the
-stack provisioned on moto from template.yaml, the functions' environments, Lambda-shaped events
-and contexts, the handlers loaded as Lambda loads them, and AWS calls counted with botocore
-``before-call`` hooks."""
+"""What every figure needs: moto's server and the fake Apicbase as separate processes, the stack
+provisioned from template.yaml, the functions' environments, Lambda-shaped events, the handlers
+loaded as Lambda loads them, and AWS calls counted with botocore ``before-call`` hooks."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -39,17 +37,11 @@ from local import template as tpl  # noqa: E402
 from local.lambda_context import LambdaContext  # noqa: E402
 from local.stack import free_port  # noqa: E402
 
-
-def _powertools_environment() -> dict[str, str]:
-    """Powertools' settings from the template's Globals: the layer's Logger and Metrics are
-    created when it is first imported, here as on Lambda."""
-    template = tpl.load()
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    defaults = tpl.parameter_defaults(template)
-    return {k: str(tpl.resolve(v, defaults)) for k, v in variables.items() if k.startswith("POWERTOOLS_")}
-
-
-os.environ.update(_powertools_environment())
+# Powertools' settings from the template's Globals, before the layer creates its Logger and Metrics.
+_globals = tpl.load()["Globals"]["Function"]["Environment"]["Variables"]
+os.environ.update(
+    {k: str(tpl.resolve(v, tpl.parameter_defaults(tpl.load()))) for k, v in _globals.items() if "POWERTOOLS_" in k}
+)
 
 from apicbase_oauth.adapters.crypto import TokenCipher  # noqa: E402
 from apicbase_oauth.adapters.sessions import SessionStore  # noqa: E402
@@ -58,111 +50,68 @@ from apicbase_oauth.model import ConnectSession, TokenPair  # noqa: E402
 REGION = local_aws.REGION
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret-0123456789"  # a fake credential for the fake Apicbase
-APPLICATIONS = {"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-}
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+FAKE_CREDENTIALS |= {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
 ONE_WEEK = 604800
-SEED_THREADS = 8  # botocore clients are thread-safe; moto's server answers them in parallel
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def _wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up") from None
-            time.sleep(0.1)
-
-
-@dataclass(frozen=True)
-class Emulator:
-    url: str
-    pid: int
-
-    def cpu_seconds(self) -> float | None:
-        """The server process's CPU time so far (Linux), to show when the emulator is the bottleneck."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 @contextlib.contextmanager
-def moto_server() -> Iterator[Emulator]:
-    """moto's server in its own process: its CPU is not ours."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+def _server(*args: str, probe: str) -> Iterator[str]:
+    """``python -m ARGS -p PORT`` in its own process (its CPU is not ours), on a free port; yields its URL."""
+    url, port = "", free_port()
+    command = [sys.executable, "-m", *args, "-p", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
     try:
-        _wait_for(url + "/moto-api/")
-        yield Emulator(url, proc.pid)
+        while not url:
+            try:
+                requests.get(f"http://127.0.0.1:{port}{probe}", timeout=1)
+                url = f"http://127.0.0.1:{port}"
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{args[0]} did not come up") from None
+                time.sleep(0.1)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def moto_server() -> contextlib.AbstractContextManager[str]:
+    return _server("moto.server", "-H", "127.0.0.1", probe="/moto-api/")
 
 
 @dataclass
 class Stub:
+    """The fake Apicbase's control endpoints (``bench/stub.py``)."""
+
     url: str
 
-    def call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = requests.post(self.url + path, json=payload or {}, timeout=30)
+    def call(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        response = requests.post(f"{self.url}/stub/{path}", json=payload or {}, timeout=30)
         response.raise_for_status()
-        return dict(response.json())
+        return response.json()
 
     def pairs(self, count: int) -> list[TokenPair]:
-        return [TokenPair(a, r) for a, r in self.call("/stub/pairs", {"count": count})["pairs"]]
-
-    def set_delay(self, delay_ms: float) -> None:
-        self.call("/stub/config", {"delay_ms": delay_ms})
+        return [TokenPair(a, r) for a, r in self.call("pairs", {"count": count})["pairs"]]
 
     def stats(self) -> Counter[str]:
-        return Counter(self.call("/stub/stats"))
-
-    def live_refresh_tokens(self) -> set[str]:
-        return set(self.call("/stub/live")["refresh_tokens"])
+        return Counter(self.call("stats"))
 
 
 @contextlib.contextmanager
 def apicbase_stub() -> Iterator[Stub]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.stub", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert proc.stdout
-        line = proc.stdout.readline().strip()
-        if "listening on " not in line:
-            raise RuntimeError(f"the Apicbase stub did not start: {line!r}")
-        yield Stub(line.split("listening on ", 1)[1])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with _server("bench.stub", "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, probe="/") as url:
+        yield Stub(url)
 
 
 @dataclass
 class Stack:
-    """The template's resources on moto's server, and what a function sees of them."""
+    """The template's resources on moto (its server, or in this process), and what a function sees."""
 
     endpoint: str | None  # moto's server, or None for moto in this process
     stub: Stub
@@ -178,7 +127,7 @@ class Stack:
             session,
             template,
             stack_name=name,
-            applications=APPLICATIONS,
+            applications={"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}},
             parameters={
                 "ApicbaseTokenUrl": stub.url + "/oauth/token/",
                 "ApicbaseIntrospectUrl": stub.url + "/oauth/introspect/",
@@ -202,14 +151,6 @@ class Stack:
     def table(self) -> Any:
         return self.session.resource("dynamodb").Table(self.refs["ConnectionsTable"])
 
-    @property
-    def sessions(self) -> SessionStore:
-        return SessionStore(self.table)
-
-    @property
-    def cipher(self) -> TokenCipher:
-        return TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"])
-
     def new_state(self) -> str:
         state = secrets.token_urlsafe(32)
         session = ConnectSession(
@@ -222,26 +163,23 @@ class Stack:
             code_verifier=None,
             expires_at=int(time.time()) + 600,
         )
-        self.sessions.put(state, session)
+        SessionStore(self.table).put(state, session)
         return state
 
     def seed_connections(self, ids: list[str], *, expires_in: int) -> None:
-        """Connections with real ciphertexts (one KMS call each, several at a time) of pairs the
-        stub knows, written in batches of 25 (the fast path: no lease, no events)."""
-        cipher = self.cipher
-        now = int(time.time())
-        pairs = self.stub.pairs(len(ids))
-        with ThreadPoolExecutor(SEED_THREADS) as pool:
-            ciphertexts = list(pool.map(cipher.encrypt, ids, pairs))
+        """Connections with real ciphertexts (KMS, several calls at a time) of pairs the stub
+        knows, written in batches of 25 (the fast path: no lease, no events)."""
+        cipher, now = TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"]), int(time.time())
+        with ThreadPoolExecutor(8) as pool:
+            ciphertexts = list(pool.map(cipher.encrypt, ids, self.stub.pairs(len(ids))))
         with self.table.batch_writer() as batch:
             for connection_id, ciphertext in zip(ids, ciphertexts, strict=True):
                 item = connection_item(connection_id, now=now, expires_at=now + expires_in)
-                item["tokens"] = ciphertext
-                batch.put_item(Item=item)
+                batch.put_item(Item={**item, "tokens": ciphertext})
 
 
 def connection_item(connection_id: str, *, now: int, expires_at: int) -> dict[str, Any]:
-    """An active connection item as ConnectionStore.save_tokens writes it (tokens left to the caller)."""
+    """An active connection item as the store writes it (tokens left to the caller)."""
     return {
         "pk": "CONN#" + connection_id,
         "entity": "connection",
@@ -270,27 +208,24 @@ def aws_session(endpoint: str | None) -> boto3.session.Session:
     return boto3.session.Session(region_name=REGION)
 
 
-# --- counting AWS calls -------------------------------------------------------------------------
 class CallCounter:
-    """Counts every AWS API call by (scope, service, operation), and the time spent in them, from
-    ``before-call``/``after-call`` hooks registered on each client as it is created. The scope
-    is set per thread, so the harness's own calls are told apart from the handlers'."""
+    """Every AWS API call by (scope, service, operation), from ``before-call`` hooks registered on
+    each client as it is created: calls made inside ``scope(name)`` are the measured ones, the rest
+    the harness's. Query responses are kept (``ReturnConsumedCapacity`` asked for) to tell what a
+    Query read."""
 
     def __init__(self) -> None:
         self.calls: Counter[tuple[str, str, str]] = Counter()
-        self.seconds: Counter[str] = Counter()  # wall time inside AWS calls (the emulator's and botocore's)
-        self.responses: list[tuple[str, dict[str, Any]]] = []
-        self._local = threading.local()
-        self._lock = threading.Lock()
+        self.queries: list[tuple[str, dict[str, Any]]] = []
+        self.current = "harness"
 
     @contextlib.contextmanager
     def scope(self, name: str) -> Iterator[None]:
-        previous = getattr(self._local, "scope", "harness")
-        self._local.scope = name
+        previous, self.current = self.current, name
         try:
             yield
         finally:
-            self._local.scope = previous
+            self.current = previous
 
     def install(self) -> None:
         original = botocore.session.Session.create_client
@@ -299,7 +234,6 @@ class CallCounter:
         def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
             client = original(session, *args, **kwargs)
             client.meta.events.register("before-call", counter._before_call)
-            client.meta.events.register("after-call", counter._after_call)
             client.meta.events.register("before-parameter-build.dynamodb.Query", _ask_consumed_capacity)
             client.meta.events.register("after-call.dynamodb.Query", counter._after_query)
             return client
@@ -307,53 +241,39 @@ class CallCounter:
         botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
 
     def _before_call(self, model: Any, **_: Any) -> None:
-        scope = getattr(self._local, "scope", "harness")
-        with self._lock:
-            self.calls[(scope, model.service_model.service_name, model.name)] += 1
-        self._local.started = time.perf_counter()
-
-    def _after_call(self, **_: Any) -> None:
-        elapsed = time.perf_counter() - getattr(self._local, "started", time.perf_counter())
-        with self._lock:
-            self.seconds[getattr(self._local, "scope", "harness")] += elapsed
+        self.calls[(self.current, model.service_model.service_name, model.name)] += 1
 
     def _after_query(self, parsed: dict[str, Any], **_: Any) -> None:
-        with self._lock:
-            self.responses.append((getattr(self._local, "scope", "harness"), parsed))
+        self.queries.append((self.current, parsed))
 
     def of(self, scope: str) -> Counter[tuple[str, str]]:
-        with self._lock:
-            return Counter({(svc, op): n for (s, svc, op), n in self.calls.items() if s == scope})
+        return Counter({(svc, op): n for (s, svc, op), n in self.calls.items() if s == scope})
 
     def reset(self) -> None:
-        with self._lock:
-            self.calls.clear()
-            self.seconds.clear()
-            self.responses.clear()
+        self.calls.clear()
+        self.queries.clear()
 
 
 def _ask_consumed_capacity(params: dict[str, Any], **_: Any) -> None:
-    """Queries report what they read; this changes nothing else about them."""
     params.setdefault("ReturnConsumedCapacity", "TOTAL")
 
 
 DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-DYNAMODB_READS = {"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"}
 
 
-def by_kind(calls: Counter[tuple[str, str]]) -> dict[str, int]:
-    """DynamoDB reads and writes, KMS, Secrets Manager, SQS and EventBridge calls."""
+def by_kind(calls: Counter[tuple[str, str]], per: float = 1.0) -> dict[str, float]:
+    """DynamoDB reads and writes apart; every other service by name."""
     kinds: Counter[str] = Counter()
     for (service, operation), n in calls.items():
-        if service == "dynamodb":
-            kinds["dynamodb_write" if operation in DYNAMODB_WRITES else "dynamodb_read"] += n
-        else:
+        if service != "dynamodb":
             kinds[service] += n
-    return dict(kinds)
+        else:
+            kinds["dynamodb_write" if operation in DYNAMODB_WRITES else "dynamodb_read"] += n
+    return {k: v / per for k, v in kinds.items()}
 
 
 def describe_calls(calls: Counter[tuple[str, str]], per: float = 1.0) -> str:
-    return ", ".join(f"{svc}:{op} {n / per:g}" for (svc, op), n in sorted(calls.items()))
+    return ", ".join(f"{svc}:{op} {n / per:g}" for (svc, op), n in sorted(calls.items())) or "none"
 
 
 # --- Lambda shapes -------------------------------------------------------------------------------
@@ -367,13 +287,14 @@ def http_event(template: dict[str, Any], method: str, path: str, query: dict[str
     if found is None:
         raise KeyError(f"no route for {method} {path}")
     route, path_parameters = found
+    headers = [("host", "broker.example.com"), ("user-agent", "bench")]
     return adapter.build_event(
         route,
         path_parameters,
         method=method,
         raw_path=path,
         raw_query=urlencode(query or {}),
-        headers=[("host", "broker.example.com"), ("user-agent", "bench")],
+        headers=headers,
         body=b"",
         source_ip="127.0.0.1",
     )
@@ -385,8 +306,10 @@ def callback_event(stack: Stack) -> dict:
     return http_event(stack.template, "GET", "/oauth/callback", query)
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict:
-    return scheduler.sqs_event(messages, queue_arn, REGION)
+def sqs_event(messages: list[dict[str, Any]], stack: Stack) -> dict:
+    sqs = stack.session.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=stack.refs["RefreshQueue"], AttributeNames=["QueueArn"])
+    return scheduler.sqs_event(messages, attributes["Attributes"]["QueueArn"], REGION)
 
 
 def schedule_event() -> dict:
@@ -399,6 +322,37 @@ def load_handler(stack: Stack, logical_id: str) -> ModuleType:
     if not stack.endpoint:
         os.environ.pop("AWS_ENDPOINT_URL", None)
     return tpl.functions(stack.template)[logical_id].import_module(f"bench_{logical_id}_{uuid.uuid4().hex[:8]}")
+
+
+@dataclass
+class Warm:
+    """Invocations of one warm container: wall and CPU (this thread's) per invocation, calls in all."""
+
+    count: int
+    wall: list[float]
+    cpu: list[float]
+    calls: Counter[tuple[str, str]]
+
+
+def warm_invocations(stack: Stack, counter: CallCounter, logical_id: str, events: Any, count: int) -> Warm:
+    """Load the function, invoke it three times (clients built and connected, secret cached), then
+    ``count`` times more, timed and counted; ``events()`` gives each invocation's event."""
+    wall, cpu = [], []
+    with quiet_stdout():
+        module, context = load_handler(stack, logical_id), lambda_context(logical_id)
+        for _ in range(3):
+            module.lambda_handler(events(), context)
+        counter.reset()
+        for _ in range(count):
+            event = events()
+            with counter.scope(logical_id):
+                started, clock = time.perf_counter(), time.thread_time()
+                answer = module.lambda_handler(event, context)
+                cpu.append(time.thread_time() - clock)
+                wall.append(time.perf_counter() - started)
+            if answer["statusCode"] != 200:
+                raise RuntimeError(f"{logical_id} answered {answer['statusCode']}: {answer.get('body')}")
+    return Warm(count, wall, cpu, counter.of(logical_id))
 
 
 @contextlib.contextmanager
@@ -414,9 +368,3 @@ def quiet_stdout() -> Iterator[None]:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
-
-
-def queue_arn(stack: Stack) -> str:
-    sqs = stack.session.client("sqs")
-    attributes = sqs.get_queue_attributes(QueueUrl=stack.refs["RefreshQueue"], AttributeNames=["QueueArn"])
-    return str(attributes["Attributes"]["QueueArn"])

@@ -1,12 +1,12 @@
-"""A fake Apicbase token and introspection endpoint on 127.0.0.1, run as its own process so
-that the benchmark process's CPU time is the broker's alone.
+"""A fake Apicbase token and introspection endpoint on 127.0.0.1, run as its own process so that
+the benchmark process's CPU time is the broker's alone.
 
-It rotates refresh tokens like django-oauth-toolkit (a refresh revokes the token presented),
-answers after a configurable latency, keeps connections alive (HTTP/1.1) and counts requests
-and new TCP connections. Control endpoints under ``/stub/`` seed pairs, set the latency and
-read the counters and the live refresh tokens.
+It rotates refresh tokens like django-oauth-toolkit (a refresh revokes the token presented, and a
+revoked one gets invalid_grant), takes each authorization code once, keeps connections alive
+(HTTP/1.1) and counts requests and new TCP connections. ``POST /stub/pairs {"count": N}`` seeds
+token pairs; ``POST /stub/stats`` reads the counters.
 
-    python -m bench.stub --client-id ID --client-secret S [--delay-ms 0]
+    python -m bench.stub --client-id ID --client-secret S -p PORT
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,81 +22,59 @@ from typing import Any
 from urllib.parse import parse_qs
 
 EXPIRES_IN = 604800
+SCOPE = "accounts library"
 USERNAME = "chef@example.com"
 
 
 class Apicbase:
-    def __init__(self, client_id: str, client_secret: str, delay: float) -> None:
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.delay = delay
+    def __init__(self, client_id: str, client_secret: str) -> None:
+        self.client = (client_id, client_secret)
         self.live_refresh: set[str] = set()
         self.used_codes: set[str] = set()
         self.stats: Counter[str] = Counter()
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def pair(self) -> tuple[str, str]:
+    def pair(self) -> list[str]:
         n = next(self._ids)
-        access, refresh = f"access-{n:08d}", f"refresh-{n:08d}"
-        self.live_refresh.add(refresh)
-        return access, refresh
+        self.live_refresh.add(f"refresh-{n:08d}")
+        return [f"access-{n:08d}", f"refresh-{n:08d}"]
 
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.stats["token_requests"] += 1
-            if (form.get("client_id"), form.get("client_secret")) != (self.client_id, self.client_secret):
+            if (form.get("client_id"), form.get("client_secret")) != self.client:
                 return 401, {"error": "invalid_client"}
             grant = form.get("grant_type")
-            if grant == "authorization_code":
-                code = form.get("code", "")
-                if not code or code in self.used_codes:
-                    self.stats["invalid_grant"] += 1
-                    return 400, {"error": "invalid_grant"}
+            code, refresh = form.get("code", ""), form.get("refresh_token", "")
+            if grant == "authorization_code" and code and code not in self.used_codes:
                 self.used_codes.add(code)
-            elif grant == "refresh_token":
-                self.stats["refresh_requests"] += 1
-                presented = form.get("refresh_token", "")
-                if presented not in self.live_refresh:
-                    self.stats["invalid_grant"] += 1
-                    return 400, {"error": "invalid_grant"}
-                self.live_refresh.discard(presented)
+            elif grant == "refresh_token" and refresh in self.live_refresh:
+                self.live_refresh.discard(refresh)
             else:
-                return 400, {"error": "unsupported_grant_type"}
+                self.stats["invalid_grant"] += 1
+                return 400, {"error": "invalid_grant"}
             access, refresh = self.pair()
-        body = {
-            "access_token": access,
-            "refresh_token": refresh,
-            "expires_in": EXPIRES_IN,
-            "token_type": "Bearer",
-            "scope": "accounts library",
-        }
-        return 200, body
+        body = {"access_token": access, "refresh_token": refresh, "expires_in": EXPIRES_IN, "scope": SCOPE}
+        return 200, {**body, "token_type": "Bearer"}
 
-    def introspect(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def introspect(self) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.stats["introspections"] += 1
-        body = {
-            "active": True,
-            "scope": "accounts library",
-            "exp": int(time.time()) + EXPIRES_IN,
-            "client_id": self.client_id,
-            "username": USERNAME,
-        }
-        return 200, body
+        exp = int(time.time()) + EXPIRES_IN
+        return 200, {"active": True, "scope": SCOPE, "exp": exp, "client_id": self.client[0], "username": USERNAME}
 
-    def control(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, path: str, raw: str) -> tuple[int, dict[str, Any]]:
+        if path == "/oauth/token/":
+            return self.token({k: v[0] for k, v in parse_qs(raw).items()})
+        if path == "/oauth/introspect/":
+            return self.introspect()
         with self.lock:
             if path == "/stub/pairs":
-                return {"pairs": [self.pair() for _ in range(int(payload["count"]))]}
-            if path == "/stub/config":
-                self.delay = float(payload["delay_ms"]) / 1000
-                return {"delay_ms": self.delay * 1000}
+                return 200, {"pairs": [self.pair() for _ in range(int(json.loads(raw)["count"]))]}
             if path == "/stub/stats":
-                return dict(self.stats)
-            if path == "/stub/live":  # to check that no rotated refresh token was lost
-                return {"refresh_tokens": sorted(self.live_refresh)}
-        raise KeyError(path)
+                return 200, dict(self.stats)
+        return 404, {"error": "not_found"}
 
 
 def make_handler(apicbase: Apicbase) -> type[BaseHTTPRequestHandler]:
@@ -112,7 +89,9 @@ def make_handler(apicbase: Apicbase) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            status, body = apicbase.answer(self.path, raw)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -120,39 +99,19 @@ def make_handler(apicbase: Apicbase) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            if self.path.startswith("/stub/"):
-                self._answer(200, apicbase.control(self.path, json.loads(raw or "{}")))
-                return
-            form = {k: v[0] for k, v in parse_qs(raw).items()}
-            if apicbase.delay:
-                time.sleep(apicbase.delay)
-            if self.path == "/oauth/token/":
-                self._answer(*apicbase.token(form))
-            elif self.path == "/oauth/introspect/":
-                self._answer(*apicbase.introspect(form))
-            else:
-                self._answer(404, {"error": "not_found"})
-
     return Handler
 
 
-def main(argv: list[str] | None = None) -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret", required=True)
-    parser.add_argument("--delay-ms", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    apicbase = Apicbase(args.client_id, args.client_secret, args.delay_ms / 1000)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(apicbase))
+    parser.add_argument("-p", "--port", type=int, default=0)
+    args = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(Apicbase(args.client_id, args.client_secret)))
     server.daemon_threads = True
     server.request_queue_size = 64
-    print(f"stub listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        sys.exit(0)
+    server.serve_forever()
 
 
 if __name__ == "__main__":
