@@ -28,7 +28,13 @@ def quiet_run() -> Iterator[LocalRun]:
     """A run whose schedule never ticks during the tests, so that every refresh the sandbox
     sees comes from the callers under test."""
     ARTIFACTS.mkdir(exist_ok=True)
-    run = LocalRun(ARTIFACTS / "e2e-concurrency-run.log", REFRESH_TICK_SECONDS="86400")
+    # Twenty containers of the admin API, as the stack gives with AdminReservedConcurrency=20
+    # (reservations are opt-in; without one the local pool is small).
+    run = LocalRun(
+        ARTIFACTS / "e2e-concurrency-run.log",
+        REFRESH_TICK_SECONDS="86400",
+        **{f"LOCAL_POOL_SIZE_{ADMIN_FUNCTION}": str(CALLERS)},
+    )
     try:
         run.wait_ready()
         yield run
