@@ -13,6 +13,7 @@ from .adapters.apicbase import Introspection
 from .admin import ConnectionPage
 from .errors import (
     ApicbaseError,
+    ApicbaseTimeout,
     ApicbaseUnavailable,
     AuthorizationDenied,
     BrokerError,
@@ -22,6 +23,7 @@ from .errors import (
     InvalidRequest,
     InvalidState,
     NeedsReauthorization,
+    OverBudget,
     RateLimited,
     RefreshInProgress,
     RefreshStillRunning,
@@ -45,6 +47,8 @@ _STATUS: dict[type[BrokerError], int] = {
     RateLimited: 503,
     ApicbaseUnavailable: 503,
     DependencyUnavailable: 503,
+    OverBudget: 429,
+    ApicbaseTimeout: 504,
 }
 
 
