@@ -5,7 +5,8 @@ REFRESH_WINDOW_HOURS, LOG_LEVEL, SANDBOX_CODE_LIFETIME (60), SANDBOX_TEST_HOOKS,
 SANDBOX_CLIENT_ID / SANDBOX_CLIENT_SECRET (generated per run by default), TEMPLATE_FILE; or
 APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CLIENT_ID and
 APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this
-run's callback URL) instead of the sandbox.
+run's callback URL) instead of the sandbox. APICBASE_API_URL is where the proxy route forwards
+(default: the sandbox's own protected API), APICBASE_RATE_LIMIT_PER_MINUTE its budget per user (100).
 """
 
 from __future__ import annotations

@@ -46,7 +46,12 @@ EXTERNAL_APICBASE_VARS = (
 SCHEDULER_FUNCTION = "RefreshSchedulerFunction"
 WORKER_FUNCTION = "RefreshWorkerFunction"
 # Template parameters the environment sets, by the name of the environment variable.
-PARAMETER_SETTINGS = {"RefreshWindowHours": "REFRESH_WINDOW_HOURS", "LogLevel": "LOG_LEVEL"}
+PARAMETER_SETTINGS = {
+    "RefreshWindowHours": "REFRESH_WINDOW_HOURS",
+    "LogLevel": "LOG_LEVEL",
+    "ApicbaseApiUrl": "APICBASE_API_URL",
+    "ApicbaseRateLimitPerMinute": "APICBASE_RATE_LIMIT_PER_MINUTE",
+}
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 # The handlers share Powertools' logger and metrics (one layer) and keep the current request on
 # their resolver: like a Lambda container, a handler runs one event at a time, so every
@@ -87,6 +92,9 @@ class Config:
     sandbox_client_secret: str | None = field(default=None, repr=False)
     external: ExternalApicbase | None = None
     template_path: Path = tpl.TEMPLATE_PATH
+    # The proxy's target (default: the sandbox's own API) and its budget per user and minute.
+    api_url: str | None = None
+    rate_limit_per_minute: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -125,6 +133,8 @@ class Config:
             sandbox_client_secret=env.get("SANDBOX_CLIENT_SECRET", "").strip() or None,
             external=external,
             template_path=Path(env.get("TEMPLATE_FILE", "").strip() or tpl.TEMPLATE_PATH),
+            api_url=env.get("APICBASE_API_URL", "").strip() or None,
+            rate_limit_per_minute=number("APICBASE_RATE_LIMIT_PER_MINUTE", 0, 1, 100000) or None,
         )
 
 
@@ -376,6 +386,12 @@ class Stack:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:
             parameters["LogLevel"] = self.config.log_level
+        # The proxy forwards to the sandbox's protected API unless told otherwise.
+        api_url = self.config.api_url or (f"{self.sandbox_url}/" if external is None else None)
+        if api_url:
+            parameters["ApicbaseApiUrl"] = api_url
+        if self.config.rate_limit_per_minute is not None:
+            parameters["ApicbaseRateLimitPerMinute"] = str(self.config.rate_limit_per_minute)
         return parameters
 
     def _start_aws(self) -> None:

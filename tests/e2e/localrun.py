@@ -27,6 +27,8 @@ CODE_LIFETIME_SECONDS = 5
 # Only connections expiring within the hour are due, so the scheduler refreshes the tokens the
 # scheduled-refresh test imports with a short expiry and leaves the week-long ones alone.
 REFRESH_WINDOW_HOURS = 1
+# The proxy's budget per Apicbase user and minute: small, so tests/e2e/test_proxy.py can spend it.
+PROXY_BUDGET_PER_MINUTE = 30
 
 
 def query_of(url: str) -> dict[str, str]:
@@ -75,6 +77,7 @@ class LocalRun:
             SANDBOX_CODE_LIFETIME=str(CODE_LIFETIME_SECONDS),
             SANDBOX_CLIENT_ID=CLIENT_ID,
             SANDBOX_CLIENT_SECRET=CLIENT_SECRET,
+            APICBASE_RATE_LIMIT_PER_MINUTE=str(PROXY_BUDGET_PER_MINUTE),
         )
         self._log = open(log_path, "w")  # noqa: SIM115 (open for the process's whole life)
         # Its own process group, so that stop() can end the sandbox too if the run does not.
