@@ -24,7 +24,9 @@ ROUTES = tpl.http_routes(TEMPLATE)
 CALLBACK_ROUTE = "GET /oauth/callback"
 # The only variable that may be set for some functions only: the queue's URL stays with the one
 # function allowed to send to it. Every other variable the code reads must reach every function.
-ONLY_FOR = {"REFRESH_QUEUE_URL": {"RefreshSchedulerFunction"}}
+# BROKER_API_URL is read by the layer's helper in integrators' own functions (consumer.py), never
+# by the broker's.
+ONLY_FOR = {"REFRESH_QUEUE_URL": {"RefreshSchedulerFunction"}, "BROKER_API_URL": set()}
 ENV_READ = re.compile(
     r"""(?:env\.get|required|url|integer|os\.getenv|os\.environ\.get)\(\s*"([A-Z][A-Z0-9_]*)"|"""
     r"""os\.environ\[\s*"([A-Z][A-Z0-9_]*)"\s*\]"""
