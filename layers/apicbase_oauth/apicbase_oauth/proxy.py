@@ -92,7 +92,8 @@ def target_url(api_url: str, raw_path: str, raw_query: str) -> str:
         raise _bad_path("the path or the query string is too long")
     try:
         path = unquote(raw_path, errors="strict")
-    except UnicodeDecodeError:
+        path.encode("utf-8")  # lone surrogates (JSON's "\udc80") are not text either
+    except UnicodeError:
         raise _bad_path("the path is not valid UTF-8") from None
     if not path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or "\\" in path:
         raise _bad_path("the path is empty or holds control characters or backslashes")
