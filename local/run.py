@@ -77,6 +77,7 @@ def banner(stack: Any, started: float) -> str:
         """-d '{"connection_id": "lib-42"}'""",
         f"  curl -s -X POST {url}/connections/{CONNECTION_ID}/refresh",
         f"  curl -s {url}/connections/{CONNECTION_ID}/token   # prints the access token itself",
+        f"  curl -s {url}/connections/{CONNECTION_ID}/apicbase/api/v1/me/   # Apicbase's API through the broker",
         "",
         "Ctrl-C stops everything.",
     ]
