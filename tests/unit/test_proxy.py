@@ -329,3 +329,8 @@ def test_bodies_and_tokens_are_never_logged(call, deps, apicbase, data_api, capl
 
 def test_the_route_is_dispatched_by_its_route_key() -> None:
     assert load_event("admin_proxy_apicbase.json")["routeKey"] == ROUTE_KEY
+
+
+def test_a_header_value_that_could_split_a_line_is_dropped() -> None:
+    headers = proxy.forwarded_headers({"Accept": "application/json\r\nX-Evil: 1", "Content-Type": "text/plain"})
+    assert headers == {"content-type": "text/plain"}

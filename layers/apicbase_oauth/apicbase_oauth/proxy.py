@@ -122,7 +122,12 @@ def _bad_path(message: str) -> InvalidRequest:
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The caller's headers that Apicbase may see (payload 2.0 lower-cases names)."""
     lowered = {name.lower(): value for name, value in headers.items()}
-    return {name: lowered[name] for name in FORWARDED_REQUEST_HEADERS if name in lowered}
+    return {
+        name: lowered[name]
+        for name in FORWARDED_REQUEST_HEADERS
+        # A value that could split a header line is not forwarded at all.
+        if name in lowered and isinstance(lowered[name], str) and not any(ord(c) < 0x20 for c in lowered[name])
+    }
 
 
 def passed_headers(answer: ApiResponse) -> dict[str, str]:
