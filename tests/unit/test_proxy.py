@@ -334,3 +334,17 @@ def test_the_route_is_dispatched_by_its_route_key() -> None:
 def test_a_header_value_that_could_split_a_line_is_dropped() -> None:
     headers = proxy.forwarded_headers({"Accept": "application/json\r\nX-Evil: 1", "Content-Type": "text/plain"})
     assert headers == {"content-type": "text/plain"}
+
+
+def test_a_token_about_to_expire_is_refreshed_before_the_call_and_stored(call, deps, apicbase, data_api, clock) -> None:
+    # Given a connection whose token expires within the leeway (the read served once to get_token)
+    access = connect(deps, apicbase)
+    clock.advance(604800 - 60)
+    # When the proxy is called
+    reply = call()
+    # Then the token was refreshed first (single flight, stored), and Apicbase saw only the new one
+    stored = deps.cipher.decrypt(CID, deps.store.get(CID).tokens)
+    assert reply.status == 200
+    assert apicbase.refresh_requests == 1
+    assert [r.headers["Authorization"] for r in data_api.seen] == [f"Bearer {stored.access_token}"]
+    assert stored.access_token != access and stored.refresh_token == apicbase.issued_refresh_tokens[-1]
