@@ -235,7 +235,7 @@ def test_an_unknown_connection_is_a_404(call, data_api) -> None:
 
 
 # --- 401: refresh once, retry once -------------------------------------------------------------
-def test_a_401_refreshes_once_and_retries_with_the_new_token(call, deps, apicbase, data_api) -> None:
+def test_a_401_refreshes_once_and_retries_with_the_new_token(call, deps, apicbase, data_api, capsys) -> None:
     # Given a stored token that Apicbase deleted (a refresh elsewhere, as DOT does)
     access = connect(deps, apicbase)
     data_api.dead.add(access)
@@ -246,6 +246,7 @@ def test_a_401_refreshes_once_and_retries_with_the_new_token(call, deps, apicbas
     assert apicbase.refresh_requests == 1
     tokens_sent = [r.headers["Authorization"] for r in data_api.seen]
     assert tokens_sent[0] == f"Bearer {access}" and tokens_sent[1] != tokens_sent[0] and len(tokens_sent) == 2
+    assert '"ProxyRetriedAfter401":[1.0]' in capsys.readouterr().out  # the metric, flushed by the handler
 
 
 def test_a_second_401_is_passed_on_after_one_refresh(call, deps, apicbase, data_api) -> None:
@@ -265,7 +266,7 @@ def test_apicbase_s_429_is_passed_on_with_its_retry_after(call, deps, apicbase, 
     assert (reply.status, reply.headers["Retry-After"]) == (429, "17")
 
 
-def test_the_budget_answers_429_itself_until_the_next_minute(call, deps, apicbase, data_api, clock) -> None:
+def test_the_budget_answers_429_itself_until_the_next_minute(call, deps, apicbase, data_api, clock, capsys) -> None:
     # Given a budget of 3 per minute, 20 seconds into a minute
     call.module.PROXY.budget.per_minute = 3
     clock.value = (clock.value // 60) * 60 + 20
@@ -277,6 +278,7 @@ def test_the_budget_answers_429_itself_until_the_next_minute(call, deps, apicbas
     assert replies[3].headers["Retry-After"] == "40"
     assert replies[3].json()["error"]["code"] == "rate_limited"
     assert len(data_api.seen) == 3
+    assert '"ProxyOverBudget":[1.0]' in capsys.readouterr().out
     # And in the next minute the budget is whole again
     clock.advance(40)
     assert call().status == 200

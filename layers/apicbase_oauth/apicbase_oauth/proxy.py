@@ -33,9 +33,9 @@ from .adapters.apicbase_api import ApicbaseApi, ApiResponse
 from .adapters.budget import RequestBudget, spender
 from .adapters.store import ConnectionStore
 from .deps import Deps
-from .errors import InvalidRequest, ResponseTooLarge
+from .errors import InvalidRequest, OverBudget, ResponseTooLarge
 from .model import Connection
-from .observability import logger
+from .observability import logger, metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Request headers that pass to Apicbase (lower case); anything else stays here.
@@ -162,7 +162,11 @@ class Proxy:
         deps, connection_id = self.deps, request.connection_id
         started = time.monotonic()
         connection = deps.store.get(connection_id)
-        self.budget.spend(spender(username=connection.username, connection_id=connection_id))
+        try:
+            self.budget.spend(spender(username=connection.username, connection_id=connection_id))
+        except OverBudget:
+            metrics.add_metric(name="ProxyOverBudget", unit="Count", value=1)
+            raise
         token = tokens.get_token(dataclasses.replace(deps, store=_ReadOnce(deps.store, connection)), connection_id)
         answer = self._send(request, token.access_token)
         retried = False
@@ -170,6 +174,10 @@ class Proxy:
             # Revoked by a refresh elsewhere (DOT deletes the old access token), or expired early.
             newer = tokens.replace_rejected_token(deps, connection_id, token.access_token)
             answer, retried = self._send(request, newer.access_token), True
+            metrics.add_metric(name="ProxyRetriedAfter401", unit="Count", value=1)
+        if answer.status == 429:
+            # Apicbase's own limit, despite the budget: several brokers, or a minute's turn.
+            metrics.add_metric(name="ApicbaseThrottled", unit="Count", value=1)
         logger.info(
             "proxied to Apicbase",
             connection_id=connection_id,
