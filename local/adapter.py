@@ -44,7 +44,7 @@ Invoke = Callable[[str, dict[str, Any]], Any]
 def match(routes: Iterable[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
     for route in routes:
         found = route.pattern().match(path)
-        if route.method == method and found:
+        if route.method in (method, "ANY") and found:
             return route, {k: unquote(v) for k, v in found.groupdict().items()}
     return None
 

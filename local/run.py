@@ -9,7 +9,8 @@ LOCAL_POOL_SIZE_<LogicalId> (one function's), SANDBOX_CODE_LIFETIME (60), SANDBO
 SANDBOX_CLIENT_ID / SANDBOX_CLIENT_SECRET (generated per run by default), TEMPLATE_FILE; or
 APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CLIENT_ID and
 APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this
-run's callback URL) instead of the sandbox.
+run's callback URL) instead of the sandbox. APICBASE_API_URL is where the proxy route forwards
+(default: the sandbox's own protected API), APICBASE_RATE_LIMIT_PER_MINUTE its budget per user (100).
 
 The sandbox's switches (Apicbase at its worst; python -m local.sandbox --help says more):
 SANDBOX_REUSE_PROTECTION=1 (a used refresh token revokes its whole family),
@@ -89,6 +90,7 @@ def banner(stack: Any, started: float) -> str:
         """-d '{"connection_id": "lib-42"}'""",
         f"  curl -s -X POST {url}/connections/{CONNECTION_ID}/refresh",
         f"  curl -s {url}/connections/{CONNECTION_ID}/token   # prints the access token itself",
+        f"  curl -s {url}/connections/{CONNECTION_ID}/apicbase/api/v1/me/   # Apicbase's API through the broker",
         "",
         "Ctrl-C stops everything.",
     ]

@@ -48,7 +48,12 @@ EXTERNAL_APICBASE_VARS = (
 SCHEDULER_FUNCTION = "RefreshSchedulerFunction"
 WORKER_FUNCTION = "RefreshWorkerFunction"
 # Template parameters the environment sets, by the name of the environment variable.
-PARAMETER_SETTINGS = {"RefreshWindowHours": "REFRESH_WINDOW_HOURS", "LogLevel": "LOG_LEVEL"}
+PARAMETER_SETTINGS = {
+    "RefreshWindowHours": "REFRESH_WINDOW_HOURS",
+    "LogLevel": "LOG_LEVEL",
+    "ApicbaseApiUrl": "APICBASE_API_URL",
+    "ApicbaseRateLimitPerMinute": "APICBASE_RATE_LIMIT_PER_MINUTE",
+}
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 
 
@@ -88,6 +93,9 @@ class Config:
     template_path: Path = tpl.TEMPLATE_PATH
     # Pool sizes set by the environment, by logical id ("*": every function).
     pool_sizes: Mapping[str, int] = field(default_factory=dict)
+    # The proxy's target (default: the sandbox's own API) and its budget per user and minute.
+    api_url: str | None = None
+    rate_limit_per_minute: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -137,6 +145,8 @@ class Config:
             external=external,
             template_path=Path(env.get("TEMPLATE_FILE", "").strip() or tpl.TEMPLATE_PATH),
             pool_sizes={name: size for name, size in pool_sizes.items() if size},
+            api_url=env.get("APICBASE_API_URL", "").strip() or None,
+            rate_limit_per_minute=number("APICBASE_RATE_LIMIT_PER_MINUTE", 0, 1, 100000) or None,
         )
 
 
@@ -374,6 +384,12 @@ class Stack:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:
             parameters["LogLevel"] = self.config.log_level
+        # The proxy forwards to the sandbox's protected API unless told otherwise.
+        api_url = self.config.api_url or (f"{self.sandbox_url}/" if external is None else None)
+        if api_url:
+            parameters["ApicbaseApiUrl"] = api_url
+        if self.config.rate_limit_per_minute is not None:
+            parameters["ApicbaseRateLimitPerMinute"] = str(self.config.rate_limit_per_minute)
         return parameters
 
     def _start_aws(self) -> None:

@@ -173,7 +173,9 @@ class Route:
         return f"{self.method} {self.path}"
 
     def pattern(self) -> re.Pattern[str]:
-        regex = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path))
+        # {name} is one segment; a greedy {name+} (API Gateway's proxy) is the rest of the path.
+        regex = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\+\\\}", r"(?P<\1>.+)", re.escape(self.path))
+        regex = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", regex)
         return re.compile(f"^{regex}$")
 
 

@@ -12,13 +12,15 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from apicbase_oauth import admin, connect, deps, edge, tokens, validation
+from apicbase_oauth import admin, connect, deps, edge, proxy, tokens, validation
 from apicbase_oauth.config import Settings
-from apicbase_oauth.errors import BrokerError, InvalidRequest
+from apicbase_oauth.errors import BrokerError, InvalidRequest, OverBudget
 from apicbase_oauth.observability import logger, metrics
 
 DEPS = deps.build(Settings.from_env())
+PROXY = proxy.build(DEPS)
 app = APIGatewayHttpResolver()
+PROXY_ROUTE_KEY = "ANY /connections/{connection_id}/apicbase/{proxy+}"
 MAX_BODY_BYTES = 16 * 1024
 MAX_CURSOR_LENGTH = 1024
 NO_STORE = {"Cache-Control": "no-store"}
@@ -103,6 +105,14 @@ def get_token(connection_id: str) -> Response:
     return _json(200, edge.token_view(tokens.get_token(DEPS, _path_id(connection_id)), DEPS.now()))
 
 
+@app.post("/connections/<connection_id>/token")
+def replace_rejected_token(connection_id: str) -> Response:
+    """A token Apicbase answered 401 to: a newer one, refreshing only if the broker still holds it."""
+    connection_id = _path_id(connection_id)
+    rejected = validation.token(_body(required={"rejected_token"}, optional=set())["rejected_token"], "rejected_token")
+    return _json(200, edge.token_view(tokens.replace_rejected_token(DEPS, connection_id, rejected), DEPS.now()))
+
+
 @app.post("/connections/<connection_id>/refresh")
 def refresh(connection_id: str) -> Response:
     return _json(200, edge.refresh_view(admin.force_refresh(DEPS, _path_id(connection_id))))
@@ -137,11 +147,28 @@ def import_tokens(connection_id: str) -> Response:
     return _json(200, edge.connection_view(connection))
 
 
+def proxy_apicbase(event: dict) -> dict:
+    """ANY /connections/{id}/apicbase/{proxy+}, outside the resolver: its path spans segments and
+    its answers are Apicbase's (bytes, headers), not this API's JSON."""
+    try:
+        raw_id, method, url, headers, body = proxy.request_from_event(event, DEPS.settings.api_url)
+        request = proxy.ProxyRequest(_path_id(raw_id), method, url, headers, body)
+        return proxy.lambda_answer(PROXY.forward(request), head=method == "HEAD")
+    except BrokerError as exc:
+        answer = broker_error(exc)
+    except Exception as exc:
+        answer = unexpected_error(exc)
+    headers = {**answer.headers, "Content-Type": answer.content_type}
+    return {"statusCode": answer.status_code, "headers": headers, "body": answer.body, "isBase64Encoded": False}
+
+
 @app.exception_handler(BrokerError)
 def broker_error(exc: BrokerError) -> Response:
     status = edge.status_of(exc)
     logger.info("admin request failed", error=exc.code, status=status)
     headers = {"Retry-After": "5"} if status == 503 else None
+    if isinstance(exc, OverBudget):
+        headers = {"Retry-After": str(exc.retry_after)}
     return _json(status, {"error": {"code": exc.code, "message": exc.message}}, headers)
 
 
@@ -162,4 +189,6 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)
     caller = (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
     logger.append_keys(caller=caller)
+    if event.get("routeKey") == PROXY_ROUTE_KEY:
+        return proxy_apicbase(event)
     return app.resolve(event, context)

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.auth.views import LoginView
 from django.urls import URLPattern, path
 
-from local.sandbox import views
+from local.sandbox import api, views
 
 # Apicbase's paths, trailing slashes included.
 urlpatterns: list[URLPattern] = [
@@ -13,6 +13,7 @@ urlpatterns: list[URLPattern] = [
     path("oauth/introspect/", views.IntrospectView.as_view()),
     path("oauth/revoke_token/", views.CountingRevokeView.as_view()),
     path("api/v2/accounts/user_info/", views.UserInfoView.as_view()),
+    *api.urlpatterns,
 ]
 
 if settings.SANDBOX["test_hooks"]:

@@ -29,6 +29,8 @@ CODE_LIFETIME_SECONDS = 5
 # Only connections expiring within the hour are due, so the scheduler refreshes the tokens the
 # scheduled-refresh test imports with a short expiry and leaves the week-long ones alone.
 REFRESH_WINDOW_HOURS = 1
+# The proxy's budget per Apicbase user and minute: small, so tests/e2e/test_proxy.py can spend it.
+PROXY_BUDGET_PER_MINUTE = 30
 
 
 def at_once(calls: list[Callable[[], Any]], expected: type[Exception]) -> list[Any]:
@@ -102,6 +104,7 @@ class LocalRun:
                 "SANDBOX_CLIENT_ID": CLIENT_ID,
                 "SANDBOX_CLIENT_SECRET": CLIENT_SECRET,
                 "SANDBOX_REUSE_PROTECTION": "1",
+                "APICBASE_RATE_LIMIT_PER_MINUTE": str(PROXY_BUDGET_PER_MINUTE),
                 **settings,
             }
         )

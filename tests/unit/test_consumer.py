@@ -1,43 +1,126 @@
-"""get_access_token for integrators' Lambdas, and examples/consumer_lambda.py (moto + responses)."""
+"""get_access_token for integrators' Lambdas (a SigV4 client of the broker's API), its documented
+IAM policy, and examples/consumer_lambda.py.
+
+The broker's API is the real ConnectionsFunction on moto, behind API Gateway's stand-in
+(local.adapter's events) on ``responses``; every request the helper makes is checked against
+the policy README.md documents, as IAM would check it.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
+import json
+import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 import responses
+from local import adapter as gateway
+from local import template as tpl
 
 from apicbase_oauth import connect, consumer, get_access_token
-from tests import fakes
+from apicbase_oauth.errors import BrokerError, ConfigurationError, ConnectionNotFound, NeedsReauthorization
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = "https://api.apicbase.com/api/v2/products/recipes/"
+REGION, ACCOUNT, API_ID = "eu-west-1", "123456789012", "abc123defg"
+API_URL = f"https://{API_ID}.execute-api.{REGION}.amazonaws.com"
+
+
+def documented_policy() -> dict[str, Any]:
+    """The JSON policy under README's heading for the layer's helper."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Lambda functions of your own: the layer's helper", 1)[1]
+    block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
+    assert block, "README documents the helper's policy in a json block"
+    text = block.group(1).replace("REGION", REGION).replace("ACCOUNT", ACCOUNT).replace("API_ID", API_ID)
+    return dict(json.loads(text))
+
+
+def allows(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """IAM's answer for an identity policy with Allow statements only (no Deny, no conditions):
+    wildcards in actions and resources, '*' across '/' as IAM matches them."""
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow" and "Condition" not in statement and "NotAction" not in statement
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+        if any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions) and any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
+            return True
+    return False
+
+
+def invoke_arn(method: str, path: str) -> str:
+    return f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{API_ID}/$default/{method}{path}"
+
+
+@dataclass
+class Broker:
+    """API Gateway with IAM authorization in front of the real ConnectionsFunction: a request
+    must be SigV4-signed for execute-api in the API's region, and the documented policy must
+    allow it, or the answer is API Gateway's 403."""
+
+    handler: Any
+    lambda_context: Any
+    policy: dict[str, Any] = field(default_factory=documented_policy)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], str]:
+        parts = urlsplit(request.url)
+        self.calls.append((request.method, parts.path))
+        authorization = request.headers.get("Authorization", "")
+        self.signatures.append(authorization)
+        scope = f"/{REGION}/execute-api/aws4_request"
+        if not authorization.startswith("AWS4-HMAC-SHA256 Credential=") or scope not in authorization:
+            return 403, {"Content-Type": "application/json"}, json.dumps({"message": "Forbidden"})
+        if not allows(self.policy, "execute-api:Invoke", invoke_arn(request.method, parts.path)):
+            return 403, {"Content-Type": "application/json"}, json.dumps({"message": "Forbidden"})
+        found = gateway.match(tpl.http_routes(tpl.load()), request.method, parts.path)
+        assert found, parts.path
+        route, parameters = found
+        body = request.body or b""
+        event = gateway.build_event(
+            route,
+            parameters,
+            method=request.method,
+            raw_path=parts.path,
+            raw_query=parts.query,
+            headers=list(request.headers.items()),
+            body=body.encode() if isinstance(body, str) else body,
+            source_ip="203.0.113.10",
+        )
+        status, headers, content = gateway.http_response(self.handler(event, self.lambda_context))
+        return status, dict(headers), content.decode()
 
 
 @pytest.fixture
-def apicbase_api(clock):
-    """Apicbase's OAuth endpoints (the fake) and its data API, in one responses mock."""
-    fake = fakes.FakeApicbase(now=clock)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake.register(mock)
-        yield fake, mock
+def broker(load_handler, deps, lambda_context, apicbase, monkeypatch) -> Broker:
+    module = load_handler("ConnectionsFunction")
+    module.DEPS = deps  # the test's clock and moto session
+    fake = Broker(module.lambda_handler, lambda_context)
+    for method in (responses.GET, responses.POST):
+        apicbase.mock.add_callback(method, re.compile(re.escape(API_URL) + "/.*"), callback=fake)
+    # The integrator's function: BROKER_API_URL and its role's credentials, none of the broker's settings.
+    monkeypatch.setenv("BROKER_API_URL", API_URL)
+    for name in ("TABLE_NAME", "TOKEN_KEY_ID", "CLIENT_SECRET_ID", "APICBASE_TOKEN_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(consumer, "_client", None)
+    return fake
 
 
-@pytest.fixture
-def use_deps(deps, monkeypatch):
-    """The helper's per-container Deps, on moto with the test clock."""
-    monkeypatch.setattr(consumer, "_deps", deps)
-    return deps
-
-
-def seed(deps, fake, connection_id: str = "lib-1") -> tuple[str, str]:
+def seed(deps, fake, connection_id: str = "lib-1") -> str:
     access, refresh = fake.issue_pair()
     connect.import_tokens(deps, connection_id, access_token=access, refresh_token=refresh, expires_in=604800)
-    return access, refresh
+    return access
 
 
 def load_example():
@@ -59,85 +142,152 @@ def test_importing_the_package_builds_nothing():
     assert out.split() == ["False", "False"]
 
 
-def test_deps_are_built_from_the_environment_on_first_use(aws, template, apicbase, deps, monkeypatch):
-    # Given the broker's environment and a stored connection, and no Deps yet
-    for name, value in aws.env(template, "ConnectionsFunction").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(consumer, "_deps", None)
-    access, _ = seed(deps, apicbase)
-    # When a token is asked for
-    token = get_access_token("lib-1")
-    # Then the stored token comes back and the Deps stay for the next call
-    assert token == access
-    assert consumer._deps is not None
+def test_importing_the_helper_loads_no_use_case_and_no_boto3():
+    code = (
+        "import sys, apicbase_oauth.consumer; "
+        "print(any(m in sys.modules for m in ('apicbase_oauth.tokens', 'apicbase_oauth.deps', 'boto3')))"
+    )
+    env_path = str(ROOT / "layers" / "apicbase_oauth")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": env_path}
+    ).stdout
+    assert out.split() == ["False"]
 
 
-def test_a_valid_token_is_returned_without_a_refresh(use_deps, apicbase):
-    # Given a connection whose token is valid for a week
-    access, _ = seed(use_deps, apicbase)
-    # When a token is asked for, Then it is the stored one, and Apicbase is not asked
-    assert get_access_token("lib-1") == access
-    assert apicbase.refresh_requests == 0
+# --- the documented policy ----------------------------------------------------------------------
+def test_the_documented_policy_grants_execute_api_invoke_and_nothing_else():
+    policy = documented_policy()
+    assert {
+        a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    } == {"execute-api:Invoke"}
+    # Least privilege: the helper's routes, not the admin API's others
+    assert allows(policy, "execute-api:Invoke", invoke_arn("GET", "/connections/lib-1/token"))
+    assert allows(policy, "execute-api:Invoke", invoke_arn("POST", "/connections/lib-1/token"))
+    for method, path in [
+        ("GET", "/connections/lib-1"),
+        ("DELETE", "/connections/lib-1"),
+        ("PUT", "/connections/lib-1/tokens"),
+        ("POST", "/connections/lib-1/refresh"),
+        ("POST", "/connect-sessions"),
+        ("GET", "/connections"),
+    ]:
+        assert not allows(policy, "execute-api:Invoke", invoke_arn(method, path)), (method, path)
+    for action in ("dynamodb:GetItem", "kms:Decrypt", "secretsmanager:GetSecretValue", "execute-api:ManageConnections"):
+        assert not allows(policy, action, "*")
 
 
-def test_a_token_about_to_expire_is_refreshed_and_the_rotated_pair_stored(use_deps, apicbase, clock):
-    # Given a connection whose token expires within the leeway
-    access, _ = seed(use_deps, apicbase)
-    clock.advance(604800 - 60)
-    # When a token is asked for
-    token = get_access_token("lib-1")
-    # Then one refresh happened and the new pair is what the store holds
-    assert token != access
-    assert apicbase.refresh_requests == 1
-    stored = use_deps.cipher.decrypt("lib-1", use_deps.store.get("lib-1").tokens)
-    assert (stored.access_token, stored.refresh_token) == (token, apicbase.issued_refresh_tokens[-1])
-
-
-def test_a_rejected_token_forces_one_refresh(use_deps, apicbase):
-    # Given a valid-looking token that Apicbase answered 401 to
-    access, _ = seed(use_deps, apicbase)
-    # When the helper is told so
-    token = get_access_token("lib-1", rejected_token=access)
-    # Then the connection is refreshed once and the new token returned
-    assert token != access
-    assert apicbase.refresh_requests == 1
-
-
-def test_a_rejected_token_already_replaced_is_not_refreshed_again(use_deps, apicbase):
-    # Given a token that another caller has already replaced
-    old, _ = seed(use_deps, apicbase)
+def test_the_documented_policy_is_enough_for_every_call_the_helper_makes(broker, deps, apicbase):
+    # Given a connection, and a function that holds only the documented policy
+    old = seed(deps, apicbase)
+    # When it gets a token, reports it rejected, and reports the same old token again
+    first = get_access_token("lib-1")
     newer = get_access_token("lib-1", rejected_token=old)
-    # When a second caller reports the same old token
-    token = get_access_token("lib-1", rejected_token=old)
-    # Then it gets the newer token and Apicbase sees no second refresh
-    assert token == newer
+    again = get_access_token("lib-1", rejected_token=old)
+    # Then every call was allowed (no 403), signed, and these are exactly the routes it used
+    assert (first, again) == (old, newer) and newer != old
+    assert broker.calls == [
+        ("GET", "/connections/lib-1/token"),
+        ("POST", "/connections/lib-1/token"),
+        ("POST", "/connections/lib-1/token"),
+    ]
     assert apicbase.refresh_requests == 1
 
 
-def test_example_retries_once_with_a_fresh_token_after_a_401(use_deps, apicbase_api, monkeypatch):
+def test_a_route_the_policy_does_not_allow_is_api_gateway_s_403(broker, deps, apicbase):
+    # Given a role whose policy names only another connection
+    broker.policy["Statement"][0]["Resource"] = [invoke_arn("GET", "/connections/lib-other/token")]
+    seed(deps, apicbase)
+    # When the helper asks, Then API Gateway's refusal is a BrokerError that says so
+    with pytest.raises(BrokerError) as refused:
+        get_access_token("lib-1")
+    assert refused.value.code == "broker_refused" and "403" in refused.value.message
+
+
+# --- signing and errors --------------------------------------------------------------------------
+def test_requests_are_signed_with_sigv4_for_execute_api_in_the_url_s_region(broker, deps, apicbase):
+    seed(deps, apicbase)
+    get_access_token("lib-1")
+    signature = broker.signatures[0]
+    assert re.fullmatch(
+        r"AWS4-HMAC-SHA256 Credential=[A-Z0-9]+/\d{8}/eu-west-1/execute-api/aws4_request, "
+        r"SignedHeaders=[a-z0-9;-]*host[a-z0-9;-]*, Signature=[0-9a-f]{64}",
+        signature,
+    ), signature
+    assert consumer._client is not None and consumer._client.region == REGION
+
+
+def test_the_broker_s_errors_become_the_layer_s(broker, deps, apicbase):
+    with pytest.raises(ConnectionNotFound):
+        get_access_token("lib-nobody")
+    access = seed(deps, apicbase, "lib-gone")
+    apicbase.revoke_all()  # access withdrawn in Apicbase: the refresh meets invalid_grant
+    with pytest.raises(NeedsReauthorization):
+        get_access_token("lib-gone", rejected_token=access)
+
+
+def test_a_rejected_token_that_is_not_a_token_is_refused_before_any_call(broker):
+    with pytest.raises(BrokerError) as refused:
+        get_access_token("lib-1", rejected_token="has spaces\n")
+    assert refused.value.code == "invalid_rejected_token"
+    assert broker.calls == []
+
+
+def test_without_broker_api_url_the_helper_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("BROKER_API_URL", raising=False)
+    monkeypatch.setattr(consumer, "_client", None)
+    with pytest.raises(ConfigurationError, match="BROKER_API_URL"):
+        get_access_token("lib-1")
+
+
+@pytest.mark.parametrize("url", ["http://broker.example.com", "ftp://x", "not a url"])
+def test_a_broker_url_that_is_not_https_is_refused(url):
+    with pytest.raises(ConfigurationError):
+        consumer.BrokerApi(url, credentials=object(), region=REGION)
+
+
+def test_the_local_run_is_called_unsigned():
+    api = consumer.BrokerApi("http://127.0.0.1:3000", credentials=None, region=None)
+    with responses.RequestsMock() as mock:
+        mock.get("http://127.0.0.1:3000/connections/lib-1/token", json={"access_token": "tok"})
+        assert api.token("lib-1") == "tok"
+        assert "Authorization" not in mock.calls[0].request.headers
+
+
+# --- the example ------------------------------------------------------------------------------------
+def test_example_retries_once_with_a_fresh_token_after_a_401(broker, deps, apicbase, monkeypatch):
     # Given a stored token that Apicbase's API rejects once
-    fake, mock = apicbase_api
-    access, _ = seed(use_deps, fake)
-    mock.get(RECIPES, status=401, json={"detail": "invalid token"})
-    mock.get(RECIPES, status=200, json={"results": [{"name": "Soup"}]})
+    access = seed(deps, apicbase)
+    apicbase.mock.get(RECIPES, status=401, json={"detail": "invalid token"})
+    apicbase.mock.get(RECIPES, status=200, json={"results": [{"name": "Soup"}]})
     monkeypatch.setenv("APICBASE_CONNECTION_ID", "lib-1")
     # When the example function runs
     result = load_example().lambda_handler({}, None)
-    # Then it refreshed once and the retry carried the new token
-    calls = [c for c in mock.calls if c.request.url == RECIPES]
+    # Then it refreshed once (through the broker) and the retry carried the new token
+    calls = [c for c in apicbase.mock.calls if c.request.url == RECIPES]
     assert result == {"results": [{"name": "Soup"}]}
-    assert fake.refresh_requests == 1
+    assert apicbase.refresh_requests == 1
     assert calls[0].request.headers["Authorization"] == f"Bearer {access}"
     assert calls[1].request.headers["Authorization"] != f"Bearer {access}"
 
 
-def test_example_gives_up_after_one_retry(use_deps, apicbase_api, monkeypatch):
+def test_example_gives_up_after_one_retry(broker, deps, apicbase):
     # Given an API that rejects every token
-    fake, mock = apicbase_api
-    seed(use_deps, fake)
-    mock.get(RECIPES, status=401, json={"detail": "invalid token"})
+    seed(deps, apicbase)
+    apicbase.mock.get(RECIPES, status=401, json={"detail": "invalid token"})
     # When the example calls it, Then it fails after exactly one refresh and two calls
     with pytest.raises(requests.HTTPError):
         load_example().call_apicbase("lib-1", "/products/recipes/")
-    assert fake.refresh_requests == 1
-    assert len([c for c in mock.calls if c.request.url == RECIPES]) == 2
+    assert apicbase.refresh_requests == 1
+    assert len([c for c in apicbase.mock.calls if c.request.url == RECIPES]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [(b"{}", "missing_field"), (b'{"rejected_token": "x", "scope": "all"}', "unknown_field"), (b"[]", "invalid_body")],
+)
+def test_the_rejected_token_route_takes_exactly_one_field(broker, deps, apicbase, body, code):
+    seed(deps, apicbase)
+    with pytest.raises(BrokerError) as refused:
+        consumer._get_client()._call("POST", "/connections/lib-1/token", body)
+    assert refused.value.code == code
+    assert apicbase.refresh_requests == 0

@@ -24,7 +24,9 @@ ROUTES = tpl.http_routes(TEMPLATE)
 CALLBACK_ROUTE = "GET /oauth/callback"
 # The only variable that may be set for some functions only: the queue's URL stays with the one
 # function allowed to send to it. Every other variable the code reads must reach every function.
-ONLY_FOR = {"REFRESH_QUEUE_URL": {"RefreshSchedulerFunction"}}
+# BROKER_API_URL is read by the layer's helper in integrators' own functions (consumer.py), never
+# by the broker's.
+ONLY_FOR = {"REFRESH_QUEUE_URL": {"RefreshSchedulerFunction"}, "BROKER_API_URL": set()}
 ENV_READ = re.compile(
     r"""(?:env\.get|required|url|integer|os\.getenv|os\.environ\.get)\(\s*"([A-Z][A-Z0-9_]*)"|"""
     r"""os\.environ\[\s*"([A-Z][A-Z0-9_]*)"\s*\]"""
@@ -162,7 +164,8 @@ def test_every_sample_event_is_one_the_api_would_send(path: Path) -> None:
 
     assert event["version"] == "2.0"
     assert event["requestContext"]["routeKey"] == event["routeKey"]
-    assert (http["method"], http["path"]) == (route.method, event["rawPath"])
+    # An ANY route's events carry the request's own method.
+    assert (http["method"] if route.method != "ANY" else "ANY", http["path"]) == (route.method, event["rawPath"])
     match = route.pattern().match(event["rawPath"])
     assert match and match.groupdict() == (event.get("pathParameters") or {})
     has_caller = "userArn" in event["requestContext"].get("authorizer", {}).get("iam", {})

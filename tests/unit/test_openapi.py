@@ -12,6 +12,8 @@ from openapi_spec_validator import validate
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
+# API Gateway's extension for an ANY route (OpenAPI has no such method).
+ANY_METHOD = "x-amazon-apigateway-any-method"
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +23,10 @@ def spec() -> dict:
 
 def operations(spec: dict) -> dict[tuple[str, str], dict]:
     return {
-        (method.upper(), path): op
+        ("ANY" if method == ANY_METHOD else method.upper(), path): op
         for path, item in spec["paths"].items()
         for method, op in item.items()
-        if method in METHODS
+        if method in METHODS or method == ANY_METHOD
     }
 
 
@@ -45,7 +47,7 @@ def test_path_parameters_have_the_template_s_names(spec):
     for path, item in spec["paths"].items():
         params = [shared[p["$ref"].rsplit("/", 1)[-1]] if "$ref" in p else p for p in item.get("parameters", [])]
         declared = {p["name"] for p in params if p["in"] == "path" and p["required"]}
-        assert set(re.findall(r"\{(\w+)\}", path)) == declared, path
+        assert set(re.findall(r"\{(\w+\+?)\}", path)) == declared, path
 
 
 def test_admin_routes_need_sigv4_and_the_callback_none(spec, template):

@@ -16,6 +16,9 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # A lease must outlive any function that can hold it (the longest Timeout in template.yaml is
 # 120 s), so that two refreshers can never present the same refresh token at once.
 LEASE_SECONDS = 180
+# Apicbase's API and its rate limit (100 requests per minute per user), for the proxy route.
+APICBASE_API_URL = "https://api.apicbase.com/"
+APICBASE_RATE_LIMIT_PER_MINUTE = 100
 
 
 def is_allowed_url(url: str) -> bool:
@@ -65,6 +68,8 @@ class Settings:
     refresh_queue_url: str | None
     secret_max_age_seconds: int
     lease_seconds: int = LEASE_SECONDS
+    api_url: str = APICBASE_API_URL
+    api_budget_per_minute: int = APICBASE_RATE_LIMIT_PER_MINUTE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +128,8 @@ class Settings:
             refresh_window_seconds=integer("REFRESH_WINDOW_HOURS", 48, 1, 160) * 3600,
             refresh_queue_url=env.get("REFRESH_QUEUE_URL", "").strip() or None,
             secret_max_age_seconds=integer("SECRET_MAX_AGE_SECONDS", 300, 0, 86400),
+            api_url=url("APICBASE_API_URL", optional=True) or APICBASE_API_URL,
+            api_budget_per_minute=integer("APICBASE_RATE_LIMIT_PER_MINUTE", APICBASE_RATE_LIMIT_PER_MINUTE, 1, 100000),
         )
         if problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(problems))

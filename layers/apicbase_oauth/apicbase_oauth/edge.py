@@ -13,6 +13,7 @@ from .adapters.apicbase import Introspection
 from .admin import ConnectionPage
 from .errors import (
     ApicbaseError,
+    ApicbaseTimeout,
     ApicbaseUnavailable,
     AuthorizationDenied,
     BrokerError,
@@ -23,6 +24,7 @@ from .errors import (
     InvalidState,
     NeedsReauthorization,
     OutOfTime,
+    OverBudget,
     RateLimited,
     RefreshInProgress,
     RefreshStillRunning,
@@ -46,6 +48,8 @@ _STATUS: dict[type[BrokerError], int] = {
     ApicbaseUnavailable: 503,
     DependencyUnavailable: 503,
     OutOfTime: 503,
+    OverBudget: 429,
+    ApicbaseTimeout: 504,
 }
 
 

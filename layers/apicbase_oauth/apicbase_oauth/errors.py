@@ -119,6 +119,29 @@ class MalformedResponse(ApicbaseError):
     code = "malformed_response"
 
 
+# --- the proxy to Apicbase's API ---------------------------------------------------------------
+class OverBudget(BrokerError):
+    """The Apicbase user's budget for this minute is spent: the broker answers 429 itself."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ApicbaseTimeout(ApicbaseError):
+    """Apicbase's API did not answer in time; the request may have been carried out."""
+
+    code = "apicbase_timeout"
+
+
+class ResponseTooLarge(ApicbaseError):
+    """Apicbase's answer does not fit in a Lambda response."""
+
+    code = "response_too_large"
+
+
 # --- our own dependencies ----------------------------------------------------------------------
 class DependencyUnavailable(BrokerError):
     """An AWS dependency failed. ``retryable`` for throttling and 5xx."""
