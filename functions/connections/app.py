@@ -77,7 +77,8 @@ def create_connect_session() -> Response:
 
 @app.get("/connections")
 def list_connections() -> Response:
-    limit = validation.whole_number(_query("limit") or "50", name="limit", low=1, high=100)
+    raw_limit = _query("limit")  # absent: 50; present, even empty: checked
+    limit = 50 if raw_limit is None else validation.whole_number(raw_limit, name="limit", low=1, high=100)
     cursor = _query("cursor")
     if cursor is not None and not 0 < len(cursor) <= MAX_CURSOR_LENGTH:
         raise InvalidRequest("cursor is not one this API handed out", code="invalid_cursor")

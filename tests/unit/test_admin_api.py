@@ -242,6 +242,11 @@ BAD_LIST_QUERIES = [
     ("limit-zero", {"limit": "0"}, "invalid_limit"),
     ("limit-too-big", {"limit": "101"}, "invalid_limit"),
     ("limit-text", {"limit": "ten"}, "invalid_limit"),
+    ("limit-empty", {"limit": ""}, "invalid_limit"),
+    ("limit-superscript", {"limit": "²"}, "invalid_limit"),
+    ("limit-arabic-indic", {"limit": "٣"}, "invalid_limit"),
+    ("limit-fullwidth", {"limit": "\uff15"}, "invalid_limit"),
+    ("limit-newline", {"limit": "5\n"}, "invalid_limit"),
 ]
 
 
