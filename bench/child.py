@@ -3,7 +3,7 @@ optionally one invocation, then the peak resident memory. Writes its figures as 
 
     python -m bench.child SPEC_JSON RESULT_PATH
 
-SPEC: {"kind": "handler", "module_path": ..., "event": ..., "function": ..., "dataclasses": bool}
+SPEC: {"kind": "handler", "module_path": ..., "event": ..., "function": ..., "timeout": s, "dataclasses": bool}
    or {"kind": "baseline"} (import boto3, requests)
    or {"kind": "tracer"} (the baseline, then Powertools' Tracer, which imports aws_xray_sdk).
 Nothing of the benchmark is imported before the measured import, so nothing warms it.
@@ -74,7 +74,7 @@ def main() -> None:
         from local.lambda_context import LambdaContext  # noqa: PLC0415
 
         wall, cpu = time.perf_counter(), time.process_time()
-        answer = module.lambda_handler(spec["event"], LambdaContext(spec["function"]))
+        answer = module.lambda_handler(spec["event"], LambdaContext(spec["function"], timeout_seconds=spec["timeout"]))
         result.update(invoke_wall=time.perf_counter() - wall, invoke_cpu=time.process_time() - cpu)
         result["answer"] = answer.get("statusCode", answer) if isinstance(answer, dict) else str(answer)
     result["maxrss_mb"] = _peak_rss_mb()

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local.runtime import limits
+
 from apicbase_oauth.adapters.queue import encode
 
 from . import harness as h
@@ -97,7 +99,14 @@ class _Runner:
         if name not in self.functions:  # Tracer patches boto3 and requests only on Lambda
             return _child({"kind": name}, {**env, "AWS_LAMBDA_FUNCTION_NAME": "bench"}, h.ROOT, importtime=importtime)
         path = self.functions[name].module_path
-        spec = {"kind": "handler", "module_path": str(path), "function": name, "dataclasses": importtime}
+        timeout, _ = limits(self.stack.template, self.functions[name])
+        spec = {
+            "kind": "handler",
+            "module_path": str(path),
+            "function": name,
+            "timeout": timeout,
+            "dataclasses": importtime,
+        }
         if not importtime and variant == name:  # the from-source variants are measured for their import only
             spec["event"] = _event(self.stack, name)
         return _child(spec, {**env, **self.stack.env(name)}, path.parent, importtime=importtime)
