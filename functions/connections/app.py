@@ -61,7 +61,7 @@ def _path_id(raw: str) -> str:
 
 @app.post("/connect-sessions")
 def create_connect_session() -> Response:
-    fields = _body(required={"connection_id"}, optional={"scopes", "return_url", "application"})
+    fields = _body(required={"connection_id"}, optional={"scopes", "return_url", "application", "expected_username"})
     started = connect.start_connect_session(
         DEPS,
         validation.connection_id(fields["connection_id"]),
@@ -69,6 +69,7 @@ def create_connect_session() -> Response:
         return_url=validation.return_url(fields.get("return_url")),
         application=validation.application(fields.get("application")),
         request_domain=app.current_event.request_context.domain_name,
+        expected_username=validation.expected_username(fields.get("expected_username")),
     )
     return _json(201, edge.session_view(started))
 
@@ -94,8 +95,7 @@ def describe_connection(connection_id: str) -> Response:
 
 @app.delete("/connections/<connection_id>")
 def delete_connection(connection_id: str) -> Response:
-    admin.disconnect(DEPS, _path_id(connection_id))
-    return Response(status_code=204, headers=NO_STORE, body="")
+    return _json(200, edge.disconnection_view(admin.disconnect(DEPS, _path_id(connection_id))))
 
 
 @app.get("/connections/<connection_id>/token")

@@ -53,6 +53,7 @@ class Settings:
     authorize_url: str
     token_url: str
     introspect_url: str
+    revoke_url: str | None
     default_scopes: tuple[str, ...]
     callback_url: str | None
     pkce_enabled: bool
@@ -112,6 +113,7 @@ class Settings:
             authorize_url=url("APICBASE_AUTHORIZE_URL"),
             token_url=url("APICBASE_TOKEN_URL"),
             introspect_url=url("APICBASE_INTROSPECT_URL"),
+            revoke_url=url("APICBASE_REVOKE_URL", optional=True) or None,
             default_scopes=scopes,
             callback_url=url("CALLBACK_URL", optional=True) or None,
             pkce_enabled=pkce == "true",

@@ -1,4 +1,5 @@
-"""Adapter for Apicbase's OAuth endpoints: authorize URL, code exchange, refresh, introspection.
+"""Adapter for Apicbase's OAuth endpoints: authorize URL, code exchange, refresh, introspection,
+revocation.
 
 Every way an answer can go wrong is classified here, once, into the exceptions of
 ``errors``. Nothing here logs a token, a code or a secret.
@@ -146,6 +147,7 @@ class ApicbaseClient:
         authorize_url: str,
         token_url: str,
         introspect_url: str,
+        revoke_url: str | None = None,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
         refresh_read_timeout: float = 25.0,
@@ -156,6 +158,8 @@ class ApicbaseClient:
         self.authorize_endpoint = authorize_url
         self.token_url = token_url
         self.introspect_url = introspect_url
+        # RFC 7009. Apicbase does not document it; django-oauth-toolkit serves /oauth/revoke_token/.
+        self.revoke_url = revoke_url or None
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         # Generous: after a read timeout the refresh token may already be rotated.
@@ -235,6 +239,23 @@ class ApicbaseClient:
             client_id=text("client_id"),
             username=text("username"),
         )
+
+    def revoke(
+        self,
+        credentials: ClientCredentials,
+        *,
+        token: str,
+        token_type_hint: str = "refresh_token",  # noqa: S107 (a type name)
+    ) -> None:
+        """Revoke a token (RFC 7009): returns when Apicbase answered 2xx, raises the layer's
+        errors otherwise (``ApicbaseRejected`` with a 404 when the endpoint is missing).
+
+        django-oauth-toolkit revokes a refresh token's access token with it.
+        """
+        if not self.revoke_url:
+            raise ApicbaseRejected("no revocation endpoint is configured", code="revocation_not_configured")
+        form = {"token": token, "token_type_hint": token_type_hint}
+        self._post(self.revoke_url, credentials, form, self.read_timeout)
 
     def _post(
         self,

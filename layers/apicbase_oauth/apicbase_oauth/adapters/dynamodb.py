@@ -2,6 +2,7 @@
 
 Items (one table, key ``pk``):
 - ``STATE#<sha256(state)>``: a connect session (``sessions``).
+- ``START#<sha256(start id)>``: a session's one-time start (``sessions``): GET /oauth/start.
 - ``CONN#<connection_id>``: a connection (``store``).
 """
 
@@ -35,6 +36,10 @@ _RETRYABLE = {
 
 def state_key(state: str) -> str:
     return "STATE#" + hashlib.sha256(state.encode()).hexdigest()
+
+
+def start_key(start_id: str) -> str:
+    return "START#" + hashlib.sha256(start_id.encode()).hexdigest()
 
 
 def connection_key(connection_id: str) -> str:
@@ -96,6 +101,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         lease_until=num("lease_until"),
         interrupted_lease_until=num("interrupted_lease_until") or None,
         source=item.get("source"),
+        previous_username=item.get("previous_username") or None,
     )
 
 
