@@ -161,4 +161,15 @@ def route_not_found(exc: Exception) -> Response:
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     caller = (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
     logger.append_keys(caller=caller)
+    if not _whole_path(event):
+        body = json.dumps({"error": {"code": "route_not_found", "message": "no such route"}})
+        headers = {"Content-Type": content_types.APPLICATION_JSON, **NO_STORE}
+        return {"statusCode": 404, "headers": headers, "body": body, "isBase64Encoded": False}
     return app.resolve(event, context)
+
+
+def _whole_path(event: dict) -> bool:
+    """Powertools matches routes with ``re.match(...$)``, which lets '/connections/x\n' reach
+    connection 'x': a path with whitespace or a control character is no route at all."""
+    path = str(event.get("rawPath") or "")
+    return not any(c.isspace() or not c.isprintable() for c in path)

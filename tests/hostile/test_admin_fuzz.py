@@ -22,6 +22,7 @@ KNOWN_CODES = {
     "invalid_body",
     "invalid_code",
     "invalid_connection_id",
+    "invalid_expected_username",
     "invalid_expires_in",
     "invalid_json",
     "invalid_refresh_token",
@@ -53,7 +54,10 @@ odd_ids = st.one_of(
 
 # --- bodies (each one invalid by construction) -------------------------------------------------
 BODY_ROUTES = {
-    ("POST", "/connect-sessions"): ({"connection_id": "lib-new"}, {"scopes", "return_url", "application"}),
+    ("POST", "/connect-sessions"): (
+        {"connection_id": "lib-new"},
+        {"scopes", "return_url", "application", "expected_username"},
+    ),
     ("POST", f"/connections/{SEEDED}/authorization-code"): ({"code": "code1234"}, {"application", "redirect_uri"}),
     ("PUT", f"/connections/{SEEDED}/tokens"): (
         {"access_token": "a" * 20, "refresh_token": "r" * 20},

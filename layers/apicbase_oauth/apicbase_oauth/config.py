@@ -19,7 +19,10 @@ LEASE_SECONDS = 180
 
 
 def is_allowed_url(url: str) -> bool:
-    """https anywhere; plain http only on loopback (the local run)."""
+    """https anywhere; plain http only on loopback (the local run). Whole: urlsplit drops tabs
+    and line breaks and keeps other whitespace and control characters, so a URL with any is refused."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return False
     try:
         parts = urlsplit(url)
     except ValueError:

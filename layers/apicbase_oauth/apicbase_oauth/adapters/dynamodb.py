@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..model import Connection, is_connection_id
 REFRESH_QUEUE = "due"
 CONNECTIONS_INDEX = "connections-by-id"
 REFRESH_INDEX = "refresh-due"
+_CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
@@ -110,7 +112,10 @@ def encode_cursor(key: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str) -> dict[str, Any]:
-    """Cursors come from outside: accept only the exact shape we hand out."""
+    """Cursors come from outside: accept only the exact shape we hand out. Matched whole first:
+    base64 decoding skips characters outside its alphabet (a padded cursor would decode)."""
+    if not _CURSOR_RE.fullmatch(cursor):
+        raise InvalidCursor()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
