@@ -35,6 +35,8 @@ from .errors import (
 from .model import REDIRECT_ERRORS, Connection, ConnectSession, StartedSession, TokenPair
 from .observability import logger, metrics
 
+# Issue 12: how long the identity check waits for introspection before it fails closed.
+IDENTITY_READ_TIMEOUT = 5.0
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 
 
@@ -301,7 +303,10 @@ def _verify_identity(
     grant is for the wrong identity, or an unverified one, so losing it is the intended outcome.
     """
     try:
-        introspection = deps.apicbase.introspect(credentials, token=tokens.access_token)
+        # Bounded: a matching grant is stored only after this answer (the code's 60 s are spent).
+        introspection = deps.apicbase.introspect(
+            credentials, token=tokens.access_token, read_timeout=IDENTITY_READ_TIMEOUT
+        )
         username = introspection.username if introspection.active else None
     except ApicbaseError as exc:
         logger.warning("introspection failed", connection_id=connection_id, error=exc.code)

@@ -220,8 +220,11 @@ class ApicbaseClient:
             tokens = replace(tokens, refresh_token=refresh_token)
         return tokens
 
-    def introspect(self, credentials: ClientCredentials, *, token: str) -> Introspection:
-        _, body = self._post(self.introspect_url, credentials, {"token": token}, self.read_timeout)
+    def introspect(
+        self, credentials: ClientCredentials, *, token: str, read_timeout: float | None = None
+    ) -> Introspection:
+        timeout = self.read_timeout if read_timeout is None else read_timeout
+        _, body = self._post(self.introspect_url, credentials, {"token": token}, timeout)
         if body is None or not isinstance(body.get("active"), bool):
             raise MalformedResponse("introspection response has no boolean active")
         if not body["active"]:
