@@ -6,6 +6,7 @@ and contexts, the handlers loaded as Lambda loads them, and AWS calls counted wi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import statistics
@@ -51,6 +52,7 @@ def _powertools_environment() -> dict[str, str]:
 
 os.environ.update(_powertools_environment())
 
+from apicbase_oauth import pages  # noqa: E402
 from apicbase_oauth.adapters.crypto import TokenCipher  # noqa: E402
 from apicbase_oauth.adapters.sessions import SessionStore  # noqa: E402
 from apicbase_oauth.model import ConnectSession, TokenPair  # noqa: E402
@@ -210,8 +212,9 @@ class Stack:
     def cipher(self) -> TokenCipher:
         return TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"])
 
-    def new_state(self) -> str:
-        state = secrets.token_urlsafe(32)
+    def new_state(self) -> tuple[str, str]:
+        """A connect session whose connect_url a browser opened: its state and the binder cookie."""
+        state, start_id, binder = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         session = ConnectSession(
             connection_id=f"lib-{uuid.uuid4().hex[:12]}",
             application="default",
@@ -222,8 +225,11 @@ class Stack:
             code_verifier=None,
             expires_at=int(time.time()) + 600,
         )
-        self.sessions.put(state, session)
-        return state
+        self.sessions.put(state, session, start_id=start_id, authorize_url="https://app.apicbase.test/?state=x")
+        pending = self.sessions.take_start(start_id)
+        assert pending is not None
+        self.sessions.bind(pending.session_key, hashlib.sha256(binder.encode()).hexdigest())
+        return state, binder
 
     def seed_connections(self, ids: list[str], *, expires_in: int) -> None:
         """Connections with real ciphertexts (one KMS call each, several at a time) of pairs the
@@ -361,7 +367,13 @@ def lambda_context(logical_id: str) -> LambdaContext:
     return LambdaContext(logical_id, memory_limit_in_mb=256, timeout_seconds=60)
 
 
-def http_event(template: dict[str, Any], method: str, path: str, query: dict[str, str] | None = None) -> dict:
+def http_event(
+    template: dict[str, Any],
+    method: str,
+    path: str,
+    query: dict[str, str] | None = None,
+    cookies: list[str] | None = None,
+) -> dict:
     """The payload 2.0 event API Gateway sends for a request to one of the template's routes."""
     found = adapter.match(tpl.http_routes(template), method, path)
     if found is None:
@@ -373,16 +385,18 @@ def http_event(template: dict[str, Any], method: str, path: str, query: dict[str
         method=method,
         raw_path=path,
         raw_query=urlencode(query or {}),
-        headers=[("host", "broker.example.com"), ("user-agent", "bench")],
+        headers=[("host", "broker.example.com"), ("user-agent", "bench"), *(("cookie", c) for c in cookies or [])],
         body=b"",
         source_ip="127.0.0.1",
     )
 
 
 def callback_event(stack: Stack) -> dict:
-    """A redirect back from Apicbase, with a fresh code and the state of a new connect session."""
-    query = {"code": "code-" + uuid.uuid4().hex, "state": stack.new_state()}
-    return http_event(stack.template, "GET", "/oauth/callback", query)
+    """A redirect back from Apicbase, with a fresh code and the state of a new connect session,
+    in the browser that opened its connect_url (the binder cookie)."""
+    state, binder = stack.new_state()
+    query = {"code": "code-" + uuid.uuid4().hex, "state": state}
+    return http_event(stack.template, "GET", "/oauth/callback", query, [f"{pages.BINDER_COOKIE}={binder}"])
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict:
