@@ -15,6 +15,7 @@ from apicbase_oauth.adapters.dynamodb import connection_key, state_key
 from apicbase_oauth.errors import ApicbaseUnavailable
 from tests.binding import start_id_of, state_of
 from tests.conftest import load_event
+from tests.unit.logcapture import captured_logs
 
 CID = "lib-42"
 RETURN_URL = "https://integrator.example.com/apicbase/done"
@@ -278,3 +279,25 @@ def test_expected_username_goes_back_in_the_answer_and_never_in_connect_url(deps
     assert set(parse_qs(urlsplit(started.connect_url).query)) == {"session"}
     assert started.state not in started.connect_url and "chef" not in started.connect_url
     assert started.expected_username == "chef@example.com"
+
+
+def test_states_start_ids_and_binders_are_never_logged(
+    deps, apicbase, browser, public, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Given a connect_url opened twice, a callback from another browser, one from the right
+    browser and a refused identity, then no log line holds a state, a start id or a binder
+    (yet the logs say what happened)."""
+    first, second = session(deps), session(deps, expected_username="owner@example.com")
+    with captured_logs(caplog) as logs:
+        browser.open(first.connect_url)
+        binders = [browser.jar[pages.BINDER_COOKIE]]
+        browser.open(first.connect_url)
+        public("/oauth/callback", {"code": apicbase.issue_code(), "state": first.state})
+        browser.open(second.connect_url)
+        binders.append(browser.jar[pages.BINDER_COOKIE])
+        browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": second.state})
+        text = logs()
+
+    secrets = [first.state, second.state, *binders, start_id_of(first.connect_url), start_id_of(second.connect_url)]
+    assert "callback from another browser" in text and "not the expected Apicbase user" in text
+    assert [secret for secret in secrets if secret in text] == []
