@@ -15,6 +15,7 @@ import responses
 
 from apicbase_oauth import connect as connect_flow
 from apicbase_oauth.adapters.dynamodb import state_key
+from apicbase_oauth.errors import TokenUnreadable
 from tests import fakes
 from tests.binding import open_in_browser, start_id_of, state_of
 from tests.conftest import CALLBACK_URL, load_event
@@ -386,6 +387,30 @@ def test_a_failed_revocation_still_forgets_the_tokens_and_says_so(admin, deps, a
     assert reply.body["revocation_error"] == "apicbase_rejected"
     assert table(deps) == []
     assert apicbase.issued_refresh_tokens[-1] in apicbase.live_refresh_tokens
+
+
+def test_any_failure_while_revoking_is_reported_after_the_delete(admin, deps, apicbase, subtests) -> None:
+    """Given the tokens cannot be read (KMS), or the revocation crashes unexpectedly, when a
+    connection is deleted, then it is gone all the same and the answer (not a 500) says the
+    revocation failed and why."""
+    for name, failure, code in [
+        ("unreadable", TokenUnreadable("the stored tokens do not decrypt"), "token_unreadable"),
+        ("crash", RuntimeError("boom"), "internal_error"),
+    ]:
+        with subtests.test(name):
+            connect(deps, apicbase)
+
+            def failing(*args: Any, failure: Exception = failure, **kwargs: Any) -> Any:
+                raise failure
+
+            deps.cipher.decrypt = failing  # type: ignore[method-assign]
+            try:
+                reply = admin("admin_delete_connection.json")
+            finally:
+                del deps.cipher.decrypt  # the class's own method again
+
+            assert (reply.status, reply.body["revocation"], reply.body["revocation_error"]) == (200, "failed", code)
+            assert table(deps) == []
 
 
 def test_without_a_revocation_endpoint_a_delete_forgets_the_tokens_and_says_not_configured(

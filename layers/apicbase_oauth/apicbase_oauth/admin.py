@@ -84,9 +84,10 @@ def _revoke(deps: Deps, connection: Connection) -> Disconnection:
     try:
         pair = deps.cipher.decrypt(connection.connection_id, connection.tokens)
         deps.apicbase.revoke(deps.credentials.get(connection.application), token=pair.refresh_token)
-    except BrokerError as exc:
+    except Exception as exc:  # the tokens are gone already: any failure is reported, never raised
+        code = exc.code if isinstance(exc, BrokerError) else "internal_error"
         metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
-        logger.warning("refresh token not revoked", connection_id=connection.connection_id, error=exc.code)
-        return Disconnection(connection, REVOCATION_FAILED, exc.code)
+        logger.warning("refresh token not revoked", connection_id=connection.connection_id, error=code)
+        return Disconnection(connection, REVOCATION_FAILED, code)
     logger.info("refresh token revoked", connection_id=connection.connection_id)
     return Disconnection(connection, REVOKED)
