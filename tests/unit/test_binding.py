@@ -301,3 +301,41 @@ def test_states_start_ids_and_binders_are_never_logged(
     secrets = [first.state, second.state, *binders, start_id_of(first.connect_url), start_id_of(second.connect_url)]
     assert "callback from another browser" in text and "not the expected Apicbase user" in text
     assert [secret for secret in secrets if secret in text] == []
+
+
+@pytest.mark.parametrize(
+    ("redirect_uri", "start"),
+    [
+        ("https://broker.example.com/oauth/callback", "https://broker.example.com/oauth/start"),
+        ("https://api.example.com/prod/oauth/callback", "https://api.example.com/prod/oauth/start"),
+        ("http://127.0.0.1:3000/oauth/callback", "http://127.0.0.1:3000/oauth/start"),
+        ("https://oauth.example.com/apicbase/return", "https://oauth.example.com/oauth/start"),
+    ],
+)
+def test_connect_url_is_on_the_callbacks_host(redirect_uri: str, start: str) -> None:
+    """Given a redirect URI (custom domains and base paths included), then connect_url is GET
+    /oauth/start on the same origin: the __Host- cookie it sets reaches only that host."""
+    url = connect._start_url(redirect_uri, "S" * 43)
+
+    assert url == f"{start}?session={'S' * 43}"
+
+
+def test_the_identity_check_waits_a_bounded_time_for_introspection(
+    deps, apicbase, browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given a session with expected_username, then the introspection that decides whether the
+    grant is stored is asked with the short identity timeout, not the default read timeout."""
+    timeouts: list[float | None] = []
+    introspect = deps.apicbase.introspect
+
+    def recording(credentials: Any, *, token: str, read_timeout: float | None = None) -> Any:
+        timeouts.append(read_timeout)
+        return introspect(credentials, token=token, read_timeout=read_timeout)
+
+    monkeypatch.setattr(deps.apicbase, "introspect", recording)
+    started = session(deps, expected_username="chef@example.com")
+    browser.open(started.connect_url)
+
+    browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
+
+    assert timeouts[0] == connect.IDENTITY_READ_TIMEOUT < deps.apicbase.read_timeout
