@@ -5,6 +5,7 @@ loaded as Lambda loads them, and AWS calls counted with botocore ``before-call``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import statistics
@@ -43,6 +44,7 @@ os.environ.update(
     {k: str(tpl.resolve(v, tpl.parameter_defaults(tpl.load()))) for k, v in _globals.items() if "POWERTOOLS_" in k}
 )
 
+from apicbase_oauth import pages  # noqa: E402
 from apicbase_oauth.adapters.crypto import TokenCipher  # noqa: E402
 from apicbase_oauth.adapters.sessions import SessionStore  # noqa: E402
 from apicbase_oauth.model import ConnectSession, TokenPair  # noqa: E402
@@ -151,8 +153,17 @@ class Stack:
     def table(self) -> Any:
         return self.session.resource("dynamodb").Table(self.refs["ConnectionsTable"])
 
-    def new_state(self) -> str:
-        state = secrets.token_urlsafe(32)
+    @property
+    def sessions(self) -> SessionStore:
+        return SessionStore(self.table)
+
+    @property
+    def cipher(self) -> TokenCipher:
+        return TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"])
+
+    def new_state(self) -> tuple[str, str]:
+        """A connect session whose connect_url a browser opened: its state and the binder cookie."""
+        state, start_id, binder = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         session = ConnectSession(
             connection_id=f"lib-{uuid.uuid4().hex[:12]}",
             application="default",
@@ -163,8 +174,11 @@ class Stack:
             code_verifier=None,
             expires_at=int(time.time()) + 600,
         )
-        SessionStore(self.table).put(state, session)
-        return state
+        self.sessions.put(state, session, start_id=start_id, authorize_url="https://app.apicbase.test/?state=x")
+        pending = self.sessions.take_start(start_id)
+        assert pending is not None
+        self.sessions.bind(pending.session_key, hashlib.sha256(binder.encode()).hexdigest())
+        return state, binder
 
     def seed_connections(self, ids: list[str], *, expires_in: int) -> None:
         """Connections with real ciphertexts (KMS, several calls at a time) of pairs the stub
@@ -281,29 +295,36 @@ def lambda_context(logical_id: str) -> LambdaContext:
     return LambdaContext(logical_id, memory_limit_in_mb=256, timeout_seconds=60)
 
 
-def http_event(template: dict[str, Any], method: str, path: str, query: dict[str, str] | None = None) -> dict:
+def http_event(
+    template: dict[str, Any],
+    method: str,
+    path: str,
+    query: dict[str, str] | None = None,
+    cookies: list[str] | None = None,
+) -> dict:
     """The payload 2.0 event API Gateway sends for a request to one of the template's routes."""
     found = adapter.match(tpl.http_routes(template), method, path)
     if found is None:
         raise KeyError(f"no route for {method} {path}")
     route, path_parameters = found
-    headers = [("host", "broker.example.com"), ("user-agent", "bench")]
     return adapter.build_event(
         route,
         path_parameters,
         method=method,
         raw_path=path,
         raw_query=urlencode(query or {}),
-        headers=headers,
+        headers=[("host", "broker.example.com"), ("user-agent", "bench"), *(("cookie", c) for c in cookies or [])],
         body=b"",
         source_ip="127.0.0.1",
     )
 
 
 def callback_event(stack: Stack) -> dict:
-    """A redirect back from Apicbase, with a fresh code and the state of a new connect session."""
-    query = {"code": "code-" + uuid.uuid4().hex, "state": stack.new_state()}
-    return http_event(stack.template, "GET", "/oauth/callback", query)
+    """A redirect back from Apicbase, with a fresh code and the state of a new connect session,
+    in the browser that opened its connect_url (the binder cookie)."""
+    state, binder = stack.new_state()
+    query = {"code": "code-" + uuid.uuid4().hex, "state": state}
+    return http_event(stack.template, "GET", "/oauth/callback", query, [f"{pages.BINDER_COOKIE}={binder}"])
 
 
 def sqs_event(messages: list[dict[str, Any]], stack: Stack) -> dict:

@@ -78,7 +78,7 @@ def banner(stack: Any, started: float) -> str:
         lines += [
             f'Connect link for connection "{CONNECTION_ID}" (open it in a browser; '
             f"valid until {session['expires_at']}):",
-            f"  {session['authorize_url']}",
+            f"  {session['connect_url']}",
         ]
     except Exception as exc:  # the stack runs anyway; the curl below makes another link
         lines.append(f"(could not create a connect session: {type(exc).__name__}; see the logs above)")

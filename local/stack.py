@@ -380,6 +380,10 @@ class Stack:
             urls = (f"{base}/oauth/authorize/", f"{base}/oauth/token/", f"{base}/oauth/introspect/")
         parameters = dict(zip(("ApicbaseAuthorizeUrl", "ApicbaseTokenUrl", "ApicbaseIntrospectUrl"), urls, strict=True))
         parameters["CallbackUrlOverride"] = self.callback_url
+        if external is None:
+            # Never Apicbase's own revocation endpoint (the template's default) for sandbox tokens.
+            # Empty (not configured) until the sandbox serves /oauth/revoke_token/; then its URL.
+            parameters["ApicbaseRevokeUrl"] = ""
         if self.config.refresh_window_hours is not None:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:

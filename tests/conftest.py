@@ -125,6 +125,7 @@ def aws(template: dict[str, Any]) -> Iterator[Aws]:
                 "ApicbaseAuthorizeUrl": fakes.AUTHORIZE_URL,
                 "ApicbaseTokenUrl": fakes.TOKEN_URL,
                 "ApicbaseIntrospectUrl": fakes.INTROSPECT_URL,
+                "ApicbaseRevokeUrl": fakes.REVOKE_URL,
                 "CallbackUrlOverride": CALLBACK_URL,
             },
         )

@@ -1,9 +1,10 @@
-"""A fake Apicbase token and introspection endpoint for ``responses``, as strict as
+"""A fake Apicbase token, introspection and revocation endpoint for ``responses``, as strict as
 django-oauth-toolkit can be: each refresh revokes the refresh token presented and deletes its
 access token at once; with reuse protection (on by default), a revoked refresh token presented
-again revokes its whole family, the live pair included, and is counted in ``reuses``. The
-``apicbase`` fixture fails a test that presented one, unless the test says it models that.
-Counts every request; thread-safe, so concurrent refreshers can be tested."""
+again revokes its whole family, the live pair included, and is counted in ``reuses`` (the
+``apicbase`` fixture fails a test that presented one, unless the test says it models that); a
+refresh token is revoked with its access token (RFC 7009). Counts every request; thread-safe, so
+concurrent refreshers can be tested."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import responses
 AUTHORIZE_URL = "https://app.apicbase.test/oauth/authorize/"
 TOKEN_URL = "https://api.apicbase.test/oauth/token/"
 INTROSPECT_URL = "https://api.apicbase.test/oauth/introspect/"
+REVOKE_URL = "https://api.apicbase.test/oauth/revoke_token/"
 CLIENT_ID = "client-default"
 CLIENT_SECRET = "secret-default-0123456789"
 APPLICATIONS = {"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
@@ -50,6 +52,8 @@ class FakeApicbase:
     token_requests: int = 0
     refresh_requests: int = 0
     introspections: int = 0
+    revocations: int = 0
+    pairs: dict[str, str] = field(default_factory=dict)  # refresh token -> its access token
     issued_refresh_tokens: list[str] = field(default_factory=list)
     # Scripted answers for the next token requests: (status, body or text, headers)
     scripted: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
@@ -75,6 +79,7 @@ class FakeApicbase:
         access, refresh = f"access{n:06d}", f"refresh{n:06d}"
         self.access_tokens[access] = self.now() + self.expires_in
         self.refresh_tokens[refresh] = scope
+        self.pairs[refresh] = access
         self.issued_refresh_tokens.append(refresh)
         self.family[access] = self.family[refresh] = n if family is None else family
         self.access_of[refresh] = access
@@ -96,6 +101,7 @@ class FakeApicbase:
         self.mock = mock  # so a test that serves on 127.0.0.1 can let requests through to it
         mock.add_callback(responses.POST, TOKEN_URL, callback=self._token)
         mock.add_callback(responses.POST, INTROSPECT_URL, callback=self._introspect)
+        mock.add_callback(responses.POST, REVOKE_URL, callback=self._revoke)
 
     def _client_ok(self, form: dict[str, str]) -> bool:
         return form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
@@ -177,6 +183,22 @@ class FakeApicbase:
                 "username": self.username,
             }
             return 200, {}, json.dumps(body)
+
+    def _revoke(self, request: Any) -> tuple[int, dict[str, str], str]:
+        """RFC 7009 as django-oauth-toolkit answers it: 200 for any token of this client (an
+        unknown one included); a refresh token takes its access token with it."""
+        form = {k: v[0] for k, v in parse_qs(request.body).items()}
+        with self._lock:
+            self.revocations += 1
+            if not self._client_ok(form):
+                return 401, {}, json.dumps({"error": "invalid_client"})
+            token = form.get("token", "")
+            if self.refresh_tokens.pop(token, None) is not None:
+                self.revoked.add(token)
+                self.access_tokens.pop(self.pairs.get(token, ""), None)
+            else:
+                self.access_tokens.pop(token, None)
+            return 200, {}, ""
 
     @property
     def live_refresh_tokens(self) -> set[str]:

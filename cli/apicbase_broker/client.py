@@ -102,9 +102,17 @@ class BrokerClient:
         scopes: list[str] | str | None = None,
         return_url: str | None = None,
         application: str | None = None,
+        expected_username: str | None = None,
     ) -> dict[str, Any]:
-        """A connect session: send the library's owner to its ``authorize_url``."""
-        options = {"scopes": scopes, "return_url": return_url, "application": application}
+        """A connect session: send the library's owner's browser to its ``connect_url`` (it works
+        once, and binds the sign-in to that browser). With ``expected_username``, a sign-in as
+        any other Apicbase user is refused and its grant revoked."""
+        options = {
+            "scopes": scopes,
+            "return_url": return_url,
+            "application": application,
+            "expected_username": expected_username,
+        }
         body = {"connection_id": connection_id, **{k: v for k, v in options.items() if v is not None}}
         return dict(self.request("POST", "/connect-sessions", body=body))
 

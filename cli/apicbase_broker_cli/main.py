@@ -118,14 +118,14 @@ def _connection(api: BrokerClient, method: str, path: str, **kwargs: Any) -> out
 
 
 def cmd_connect(args: argparse.Namespace, api: BrokerClient) -> output.Result:
-    body = {"connection_id": args.connection_id, **_options(args, "scopes", "return_url", "application")}
-    session = api.request("POST", "/connect-sessions", body=body)
-    session.pop("state", None)  # it is in the URL already; nothing else needs it
+    options = _options(args, "scopes", "return_url", "application", "expected_username")
+    session = api.request("POST", "/connect-sessions", body={"connection_id": args.connection_id, **options})
     if args.open:
-        webbrowser.open(session["authorize_url"])
+        webbrowser.open(session["connect_url"])
     text = (
-        f"Open this URL to connect {session['connection_id']} (valid until {session['expires_at']}):\n"
-        f"{session['authorize_url']}\n"
+        f"Open this URL to connect {session['connection_id']} (valid until {session['expires_at']}; it works once,\n"
+        f"and the Apicbase sign-in must finish in the browser that opened it):\n"
+        f"{session['connect_url']}\n"
         f"Apicbase redirects to {session['redirect_uri']}; it must be registered in your Apicbase application."
     )
     return output.Result(session, text)
@@ -177,8 +177,17 @@ def cmd_disconnect(args: argparse.Namespace, api: BrokerClient) -> output.Result
             raise UsageError("disconnect deletes the stored tokens; pass --yes to confirm")
         if input(f"Delete connection {args.connection_id} and its tokens? [y/N] ").strip().lower() != "y":
             raise UsageError("not confirmed; nothing was deleted")
-    api.request("DELETE", _path(args))
-    return output.Result({"connection_id": args.connection_id, "disconnected": True}, "disconnected")
+    answer = api.request("DELETE", _path(args))
+    revocation = answer.get("revocation")
+    text = {
+        "revoked": "disconnected; the refresh token was revoked at Apicbase",
+        "not_configured": "disconnected; not revoked at Apicbase (no revocation endpoint is configured)",
+    }.get(
+        revocation,
+        f"disconnected; revoking at Apicbase FAILED ({answer.get('revocation_error')}): "
+        "the grant may still be live there",
+    )
+    return output.Result(answer, text)
 
 
 # --- secrets come from stdin or a prompt, never from argv (shell history, ps) --------------------------
@@ -244,6 +253,7 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--scopes", nargs="+", help="Apicbase scopes (default: the stack's DefaultScopes)")
     connect.add_argument("--return-url", help="where the callback sends the person afterwards")
     connect.add_argument("--application", help="the application in the secret (default: default)")
+    connect.add_argument("--expected-username", help="the Apicbase user who must sign in (anyone else: refused)")
     connect.add_argument("--open", action="store_true", help="open the URL in a browser")
 
     listing = command("list", cmd_list, "list connections")

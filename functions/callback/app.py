@@ -1,44 +1,77 @@
-"""Public OAuth redirect URI: GET /oauth/callback?code&state (or ?error&state).
+"""Public OAuth routes: GET /oauth/start?session (connect_url: binds the browser, then to Apicbase)
+and the redirect URI, GET /oauth/callback?code&state (or ?error&state).
 
-A plain handler, no event resolver: this function serves one route, and a person waits for its
+A plain handler, no event resolver: this function serves two routes, and a person waits for its
 cold start with a 60-second authorization code in hand (the resolver's import cost more than
 its routing saves here; docs/BENCHMARKS.md).
 """
-
-from collections.abc import Mapping
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apicbase_oauth import deps, edge, pages
 from apicbase_oauth.config import Settings
-from apicbase_oauth.connect import complete_callback
+from apicbase_oauth.connect import begin_sign_in, complete_callback
 from apicbase_oauth.errors import BrokerError
 from apicbase_oauth.observability import logger, metrics
 
 DEPS = deps.build(Settings.from_env())
-Page = tuple[int, dict[str, str], str]
+Page = tuple[int, dict[str, str], str, list[str]]
 
 
-def callback(query: Mapping[str, str]) -> Page:
+def start(event: dict) -> Page:
+    """connect_url: consume the one-time start id, set the binder cookie, redirect to Apicbase."""
     try:
-        outcome = complete_callback(DEPS, state=query.get("state"), code=query.get("code"), error=query.get("error"))
+        sign_in = begin_sign_in(DEPS, start_id=query_of(event).get("session"))
     except BrokerError as exc:
-        return failed(exc)
+        return (*failed(exc), [])
+    status, headers, body = pages.redirect(sign_in.authorize_url)
+    return status, headers, body, [pages.binder_cookie(sign_in.binder, sign_in.max_age)]
+
+
+def callback(event: dict) -> Page:
+    query = query_of(event)
+    binder = cookie(event, pages.BINDER_COOKIE)
+    try:
+        outcome = complete_callback(
+            DEPS, state=query.get("state"), code=query.get("code"), error=query.get("error"), binder=binder
+        )
+    except BrokerError as exc:
+        return cleared(failed(exc))
     if outcome.error is not None:
-        return failed(outcome.error, return_url=outcome.return_url, connection_id=outcome.connection_id)
+        return cleared(failed(outcome.error, return_url=outcome.return_url, connection_id=outcome.connection_id))
     assert outcome.connection is not None
-    return pages.connected(outcome.connection_id, outcome.connection.username, outcome.return_url)
+    return cleared(pages.connected(outcome.connection_id, outcome.connection.username, outcome.return_url))
 
 
-def failed(exc: BrokerError, *, return_url: str | None = None, connection_id: str | None = None) -> Page:
+def cookie(event: dict, name: str) -> str | None:
+    """The first cookie called ``name`` (payload 2.0 gives "name=value" strings, already split
+    and trimmed by API Gateway). Its value is taken as it is: the use case matches it whole."""
+    # Payload 1.0 (the flood rule's REST stage) carries them in the Cookie header instead.
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    items = event.get("cookies") or str(headers.get("cookie") or "").split(";")
+    for item in items:
+        key, _, value = str(item).partition("=")
+        if key.strip() == name:
+            return value
+    return None
+
+
+def cleared(page: tuple[int, dict[str, str], str]) -> Page:
+    """The callback's answer, whatever it is, ends the binder cookie's use."""
+    return (*page, [pages.clear_binder_cookie()])
+
+
+def failed(
+    exc: BrokerError, *, return_url: str | None = None, connection_id: str | None = None
+) -> tuple[int, dict[str, str], str]:
     status = edge.status_of(exc)
     logger.info("callback failed", error=exc.code, status=status, connection_id=connection_id)
     metrics.add_metric(name=f"Callback{status // 100}xx", unit="Count", value=1)
     return pages.failure(exc.code, status, return_url=return_url, connection_id=connection_id)
 
 
-ROUTES = {"GET /oauth/callback": callback}
+ROUTES = {"GET /oauth/start": start, "GET /oauth/callback": callback}
 
 
 def query_of(event: dict) -> dict[str, str]:
@@ -68,10 +101,15 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)
     route = ROUTES.get(route_key(event))
     try:
-        status, headers, body = route(query_of(event)) if route else pages.not_found()
+        status, headers, body, cookies = route(event) if route else (*pages.not_found(), [])
     except Exception as exc:
         # The exception's text could in theory carry request data: log its type, not its message.
         logger.error("callback crashed", error_type=type(exc).__name__)
         metrics.add_metric(name="Callback5xx", unit="Count", value=1)
-        status, headers, body = pages.unexpected()
-    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
+        status, headers, body, cookies = (*pages.unexpected(), [])
+    answer = {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
+    if cookies and "httpMethod" in event:  # payload 1.0
+        answer["multiValueHeaders"] = {"Set-Cookie": cookies}
+    elif cookies:
+        answer["cookies"] = cookies  # payload 2.0: API Gateway sends one Set-Cookie each
+    return answer

@@ -63,7 +63,7 @@ def _path_id(raw: str) -> str:
 
 @app.post("/connect-sessions")
 def create_connect_session() -> Response:
-    fields = _body(required={"connection_id"}, optional={"scopes", "return_url", "application"})
+    fields = _body(required={"connection_id"}, optional={"scopes", "return_url", "application", "expected_username"})
     started = connect.start_connect_session(
         DEPS,
         validation.connection_id(fields["connection_id"]),
@@ -71,6 +71,7 @@ def create_connect_session() -> Response:
         return_url=validation.return_url(fields.get("return_url")),
         application=validation.application(fields.get("application")),
         request_domain=app.current_event.request_context.domain_name,
+        expected_username=validation.expected_username(fields.get("expected_username")),
     )
     return _json(201, edge.session_view(started))
 
@@ -97,8 +98,7 @@ def describe_connection(connection_id: str) -> Response:
 
 @app.delete("/connections/<connection_id>")
 def delete_connection(connection_id: str) -> Response:
-    admin.disconnect(DEPS, _path_id(connection_id))
-    return Response(status_code=204, headers=NO_STORE, body="")
+    return _json(200, edge.disconnection_view(admin.disconnect(DEPS, _path_id(connection_id))))
 
 
 @app.get("/connections/<connection_id>/token")
@@ -190,6 +190,17 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)
     caller = (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
     logger.append_keys(caller=caller)
+    if not _whole_path(event):
+        body = json.dumps({"error": {"code": "route_not_found", "message": "no such route"}})
+        headers = {"Content-Type": content_types.APPLICATION_JSON, **NO_STORE}
+        return {"statusCode": 404, "headers": headers, "body": body, "isBase64Encoded": False}
     if event.get("routeKey") == PROXY_ROUTE_KEY:
         return proxy_apicbase(event)
     return app.resolve(event, context)
+
+
+def _whole_path(event: dict) -> bool:
+    """Powertools matches routes with ``re.match(...$)``, which lets '/connections/x\n' reach
+    connection 'x': a path with whitespace or a control character is no route at all."""
+    path = str(event.get("rawPath") or "")
+    return not any(c.isspace() or not c.isprintable() for c in path)

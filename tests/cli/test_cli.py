@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from local.browser import browser_session, open_connect_url
 
 from tests import fakes
+from tests.conftest import CALLBACK_URL
+
+CALLBACK_ORIGIN = CALLBACK_URL.removesuffix("/oauth/callback")
 
 
 def imported(cli, apicbase, connection_id: str = "lib-1") -> tuple[str, str]:
@@ -19,28 +22,32 @@ def imported(cli, apicbase, connection_id: str = "lib-1") -> tuple[str, str]:
     return access, refresh
 
 
-def test_connect_prints_the_authorize_url_that_the_callback_then_completes(cli, broker, apicbase):
+def test_connect_prints_the_connect_url_that_the_callback_then_completes(cli, broker, apicbase):
     # When an operator starts connecting lib-7
     run = cli("connect", "lib-7", "--scopes", "accounts", "library")
-    # Then the URL to open is printed, pointing at Apicbase with a state
+    # Then the URL to open is printed: the broker's connect_url
     assert run.code == 0
-    authorize_url = next(line for line in run.out.splitlines() if line.startswith(fakes.AUTHORIZE_URL))
-    state = parse_qs(urlsplit(authorize_url).query)["state"][0]
-    # And when Apicbase redirects back with a code, the connection is active
-    with urllib.request.urlopen(f"{broker.url}/oauth/callback?code={apicbase.issue_code()}&state={state}") as answer:
-        assert answer.status == 200
+    connect_url = next(line for line in run.out.splitlines() if line.startswith(f"{CALLBACK_ORIGIN}/oauth/start?"))
+    # And a browser that opens it (here on 127.0.0.1) is sent to Apicbase with a state
+    with browser_session() as browser:
+        authorize_url = open_connect_url(browser, connect_url.replace(CALLBACK_ORIGIN, broker.url))
+        assert authorize_url.startswith(fakes.AUTHORIZE_URL)
+        state = parse_qs(urlsplit(authorize_url).query)["state"][0]
+        # And when Apicbase redirects that browser back with a code, the connection is active
+        answer = browser.get(f"{broker.url}/oauth/callback?code={apicbase.issue_code()}&state={state}", timeout=30)
+        assert answer.status_code == 200
     assert json.loads(cli("--json", "show", "lib-7").out)["status"] == "active"
 
 
-def test_connect_json_leaves_the_state_out_of_the_document(cli):
+def test_connect_json_gives_the_connect_url_and_neither_state_nor_authorize_url(cli):
     # When connect runs with --json
-    run = cli("--json", "connect", "lib-1")
-    # Then scripts get the session without a separate state (it is in the URL already)
+    run = cli("--json", "connect", "lib-1", "--expected-username", "chef@example.com")
+    # Then scripts get the connect_url only: the state stays inside the broker
     session = json.loads(run.out)
     assert run.code == 0
-    assert session["authorize_url"].startswith(fakes.AUTHORIZE_URL)
-    assert session["connection_id"] == "lib-1"
-    assert "state" not in session
+    assert session["connect_url"].startswith(f"{CALLBACK_ORIGIN}/oauth/start?session=")
+    assert (session["connection_id"], session["expected_username"]) == ("lib-1", "chef@example.com")
+    assert not {"state", "authorize_url"} & set(session)
 
 
 def test_import_tokens_then_show_never_prints_a_token(cli, apicbase):
@@ -199,8 +206,10 @@ def test_disconnect_with_yes_deletes_the_connection(cli, apicbase):
     imported(cli, apicbase)
     # When it is disconnected with --yes
     run = cli("disconnect", "lib-1", "--yes")
-    # Then it is gone
+    # Then it is gone, and its refresh token was revoked at Apicbase
     assert run.code == 0
+    assert "revoked at Apicbase" in run.out
+    assert apicbase.revocations == 1 and apicbase.live_refresh_tokens == set()
     assert cli("show", "lib-1").code == 4
 
 

@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
+from local.browser import open_connect_url
 from local.sandbox.browserless import authorize_as
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -51,7 +52,8 @@ def test_an_operator_connects_inspects_refreshes_and_disconnects(local_run):
     connect = broker_cli(local_run, "--json", "connect", connection_id)
     assert connect.returncode == 0, connect.stderr
     # When the person signs in to the sandbox and its redirect reaches the callback
-    location = authorize_as(local_run.sandbox_url, json.loads(connect.stdout)["authorize_url"])
+    authorize_url = open_connect_url(local_run.http, json.loads(connect.stdout)["connect_url"])
+    location = authorize_as(local_run.sandbox_url, authorize_url)
     assert local_run.http.get(location, timeout=30).status_code == 200
     # Then the CLI shows it active, prints its token alone, refreshes it, lists and deletes it
     show = broker_cli(local_run, "--json", "show", connection_id, "--introspect")

@@ -325,11 +325,13 @@ def test_from_stack_reads_the_api_url_from_the_outputs():
 
 
 def test_connect_posts_only_the_options_given(client, http):
-    http.post(
-        f"{API}/connect-sessions", status=201, json={"authorize_url": "https://app.apicbase.com/oauth/authorize/?x"}
-    )
-    client.connect("lib-42", scopes=["accounts", "library"])
-    assert json.loads(http.calls[0].request.body) == {"connection_id": "lib-42", "scopes": ["accounts", "library"]}
+    http.post(f"{API}/connect-sessions", status=201, json={"connect_url": f"{API}/oauth/start?session=x"})
+    client.connect("lib-42", scopes=["accounts", "library"], expected_username="chef@example.com")
+    assert json.loads(http.calls[0].request.body) == {
+        "connection_id": "lib-42",
+        "scopes": ["accounts", "library"],
+        "expected_username": "chef@example.com",
+    }
 
 
 def test_a_connection_id_is_one_path_segment(client, http):

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
+from local.browser import browser_session, open_connect_url
 from local.sandbox.browserless import authorize_as
 from local.stack import free_port
 
@@ -91,7 +92,8 @@ class LocalRun:
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.callback_url = f"{self.url}/oauth/callback"
         self.log_path = log_path
-        self.http = requests.Session()
+        # One browser: it opens connect_url (keeping the binder cookie) and follows the callback.
+        self.http = browser_session()
         env = run_env(
             **{
                 "PORT": str(self.port),
@@ -154,9 +156,11 @@ class LocalRun:
         return dict(response.json())
 
     def authorize(self, connection_id: str, *, allow: bool = True) -> tuple[str, str]:
-        """A connect session, then the sandbox's login and consent: the redirect and the state."""
+        """A connect session whose connect_url this browser opens, then the sandbox's login and
+        consent: the redirect and the state."""
         session = self.connect_session(connection_id)
-        return authorize_as(self.sandbox_url, session["authorize_url"], allow=allow), session["state"]
+        authorize_url = open_connect_url(self.http, session["connect_url"])
+        return authorize_as(self.sandbox_url, authorize_url, allow=allow), query_of(authorize_url)["state"]
 
     def connect(self, connection_id: str) -> Connected:
         location, state = self.authorize(connection_id)

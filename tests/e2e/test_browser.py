@@ -62,7 +62,7 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 def test_a_person_connects_through_login_and_consent(local_run: LocalRun, browser: WebDriver) -> None:
     wait = WebDriverWait(browser, WAIT_SECONDS)
     # Given a connect link, opened in a browser that is not logged in to Apicbase
-    browser.get(local_run.connect_session("e2e-browser")["authorize_url"])
+    browser.get(local_run.connect_session("e2e-browser")["connect_url"])
 
     # When the person logs in as demo and authorizes
     wait.until(expected_conditions.visibility_of_element_located((By.ID, "id_username"))).send_keys("demo")

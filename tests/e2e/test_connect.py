@@ -77,3 +77,20 @@ def test_cancel_on_the_consent_page_stores_nothing(local_run: LocalRun) -> None:
     assert page.status_code == 400
     assert "Access was not granted, so nothing was connected." in page.text
     assert local_run.api("GET", "/connections/e2e-denied").status_code == 404
+
+
+def test_a_sign_in_finished_in_another_browser_is_refused(local_run: LocalRun) -> None:
+    # Given a connect_url opened in one browser (local_run.http keeps its binder cookie), and the
+    # sandbox's redirect back with a good code, forwarded to another browser (login CSRF)
+    location, _ = local_run.authorize("e2e-other-browser")
+
+    # When that other browser, without the cookie, arrives at the callback
+    with requests.Session() as other:
+        page = other.get(location, timeout=TIMEOUT)
+
+    # Then the page says the sign-in was started elsewhere, nothing is stored, and the session is
+    # used up for the browser that started it too
+    assert page.status_code == 400
+    assert "started in another browser" in page.text
+    assert local_run.api("GET", "/connections/e2e-other-browser").status_code == 404
+    assert local_run.http.get(location, timeout=TIMEOUT).status_code == 400

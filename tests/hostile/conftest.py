@@ -189,7 +189,14 @@ def handlers(load_handler, aws, template, clock, lambda_context) -> Handlers:
     return Handlers(load_handler, aws, template, clock, lambda_context)
 
 
-def http_event(method: str, path: str, *, query: list[tuple[str, str]] | None = None, body: str | None = None) -> dict:
+def http_event(
+    method: str,
+    path: str,
+    *,
+    query: list[tuple[str, str]] | None = None,
+    body: str | None = None,
+    cookies: list[str] | None = None,
+) -> dict:
     """A payload-2.0 event built on the recorded samples in events/ (the callback's, or an IAM-signed
     admin request's), with API Gateway's treatment of repeated query keys: joined with commas."""
     event = load_event("callback.json" if path.startswith("/oauth/") else "admin_refresh.json")
@@ -205,6 +212,8 @@ def http_event(method: str, path: str, *, query: list[tuple[str, str]] | None = 
         event["queryStringParameters"] = joined
     if body is not None:
         event["body"] = body
+    if cookies:
+        event["cookies"] = cookies  # payload 2.0: "name=value" strings
     context = event["requestContext"]
     context.update(routeKey="$default", requestId=str(uuid.uuid4()))
     context["http"].update(method=method, path=path)

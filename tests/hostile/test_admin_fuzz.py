@@ -22,6 +22,7 @@ KNOWN_CODES = {
     "invalid_body",
     "invalid_code",
     "invalid_connection_id",
+    "invalid_expected_username",
     "invalid_expires_in",
     "invalid_json",
     "invalid_refresh_token",
@@ -55,7 +56,10 @@ odd_ids = st.one_of(
 # The code and the tokens are shaped like real ones, so that the watch can tell them in a message.
 CODE, ACCESS, REFRESH = "code-pasted-7Hq2x9", "access-imported-Kd81zQ", "refresh-imported-Vw53nP"
 BODY_ROUTES = {
-    ("POST", "/connect-sessions"): ({"connection_id": "lib-new"}, {"scopes", "return_url", "application"}),
+    ("POST", "/connect-sessions"): (
+        {"connection_id": "lib-new"},
+        {"scopes", "return_url", "application", "expected_username"},
+    ),
     ("POST", f"/connections/{SEEDED}/authorization-code"): ({"code": CODE}, {"application", "redirect_uri"}),
     ("PUT", f"/connections/{SEEDED}/tokens"): (
         {"access_token": ACCESS, "refresh_token": REFRESH},

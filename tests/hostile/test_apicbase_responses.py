@@ -17,6 +17,7 @@ from apicbase_oauth.errors import BrokerError
 from apicbase_oauth.model import TokenPair
 from apicbase_oauth.observability import metrics
 from apicbase_oauth.refresh import refresh_connection
+from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, connection_items, seed_connection, stored_pair
 from tests.hostile.strategies import examples
 
@@ -166,10 +167,10 @@ def test_code_exchange_answers_are_classified_and_store_nothing_unless_usable(de
     watch.secret_input(*tokens)
     apicbase.scripted.clear()
     metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
-    state = connect.start_connect_session(deps, "lib-x").state
+    state, binder = open_in_browser(deps, "lib-x")
     apicbase.scripted.append((status, text, headers))
     expected = usable(status, text, grant="authorization_code")
-    outcome = connect.complete_callback(deps, state=state, code=_code(), error=None)
+    outcome = connect.complete_callback(deps, state=state, code=_code(), error=None, binder=binder)
     if outcome.error is not None:
         exc = outcome.error
         watch.see(exc.message, str(exc))

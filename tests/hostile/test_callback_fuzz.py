@@ -10,7 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from apicbase_oauth import connect, pages
+from apicbase_oauth import pages
+from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, connection_items, http_event
 from tests.hostile.strategies import ATTACKS, examples, hostile_text
 
@@ -50,30 +51,32 @@ def callback(handlers):
 
 
 @examples(150)
-@given(query=queries, with_return_url=st.booleans())
+@given(query=queries, with_return_url=st.booleans(), with_cookie=st.booleans())
 # Always: a real state with a made-up code, which Apicbase refuses (invalid_grant): the page and the
 # logs of that failure must not carry the code.
-@example(query=[("code", "made-up-code-3Rk7wq"), ("state", REAL_STATE)], with_return_url=False)
-@example(query=[("state", REAL_STATE), ("code", "made-up-code-8Jd2mv")], with_return_url=True)
-def test_callback_survives_any_query_string(callback, handlers, apicbase, watch, query, with_return_url):
+@example(query=[("code", "made-up-code-3Rk7wq"), ("state", REAL_STATE)], with_return_url=False, with_cookie=True)
+@example(query=[("state", REAL_STATE), ("code", "made-up-code-8Jd2mv")], with_return_url=True, with_cookie=True)
+def test_callback_survives_any_query_string(callback, handlers, apicbase, watch, query, with_return_url, with_cookie):
     """Given any query string (missing, repeated, huge, non-UTF-8, unicode, script tags, code and error
-    together), some carrying the state of a real session,
+    together), some carrying the state of a real session, from the browser that opened its
+    connect_url or from another one (no binder cookie),
     when the callback handles it,
     then it answers below 500 with our security headers, asks Apicbase for a token only with a
-    valid state, stores no connection, and reflects no input unescaped."""
+    valid state and its browser's cookie, stores no connection, and reflects no input unescaped."""
     FIGURES["callback: query strings tried"] += 1
     module = callback
     before = apicbase.token_requests
     if any(value == REAL_STATE for _, value in query):
         return_url = RETURN_URL if with_return_url else None
-        state = connect.start_connect_session(module.DEPS, "lib-fuzz", return_url=return_url).state
+        state, binder = open_in_browser(module.DEPS, "lib-fuzz", return_url=return_url)
+        cookies = [f"{pages.BINDER_COOKIE}={binder}"] if with_cookie else None
         query = [(key, state if value == REAL_STATE else value) for key, value in query]
-        valid_state = [value for key, value in query if key == "state"] == [state]
+        valid_state = [value for key, value in query if key == "state"] == [state] and with_cookie
     else:
-        valid_state = False
+        valid_state, cookies = False, None
     register_codes_and_states(watch, query)
 
-    response = handlers.invoke(module, http_event("GET", "/oauth/callback", query=query))
+    response = handlers.invoke(module, http_event("GET", "/oauth/callback", query=query, cookies=cookies))
     page = response["body"]
     watch.see(page, response["headers"].get("Location"))
 

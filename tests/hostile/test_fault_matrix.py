@@ -28,9 +28,10 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from apicbase_oauth import connect, recovery
+from apicbase_oauth import pages, recovery
 from apicbase_oauth.config import LEASE_SECONDS
 from apicbase_oauth.model import ACTIVE
+from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, body_json, http_event, seed_connection, stored_pair
 
 CID = "lib-fault"
@@ -265,10 +266,10 @@ class Rig:
 
     def connect(self, fault: Fault | None = None) -> dict[str, Any]:
         """A browser coming back from Apicbase with a good code and state."""
-        state = connect.start_connect_session(self.callback.DEPS, CID).state
+        state, binder = open_in_browser(self.callback.DEPS, CID)  # connect_url opened in this browser
         self.fresh_secret_cache()  # a cold container: the callback reads the secret itself
         query = [("code", self.apicbase.issue_code()), ("state", state)]
-        event = http_event("GET", "/oauth/callback", query=query)
+        event = http_event("GET", "/oauth/callback", query=query, cookies=[f"{pages.BINDER_COOKIE}={binder}"])
         event["rawQueryString"] = urlencode(query)
         response = self.invoke(self.callback, event, fault)
         self.watch.see(response["body"])

@@ -11,10 +11,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import responses
 
 from apicbase_oauth import connect as connect_flow
 from apicbase_oauth.adapters.dynamodb import state_key
+from apicbase_oauth.errors import TokenUnreadable
 from tests import fakes
+from tests.binding import open_in_browser, start_id_of, state_of
 from tests.conftest import CALLBACK_URL, load_event
 from tests.unit.logcapture import captured_logs
 
@@ -73,8 +76,8 @@ def admin(load_handler, deps, lambda_context) -> Admin:
 
 def connect(deps, apicbase, connection_id: str = CID) -> None:
     """A connection made the usual way: a connect session, then Apicbase's callback."""
-    state = connect_flow.start_connect_session(deps, connection_id).state
-    connect_flow.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None)
+    state, binder = open_in_browser(deps, connection_id)
+    connect_flow.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
 
 
 def table(deps) -> list[dict[str, Any]]:
@@ -90,17 +93,22 @@ def assert_json_error(reply: Reply, status: int, code: str) -> None:
 
 # --- connect sessions -------------------------------------------------------------------------
 def test_create_connect_session(admin, deps) -> None:
-    """Given the sample request, when a connect session is created, then the answer is the
-    authorize URL with the state, and only the state's hash is stored."""
+    """Given the sample request, when a connect session is created, then the answer is a
+    connect_url on the callback's origin with a one-time id (neither the state nor Apicbase's
+    authorize URL), and the session is stored under the state's hash."""
     reply = admin("admin_create_connect_session.json")
 
-    state = reply.body["state"]
-    query = parse_qs(urlsplit(reply.body["authorize_url"]).query)
+    connect_url = reply.body["connect_url"]
+    sign_in = connect_flow.begin_sign_in(deps, start_id=start_id_of(connect_url))
+    state = state_of(sign_in.authorize_url)
     item = deps.store.table.get_item(Key={"pk": state_key(state)})["Item"]
     assert reply.status == 201
     assert reply.headers["Cache-Control"] == "no-store"
     assert (reply.body["connection_id"], reply.body["redirect_uri"]) == (CID, CALLBACK_URL)
-    assert query["state"] == [state] and query["redirect_uri"] == [CALLBACK_URL]
+    assert connect_url.startswith("https://broker.example.com/oauth/start?session=")
+    assert not {"state", "authorize_url"} & set(reply.body)
+    assert state not in json.dumps(reply.body)
+    assert parse_qs(urlsplit(sign_in.authorize_url).query)["redirect_uri"] == [CALLBACK_URL]
     assert item["return_url"] == "https://integrator.example.com/apicbase/connected"
     assert state not in repr(table(deps))
 
@@ -347,15 +355,82 @@ def test_a_percent_encoded_connection_id_means_the_same_connection(admin, deps, 
     assert_json_error(garbage, 400, "invalid_connection_id")
 
 
-def test_delete_answers_204_and_the_connection_is_gone(admin, deps, apicbase) -> None:
-    """Given a connection, when it is deleted, then 204 with no body, and it is then unknown."""
+def test_delete_revokes_the_refresh_token_at_apicbase_and_forgets_the_connection(admin, deps, apicbase) -> None:
+    """Given a connection, when it is deleted, then its refresh token (and with it its access
+    token) is revoked at Apicbase's revocation endpoint, the answer says so, and the connection
+    is then unknown."""
     connect(deps, apicbase)
+    refresh = apicbase.issued_refresh_tokens[-1]
 
     reply = admin("admin_delete_connection.json")
 
-    assert (reply.status, reply.body) == (204, None)
+    assert reply.status == 200
+    assert reply.body == {
+        "connection_id": CID,
+        "disconnected": True,
+        "revoked": True,
+        "revocation": "revoked",
+        "revocation_error": None,
+    }
+    assert apicbase.revocations == 1
+    assert refresh in apicbase.revoked and apicbase.live_refresh_tokens == set() and apicbase.access_tokens == {}
     assert_json_error(admin("admin_get_connection.json"), 404, "connection_not_found")
     assert_json_error(admin("admin_delete_connection.json"), 404, "connection_not_found")
+
+
+def test_a_failed_revocation_still_forgets_the_tokens_and_says_so(admin, deps, apicbase) -> None:
+    """Given Apicbase has no revocation endpoint (it answers 404, as an undocumented endpoint
+    may), when a connection is deleted, then the tokens are forgotten all the same, and the
+    answer records that the grant is still live at Apicbase."""
+    connect(deps, apicbase)
+    apicbase.mock.replace(responses.POST, fakes.REVOKE_URL, status=404, body="<h1>Not Found</h1>")
+
+    reply = admin("admin_delete_connection.json")
+
+    assert reply.status == 200
+    assert (reply.body["revoked"], reply.body["revocation"]) == (False, "failed")
+    assert reply.body["revocation_error"] == "apicbase_rejected"
+    assert table(deps) == []
+    assert apicbase.issued_refresh_tokens[-1] in apicbase.live_refresh_tokens
+
+
+def test_any_failure_while_revoking_is_reported_after_the_delete(admin, deps, apicbase, subtests) -> None:
+    """Given the tokens cannot be read (KMS), or the revocation crashes unexpectedly, when a
+    connection is deleted, then it is gone all the same and the answer (not a 500) says the
+    revocation failed and why."""
+    for name, failure, code in [
+        ("unreadable", TokenUnreadable("the stored tokens do not decrypt"), "token_unreadable"),
+        ("crash", RuntimeError("boom"), "internal_error"),
+    ]:
+        with subtests.test(name):
+            connect(deps, apicbase)
+
+            def failing(*args: Any, failure: Exception = failure, **kwargs: Any) -> Any:
+                raise failure
+
+            deps.cipher.decrypt = failing  # type: ignore[method-assign]
+            try:
+                reply = admin("admin_delete_connection.json")
+            finally:
+                del deps.cipher.decrypt  # the class's own method again
+
+            assert (reply.status, reply.body["revocation"], reply.body["revocation_error"]) == (200, "failed", code)
+            assert table(deps) == []
+
+
+def test_without_a_revocation_endpoint_a_delete_forgets_the_tokens_and_says_not_configured(
+    admin, deps, apicbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given APICBASE_REVOKE_URL is empty, when a connection is deleted, then the tokens are
+    forgotten, Apicbase is not asked, and the answer says revocation is not configured."""
+    connect(deps, apicbase)
+    monkeypatch.setattr(deps.apicbase, "revoke_url", None)
+
+    reply = admin("admin_delete_connection.json")
+
+    assert (reply.status, reply.body["revoked"], reply.body["revocation"]) == (200, False, "not_configured")
+    assert apicbase.revocations == 0
+    assert table(deps) == []
 
 
 # --- pasted codes -------------------------------------------------------------------------------------

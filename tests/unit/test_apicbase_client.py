@@ -31,6 +31,7 @@ from apicbase_oauth.errors import (
     RateLimited,
 )
 from tests import fakes
+from tests.binding import start_id_of
 from tests.conftest import CALLBACK_URL, Clock
 
 CREDENTIALS = ClientCredentials("default", fakes.CLIENT_ID, fakes.CLIENT_SECRET)
@@ -121,11 +122,12 @@ def test_pkce_when_enabled_sends_an_s256_challenge_and_later_its_verifier(
     session = connect.start_connect_session(deps, "lib-1")
     query = query_of(session.authorize_url)
     verifier = deps.store.table.get_item(Key={"pk": state_key(session.state)})["Item"]["code_verifier"]
+    binder = connect.begin_sign_in(deps, start_id=start_id_of(session.connect_url)).binder
     expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     answer(http, fakes.TOKEN_URL, 200, GOOD_TOKENS)
     answer(http, fakes.INTROSPECT_URL, 200, {"active": False})
 
-    connect.complete_callback(deps, state=session.state, code="code-1", error=None)
+    connect.complete_callback(deps, state=session.state, code="code-1", error=None, binder=binder)
 
     assert query["code_challenge_method"] == ["S256"]
     assert query["code_challenge"] == [expected]

@@ -10,10 +10,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import connect
+from apicbase_oauth import pages
 from apicbase_oauth.adapters.dynamodb import state_key
 from apicbase_oauth.errors import ApicbaseUnavailable
 from tests import fakes
+from tests.binding import open_in_browser
 from tests.conftest import load_event
 from tests.unit.logcapture import captured_logs
 
@@ -31,18 +32,33 @@ def callback(load_handler, deps, lambda_context) -> Callback:
     module = load_handler("CallbackFunction")
     module.DEPS = deps  # the test's clock and moto session, so states expire when the test says
 
-    def call(params: dict[str, str], *, event_name: str = "callback.json") -> dict[str, Any]:
+    def call(
+        params: dict[str, str], *, event_name: str = "callback.json", binder: str | None = BROWSER
+    ) -> dict[str, Any]:
+        """``binder``: the cookie's value; by default, the one the state's browser was given."""
         event = load_event(event_name)
         event["queryStringParameters"] = params or None  # API Gateway omits an empty query
         event["rawQueryString"] = urlencode(params)
+        if binder is BROWSER:
+            binder = BINDERS.get(params.get("state", ""))
+        if binder is not None:
+            event["cookies"] = ["theme=dark", f"{pages.BINDER_COOKIE}={binder}"]
         return module.lambda_handler(event, lambda_context)
 
     return call
 
 
+# Each state's binder, as the browser that opened its connect_url holds it in a cookie.
+BINDERS: dict[str, str] = {}
+BROWSER: Any = object()  # the callback's default: the cookie of the browser that started
+
+
 def start(deps, **fields: Any) -> str:
-    """A connect session for CID, as an integrator starts it; returns its one-time state."""
-    return connect.start_connect_session(deps, CID, **fields).state
+    """A connect session for CID, as an integrator starts it and a person's browser opens its
+    connect_url; returns its one-time state (the browser's binder is in BINDERS)."""
+    state, binder = open_in_browser(deps, CID, **fields)
+    BINDERS[state] = binder
+    return state
 
 
 def state_item(deps, state: str) -> dict[str, Any] | None:

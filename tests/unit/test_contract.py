@@ -22,6 +22,7 @@ TEMPLATE = tpl.load()
 FUNCTIONS = tpl.functions(TEMPLATE)
 ROUTES = tpl.http_routes(TEMPLATE)
 CALLBACK_ROUTE = "GET /oauth/callback"
+START_ROUTE = "GET /oauth/start"  # connect_url (issue 12): sets the browser binder, then to Apicbase
 # The only variable that may be set for some functions only: the queue's URL stays with the one
 # function allowed to send to it. Every other variable the code reads must reach every function.
 # BROKER_API_URL is read by the layer's helper in integrators' own functions (consumer.py), never
@@ -113,13 +114,14 @@ def test_the_layer_pins_the_powertools_the_tests_run() -> None:
 
 
 # --- routes and permissions ---------------------------------------------------------------------
-def test_only_the_callback_is_public() -> None:
+def test_only_the_callback_and_its_start_are_public() -> None:
     """Every admin route needs SigV4 (AWS_IAM), including any route added without an Auth block;
-    the callback is the one route without an authorizer."""
+    the callback and connect_url's start route are the only routes without an authorizer."""
     authorizers = {route.route_key: route.authorizer for route in ROUTES}
 
     assert TEMPLATE["Resources"]["HttpApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
     assert authorizers.pop(CALLBACK_ROUTE) == "NONE"
+    assert authorizers.pop(START_ROUTE) == "NONE"
     assert authorizers and set(authorizers.values()) == {"AWS_IAM"}
 
 

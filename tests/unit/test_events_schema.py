@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from apicbase_oauth import admin, connect
 from apicbase_oauth.adapters import events
 from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization
+from tests.binding import open_in_browser
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events"
 
@@ -63,10 +63,9 @@ def test_schemas_are_valid_draft_2020_12():
 
 def test_connection_created_by_the_callback(deps, apicbase, emitted):
     # Given a connect session that Apicbase redirects back to with a code
-    session = connect.start_connect_session(deps, "lib-1")
-    state = parse_qs(urlsplit(session.authorize_url).query)["state"][0]
+    state, binder = open_in_browser(deps, "lib-1")
     # When the callback completes
-    connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None)
+    connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
     # Then a Created event with source "callback" matches its schema
     event = assert_valid(emitted, events.CONNECTION_CREATED)
     assert event["detail"]["source"] == "callback"
@@ -114,8 +113,21 @@ def test_disconnected(deps, apicbase, emitted):
     imported(deps, apicbase)
     # When it is deleted
     admin.disconnect(deps, "lib-1")
-    # Then a Disconnected event matches its schema
-    assert_valid(emitted, events.CONNECTION_DISCONNECTED)
+    # Then a Disconnected event matches its schema, and says the grant was revoked at Apicbase
+    assert assert_valid(emitted, events.CONNECTION_DISCONNECTED)["detail"]["revocation"] == "revoked"
+
+
+def test_identity_changed_by_a_reconnect_as_another_user(deps, apicbase, emitted):
+    # Given a connection made by chef@example.com
+    state, binder = open_in_browser(deps, "lib-1")
+    connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
+    # When another Apicbase user connects it again
+    apicbase.username = "someone.else@example.com"
+    state, binder = open_in_browser(deps, "lib-1")
+    connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
+    # Then an Identity Changed event matches its schema and names both users
+    detail = assert_valid(emitted, events.IDENTITY_CHANGED)["detail"]
+    assert (detail["previous_username"], detail["username"]) == ("chef@example.com", "someone.else@example.com")
 
 
 def test_no_event_carries_a_token(deps, apicbase, emitted):

@@ -28,6 +28,7 @@ from apicbase_oauth.recovery import BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS, R
 from apicbase_oauth.refresh import ALREADY_FRESH, REFRESHED, refresh_connection
 from apicbase_oauth.schedule import refresh_from_message
 from tests import fakes
+from tests.binding import open_in_browser
 from tests.unit.logcapture import captured_logs
 from tests.unit.refresh_support import (
     DYNAMODB_READS,
@@ -336,8 +337,8 @@ def test_after_a_crash_reconnecting_makes_the_connection_active_again(deps, apic
     with pytest.raises(NeedsReauthorization):
         refresh_due(deps)
     # When the person connects again through the callback
-    session = connect.start_connect_session(deps, CID)
-    connect.complete_callback(deps, state=session.state, code=apicbase.issue_code(), error=None)
+    state, binder = open_in_browser(deps, CID)
+    connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
     # Then the connection is active and refreshes again
     assert deps.store.get(CID).status == ACTIVE
     assert admin.force_refresh(deps, CID).outcome == REFRESHED

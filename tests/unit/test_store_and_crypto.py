@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 
 from apicbase_oauth import connect, tokens
-from apicbase_oauth.adapters.dynamodb import connection_key, state_key
+from apicbase_oauth.adapters.dynamodb import connection_key, start_key, state_key
 from apicbase_oauth.adapters.store import ConnectionStore
 from apicbase_oauth.custody import with_backoff
 from apicbase_oauth.errors import ConnectionNotFound, DependencyUnavailable, TokenUnreadable
 from apicbase_oauth.model import ConnectSession, TokenPair
+from tests.binding import start_id_of
 
 STATE = "q" * 43
+START = "s" * 43
+AUTHORIZE_URL = f"https://app.apicbase.test/oauth/authorize/?state={STATE}"
 
 
 def session(deps, *, ttl: int = 600) -> ConnectSession:
@@ -51,7 +54,7 @@ def items(deps) -> list[dict[str, Any]]:
 # --- one-time states --------------------------------------------------------------------------
 def test_a_state_is_consumed_once(deps) -> None:
     """Given a stored session, when its state is consumed twice, then only the first succeeds."""
-    deps.sessions.put(STATE, session(deps))
+    deps.sessions.put(STATE, session(deps), start_id=START, authorize_url=AUTHORIZE_URL)
 
     first = deps.sessions.consume(STATE)
     second = deps.sessions.consume(STATE)
@@ -59,36 +62,53 @@ def test_a_state_is_consumed_once(deps) -> None:
     assert first is not None and first.connection_id == "lib-1"
     assert first.scopes == ("accounts", "library")
     assert second is None
-    assert items(deps) == []
+    assert [item["pk"] for item in items(deps)] == [start_key(START)]
 
 
 def test_an_expired_state_is_refused_while_its_item_still_exists(deps, clock) -> None:
     """Given a session past its expiry that DynamoDB's TTL has not deleted yet, when its state is
     consumed, then it is refused, because the expiry is part of the delete's condition."""
-    deps.sessions.put(STATE, session(deps, ttl=600))
+    deps.sessions.put(STATE, session(deps, ttl=600), start_id=START, authorize_url=AUTHORIZE_URL)
     clock.advance(600)
 
     assert deps.sessions.consume(STATE) is None
-    assert [item["pk"] for item in items(deps)] == [state_key(STATE)]
+    assert state_key(STATE) in [item["pk"] for item in items(deps)]
 
 
 def test_a_state_one_second_before_expiry_still_works(deps, clock) -> None:
     """Given a session one second from its expiry, when its state is consumed, then it works."""
-    deps.sessions.put(STATE, session(deps, ttl=600))
+    deps.sessions.put(STATE, session(deps, ttl=600), start_id=START, authorize_url=AUTHORIZE_URL)
     clock.advance(599)
 
     assert deps.sessions.consume(STATE) is not None
 
 
-def test_the_state_itself_is_never_stored(deps) -> None:
-    """Given a connect session started through the use case, then the table holds the state's
-    SHA-256 only, so a read of the table cannot forge a callback; DynamoDB's TTL is set."""
+def test_a_session_item_never_holds_the_state(deps) -> None:
+    """Given a connect session started through the use case, then its session item is keyed by
+    the state's SHA-256 and holds no state; DynamoDB's TTL is set on it."""
     started = connect.start_connect_session(deps, "lib-1")
 
-    [item] = items(deps)
+    [item] = [item for item in items(deps) if item["pk"].startswith("STATE#")]
     assert item["pk"] == "STATE#" + hashlib.sha256(started.state.encode()).hexdigest()
     assert started.state not in repr(item)
     assert int(item["ttl"]) > int(item["state_expires_at"])
+
+
+def test_once_connect_url_is_opened_the_table_holds_no_state_and_no_binder(deps) -> None:
+    """Given a session whose connect_url a browser opened, then the one-time start item (the
+    only place the state was written, inside Apicbase's authorize URL) is gone, the session
+    holds the binder's SHA-256 only, and the start id itself was never stored."""
+    started = connect.start_connect_session(deps, "lib-1")
+    start_id = start_id_of(started.connect_url)
+    [start_item] = [item for item in items(deps) if item["pk"].startswith("START#")]
+
+    sign_in = connect.begin_sign_in(deps, start_id=start_id)
+
+    [item] = items(deps)
+    assert start_item["pk"] == start_key(start_id) and start_id not in repr(start_item)
+    assert int(start_item["ttl"]) > int(start_item["state_expires_at"])
+    assert item["binder_hash"] == hashlib.sha256(sign_in.binder.encode()).hexdigest()
+    assert started.state not in repr(item) and sign_in.binder not in repr(item)
 
 
 # --- connections and their ciphertexts -------------------------------------------------------------

@@ -14,6 +14,7 @@ from tests.unit import iam
 
 CALLBACK = "CallbackFunction"
 CALLBACK_ROUTE = ("GET", "/oauth/callback")
+START_ROUTE = ("GET", "/oauth/start")  # connect_url (issue 12), on the callback's function
 # Each of these reads plaintext out of a ciphertext: ReEncryptFrom re-wraps it under a key the
 # caller can decrypt, and a grant can confer Decrypt.
 DECRYPTING_KMS_ACTIONS = ["kms:Decrypt", "kms:ReEncryptFrom", "kms:CreateGrant"]
@@ -92,10 +93,12 @@ def test_every_function_has_a_role_of_its_own(template: dict[str, Any], function
 
 
 def test_the_callback_is_the_only_public_route(template: dict[str, Any]) -> None:
-    """Given the HTTP routes, then GET /oauth/callback has no authorizer and every other route
-    (the admin API) is signed with AWS_IAM."""
+    """Given the HTTP routes, then GET /oauth/callback and GET /oauth/start (connect_url, served
+    by the same function) have no authorizer and every other route (the admin API) is signed
+    with AWS_IAM."""
     routes = {(route.method, route.path): route.authorizer for route in tpl.http_routes(template)}
     assert routes.pop(CALLBACK_ROUTE) == "NONE"
+    assert routes.pop(START_ROUTE) == "NONE"
     assert routes
     assert set(routes.values()) == {"AWS_IAM"}
 

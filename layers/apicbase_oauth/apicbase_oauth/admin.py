@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .adapters.apicbase import Introspection
 from .adapters.events import CONNECTION_DISCONNECTED
 from .deps import Deps
+from .errors import BrokerError
 from .model import Connection, ConnectionSummary, RefreshResult
 from .observability import logger, metrics
 from .refresh import refresh_connection
@@ -37,16 +38,56 @@ def force_refresh(deps: Deps, connection_id: str) -> RefreshResult:
     return refresh_connection(deps, connection_id, min_validity=0, force=True)
 
 
-def disconnect(deps: Deps, connection_id: str) -> Connection:
+# What happened to the grant at Apicbase when a connection was disconnected (issue 12).
+REVOKED, REVOCATION_FAILED, REVOCATION_NOT_CONFIGURED = "revoked", "failed", "not_configured"
+
+
+@dataclass(frozen=True)
+class Disconnection:
+    connection: Connection
+    revocation: str  # REVOKED, REVOCATION_FAILED or REVOCATION_NOT_CONFIGURED
+    revocation_error: str | None = None  # the error code when it failed
+
+    @property
+    def revoked(self) -> bool:
+        return self.revocation == REVOKED
+
+
+def disconnect(deps: Deps, connection_id: str) -> Disconnection:
+    """Forget the connection's tokens, then revoke its refresh token at Apicbase (RFC 7009).
+
+    The delete comes first and always: a revocation that fails or is not configured is recorded
+    and reported, never a reason to keep the tokens. The refresh token revoked is the one in the
+    item the delete removed, so a refresh that rotated it meanwhile cannot leave an older one.
+    """
     connection = deps.store.delete(connection_id)
     metrics.add_metric(name="ConnectionDeleted", unit="Count", value=1)
     logger.info("connection deleted", connection_id=connection.connection_id)
+    outcome = _revoke(deps, connection)
     deps.events.publish(
         CONNECTION_DISCONNECTED,
         {
             "connection_id": connection.connection_id,
             "application": connection.application,
             "username": connection.username,
+            "revocation": outcome.revocation,
         },
     )
-    return connection
+    return outcome
+
+
+def _revoke(deps: Deps, connection: Connection) -> Disconnection:
+    if not deps.apicbase.revoke_url:
+        # The operator's choice (ApicbaseRevokeUrl empty): reported in the answer and the event.
+        logger.info("refresh token not revoked: no revocation endpoint", connection_id=connection.connection_id)
+        return Disconnection(connection, REVOCATION_NOT_CONFIGURED)
+    try:
+        pair = deps.cipher.decrypt(connection.connection_id, connection.tokens)
+        deps.apicbase.revoke(deps.credentials.get(connection.application), token=pair.refresh_token)
+    except Exception as exc:  # the tokens are gone already: any failure is reported, never raised
+        code = exc.code if isinstance(exc, BrokerError) else "internal_error"
+        metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
+        logger.warning("refresh token not revoked", connection_id=connection.connection_id, error=code)
+        return Disconnection(connection, REVOCATION_FAILED, code)
+    logger.info("refresh token revoked", connection_id=connection.connection_id)
+    return Disconnection(connection, REVOKED)

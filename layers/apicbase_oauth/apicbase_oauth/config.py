@@ -22,7 +22,10 @@ APICBASE_RATE_LIMIT_PER_MINUTE = 100
 
 
 def is_allowed_url(url: str) -> bool:
-    """https anywhere; plain http only on loopback (the local run)."""
+    """https anywhere; plain http only on loopback (the local run). Whole: urlsplit drops tabs
+    and line breaks and keeps other whitespace and control characters, so a URL with any is refused."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return False
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -56,6 +59,7 @@ class Settings:
     authorize_url: str
     token_url: str
     introspect_url: str
+    revoke_url: str | None
     default_scopes: tuple[str, ...]
     callback_url: str | None
     pkce_enabled: bool
@@ -117,6 +121,7 @@ class Settings:
             authorize_url=url("APICBASE_AUTHORIZE_URL"),
             token_url=url("APICBASE_TOKEN_URL"),
             introspect_url=url("APICBASE_INTROSPECT_URL"),
+            revoke_url=url("APICBASE_REVOKE_URL", optional=True) or None,
             default_scopes=scopes,
             callback_url=url("CALLBACK_URL", optional=True) or None,
             pkce_enabled=pkce == "true",

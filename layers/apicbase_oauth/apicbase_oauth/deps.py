@@ -97,6 +97,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
             authorize_url=settings.authorize_url,
             token_url=settings.token_url,
             introspect_url=settings.introspect_url,
+            revoke_url=settings.revoke_url,
             now=now,
         ),
         events=EventPublisher(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .adapters.apicbase import Introspection
-from .admin import ConnectionPage
+from .admin import ConnectionPage, Disconnection
 from .errors import (
     ApicbaseError,
     ApicbaseTimeout,
@@ -139,13 +139,27 @@ def page_view(page: ConnectionPage) -> dict[str, Any]:
 
 
 def session_view(started: StartedSession) -> dict[str, Any]:
+    """Where to send the person: ``connect_url``, and nothing else. The authorize URL and the
+    state are left out (issue 12): a browser sent straight to Apicbase could never finish (the
+    callback needs the cookie that only connect_url sets), and the state need not leave the
+    broker except through Apicbase."""
     return {
-        "authorize_url": started.authorize_url,
-        "state": started.state,
+        "connect_url": started.connect_url,
         "expires_at": iso(started.expires_at),
         "connection_id": started.connection_id,
         "redirect_uri": started.redirect_uri,
         "scopes": list(started.scopes),
+        "expected_username": started.expected_username,
+    }
+
+
+def disconnection_view(result: Disconnection) -> dict[str, Any]:
+    return {
+        "connection_id": result.connection.connection_id,
+        "disconnected": True,
+        "revoked": result.revoked,
+        "revocation": result.revocation,
+        "revocation_error": result.revocation_error,
     }
 
 

@@ -48,10 +48,23 @@ class InvalidState(BrokerError):
     code = "invalid_state"
 
 
+class BrowserMismatch(InvalidState):
+    """The callback came from a browser that did not open the session's connect_url (login CSRF,
+    RFC 9700 4.7.1): its binder cookie is missing or is another session's."""
+
+    code = "browser_mismatch"
+
+
 class AuthorizationDenied(BrokerError):
     """Apicbase redirected back with ``error=`` (the person declined, or the request was bad)."""
 
     code = "access_denied"
+
+
+class IdentityMismatch(AuthorizationDenied):
+    """The person signed in to Apicbase as another user than the session's expected_username."""
+
+    code = "identity_mismatch"
 
 
 class NeedsReauthorization(BrokerError):
@@ -111,6 +124,12 @@ class ApicbaseUnavailable(ApicbaseError):
     def __init__(self, message: str, *, request_sent: bool) -> None:
         super().__init__(message)
         self.request_sent = request_sent
+
+
+class IdentityUnverified(ApicbaseUnavailable):
+    """A session names an expected_username, and Apicbase could not tell who signed in."""
+
+    code = "identity_unverified"
 
 
 class MalformedResponse(ApicbaseError):

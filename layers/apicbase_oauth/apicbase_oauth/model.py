@@ -61,6 +61,10 @@ class ConnectSession:
     return_url: str | None
     code_verifier: str | None
     expires_at: int
+    # Issue 12: who must sign in (checked by introspection before the grant is stored), and the
+    # SHA-256 of the browser binder that GET /oauth/start set as a cookie (None: never started).
+    expected_username: str | None = None
+    binder_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Connection:
     lease_until: int | None = None
     interrupted_lease_until: int | None = None
     source: str | None = None
+    # The username the grant that this one replaced was introspected as (reconnects).
+    previous_username: str | None = None
 
     def __repr__(self) -> str:
         return f"Connection(connection_id={self.connection_id!r}, status={self.status!r}, version={self.version})"
@@ -103,7 +109,12 @@ class ConnectionSummary:
 
 @dataclass(frozen=True)
 class StartedSession:
-    """A connect session just stored: where to send the person, and until when it works."""
+    """A connect session just stored: where to send the person, and until when it works.
+
+    ``connect_url`` (the broker's GET /oauth/start with a one-time id) is the only URL for a
+    person: it binds the flow to their browser, then redirects to ``authorize_url``. The
+    authorize URL and the state stay inside the broker (and travel to Apicbase and back).
+    """
 
     connection_id: str
     authorize_url: str
@@ -111,6 +122,8 @@ class StartedSession:
     expires_at: int
     redirect_uri: str
     scopes: tuple[str, ...]
+    connect_url: str
+    expected_username: str | None = None
 
     def __repr__(self) -> str:
         return f"StartedSession(connection_id={self.connection_id!r}, expires_at={self.expires_at})"

@@ -52,6 +52,22 @@ _TEXTS = {
         "This sign-in link is not valid, has expired or was already used.",
         "Go back to the application you were connecting and start again; sign-in links work once.",
     ),
+    "browser_mismatch": (
+        _FAILED,
+        "This sign-in was started in another browser, so nothing was connected.",
+        "Start connecting again from your application, in the browser you sign in to Apicbase with.",
+    ),
+    "identity_mismatch": (
+        _FAILED,
+        "You signed in to Apicbase as a different user than expected, so nothing was connected, "
+        "and the broker asked Apicbase to revoke the access it had just granted.",
+        "Start connecting again and sign in to Apicbase as the user your application asked for.",
+    ),
+    "identity_unverified": (
+        _FAILED,
+        "Apicbase could not confirm who signed in, so nothing was connected.",
+        "Wait a minute, then start connecting again from your application.",
+    ),
     "access_denied": (
         _FAILED,
         "Access was not granted, so nothing was connected.",
@@ -104,6 +120,20 @@ _SERVER_ERROR = (
     "The connection could not be completed ({code}).",
     "The broker is not working correctly. Try again in a minute; if it keeps happening, tell the broker's operator.",
 )
+
+
+# Issue 12: the browser binder (RFC 9700 4.7.1). __Host-: Secure, Path=/, no Domain, so only this
+# host sets and reads it; SameSite=Lax still sends it on Apicbase's top-level redirect back.
+BINDER_COOKIE = "__Host-apicbase-connect"
+_COOKIE_ATTRIBUTES = "Secure; HttpOnly; SameSite=Lax; Path=/"
+
+
+def binder_cookie(binder: str, max_age: int) -> str:
+    return f"{BINDER_COOKIE}={binder}; {_COOKIE_ATTRIBUTES}; Max-Age={max_age}"
+
+
+def clear_binder_cookie() -> str:
+    return f"{BINDER_COOKIE}=; {_COOKIE_ATTRIBUTES}; Max-Age=0"
 
 
 def render(status: int, title: str, message: str, hint: str | None = None) -> tuple[int, dict[str, str], str]:

@@ -60,6 +60,18 @@ def return_url(value: Any) -> str | None:
     return value
 
 
+def expected_username(value: Any) -> str | None:
+    """Who must sign in to Apicbase (compared exactly with the introspected username)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 254 or not value.isprintable() or value.strip() != value:
+        raise InvalidRequest(
+            "expected_username must be 1-254 printable characters, without leading or trailing spaces",
+            code="invalid_expected_username",
+        )
+    return value
+
+
 def authorization_code(value: Any) -> str:
     if not isinstance(value, str) or not CODE_RE.fullmatch(value):
         raise InvalidRequest("code must be the authorization code Apicbase showed", code="invalid_code")

@@ -1,16 +1,17 @@
-"""Adapter for Apicbase's OAuth endpoints: authorize URL, code exchange, refresh, introspection.
+"""Adapter for Apicbase's OAuth endpoints: authorize URL, code exchange, refresh, introspection,
+revocation.
 
 Every way an answer can go wrong is classified here, once, into the exceptions of
-``errors``. Nothing here logs a token, a code or a secret.
+``errors`` (the answers themselves are read in ``apicbase_answers``). Nothing here logs a token,
+a code or a secret.
 """
 
 from __future__ import annotations
 
-import email.utils
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,114 +28,17 @@ from ..errors import (
     MalformedResponse,
     RateLimited,
 )
-from ..model import MAX_TOKEN_LENGTH, is_token
+from .apicbase_answers import (
+    ClientCredentials,
+    Introspection,
+    TokenResponse,
+    json_object,
+    parse_token_response,
+    retry_after_seconds,
+)
 
-MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
-# A missing or odd expires_in: treat the token as short-lived, so it is refreshed again soon.
-SAFE_EXPIRES_IN = 3600
-DEFAULT_RETRY_AFTER = 60.0
+__all__ = ["ApicbaseClient", "ClientCredentials", "Introspection", "TokenResponse", "parse_token_response"]
 _ERROR_CODE_RE = re.compile(r"[a-z_]{1,64}")
-
-
-@dataclass(frozen=True)
-class ClientCredentials:
-    application: str
-    client_id: str
-    client_secret: str
-
-    def __repr__(self) -> str:  # the secret must never reach a log line through repr()
-        return f"ClientCredentials(application={self.application!r}, client_id={self.client_id!r})"
-
-
-@dataclass(frozen=True)
-class TokenResponse:
-    access_token: str
-    refresh_token: str | None
-    expires_in: int
-    scope: str | None
-    received_at: float
-    # What was odd but harmless (the pair is usable): named in an ERROR log line once stored.
-    oddities: tuple[str, ...] = ()
-
-    @property
-    def expires_at(self) -> int:
-        return int(self.received_at) + self.expires_in
-
-    def __repr__(self) -> str:
-        return f"TokenResponse(expires_in={self.expires_in}, scope={self.scope!r})"
-
-
-@dataclass(frozen=True)
-class Introspection:
-    active: bool
-    scope: str | None = None
-    exp: int | None = None
-    client_id: str | None = None
-    username: str | None = None
-
-
-def _retry_after_seconds(value: str | None, now: float) -> float:
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # "²".isdigit() is True, float("²") fails
-        return min(float(value), 3600.0)
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return DEFAULT_RETRY_AFTER
-    return min(max(when - now, 0.0), 3600.0)
-
-
-def _json_object(response: requests.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _token(body: dict[str, Any], key: str, *, required: bool) -> str | None:
-    value = body.get(key)
-    if value is None or value == "":
-        if required:
-            raise MalformedResponse(f"token response has no {key}")
-        return None
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not is_token(value):
-        raise MalformedResponse(f"token response field {key} is not a valid token")
-    return value
-
-
-def parse_token_response(body: dict[str, Any] | None, received_at: float) -> TokenResponse:
-    if body is None:
-        raise MalformedResponse("token response is not a JSON object")
-    access_token = _token(body, "access_token", required=True)
-    assert access_token is not None
-    refresh_token = _token(body, "refresh_token", required=False)
-    # Past this point the pair is usable: a possibly rotated refresh token must be kept whatever
-    # else is odd (RFC 6749 only recommends expires_in), so oddities are noted, never fatal.
-    oddities: list[str] = []
-    expires_in = body.get("expires_in")
-    if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in):  # not "²", not 5000 digits
-        expires_in = int(expires_in)
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 0 < expires_in <= MAX_EXPIRES_IN:
-        oddities.append("expires_in_missing" if expires_in is None else "expires_in_invalid")
-        expires_in = SAFE_EXPIRES_IN
-    token_type = body.get("token_type")
-    if token_type is not None and (not isinstance(token_type, str) or token_type.strip().lower() != "bearer"):
-        oddities.append("token_type")
-    scope = body.get("scope")
-    if scope is not None and (not isinstance(scope, str) or len(scope) > 512):
-        oddities.append("scope")
-        scope = None
-    return TokenResponse(
-        access_token=access_token,
-        refresh_token=refresh_token,
-        expires_in=expires_in,
-        scope=scope,
-        received_at=received_at,
-        oddities=tuple(oddities),
-    )
 
 
 class ApicbaseClient:
@@ -146,6 +50,7 @@ class ApicbaseClient:
         authorize_url: str,
         token_url: str,
         introspect_url: str,
+        revoke_url: str | None = None,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
         refresh_read_timeout: float = 25.0,
@@ -156,6 +61,8 @@ class ApicbaseClient:
         self.authorize_endpoint = authorize_url
         self.token_url = token_url
         self.introspect_url = introspect_url
+        # RFC 7009. Apicbase does not document it; django-oauth-toolkit serves /oauth/revoke_token/.
+        self.revoke_url = revoke_url or None
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         # Generous: after a read timeout the refresh token may already be rotated.
@@ -216,8 +123,11 @@ class ApicbaseClient:
             tokens = replace(tokens, refresh_token=refresh_token)
         return tokens
 
-    def introspect(self, credentials: ClientCredentials, *, token: str) -> Introspection:
-        _, body = self._post(self.introspect_url, credentials, {"token": token}, self.read_timeout)
+    def introspect(
+        self, credentials: ClientCredentials, *, token: str, read_timeout: float | None = None
+    ) -> Introspection:
+        timeout = self.read_timeout if read_timeout is None else read_timeout
+        _, body = self._post(self.introspect_url, credentials, {"token": token}, timeout)
         if body is None or not isinstance(body.get("active"), bool):
             raise MalformedResponse("introspection response has no boolean active")
         if not body["active"]:
@@ -235,6 +145,23 @@ class ApicbaseClient:
             client_id=text("client_id"),
             username=text("username"),
         )
+
+    def revoke(
+        self,
+        credentials: ClientCredentials,
+        *,
+        token: str,
+        token_type_hint: str = "refresh_token",  # noqa: S107 (a type name)
+    ) -> None:
+        """Revoke a token (RFC 7009): returns when Apicbase answered 2xx, raises the layer's
+        errors otherwise (``ApicbaseRejected`` with a 404 when the endpoint is missing).
+
+        django-oauth-toolkit revokes a refresh token's access token with it.
+        """
+        if not self.revoke_url:
+            raise ApicbaseRejected("no revocation endpoint is configured", code="revocation_not_configured")
+        form = {"token": token, "token_type_hint": token_type_hint}
+        self._post(self.revoke_url, credentials, form, self.read_timeout)
 
     def _post(
         self,
@@ -271,15 +198,15 @@ class ApicbaseClient:
     def _classify(response: requests.Response, now: float) -> dict[str, Any] | None:
         status = response.status_code
         if 200 <= status < 300:
-            return _json_object(response)
+            return json_object(response)
         if status == 429:
             raise RateLimited(
                 "Apicbase's rate limit was reached",
-                retry_after=_retry_after_seconds(response.headers.get("Retry-After"), now),
+                retry_after=retry_after_seconds(response.headers.get("Retry-After"), now),
             )
         if status >= 500:
             raise ApicbaseUnavailable(f"Apicbase answered HTTP {status}", request_sent=True)
-        body = _json_object(response) or {}
+        body = json_object(response) or {}
         error = body.get("error")
         error = error if isinstance(error, str) and _ERROR_CODE_RE.fullmatch(error) else None
         if error == "invalid_grant":

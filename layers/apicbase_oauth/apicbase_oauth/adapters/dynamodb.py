@@ -2,6 +2,7 @@
 
 Items (one table, key ``pk``):
 - ``STATE#<sha256(state)>``: a connect session (``sessions``).
+- ``START#<sha256(start id)>``: a session's one-time start (``sessions``): GET /oauth/start.
 - ``CONN#<connection_id>``: a connection (``store``).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ from ..model import Connection, is_connection_id
 REFRESH_QUEUE = "due"
 CONNECTIONS_INDEX = "connections-by-id"
 REFRESH_INDEX = "refresh-due"
+_CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,1024}")
 
 _RETRYABLE = {
     "ProvisionedThroughputExceededException",
@@ -35,6 +38,10 @@ _RETRYABLE = {
 
 def state_key(state: str) -> str:
     return "STATE#" + hashlib.sha256(state.encode()).hexdigest()
+
+
+def start_key(start_id: str) -> str:
+    return "START#" + hashlib.sha256(start_id.encode()).hexdigest()
 
 
 def connection_key(connection_id: str) -> str:
@@ -96,6 +103,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         lease_until=num("lease_until"),
         interrupted_lease_until=num("interrupted_lease_until") or None,
         source=item.get("source"),
+        previous_username=item.get("previous_username") or None,
     )
 
 
@@ -104,7 +112,10 @@ def encode_cursor(key: dict[str, Any]) -> str:
 
 
 def decode_cursor(cursor: str) -> dict[str, Any]:
-    """Cursors come from outside: accept only the exact shape we hand out."""
+    """Cursors come from outside: accept only the exact shape we hand out. Matched whole first:
+    base64 decoding skips characters outside its alphabet (a padded cursor would decode)."""
+    if not _CURSOR_RE.fullmatch(cursor):
+        raise InvalidCursor()
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))

@@ -14,6 +14,7 @@ CONNECTION_CREATED = "Apicbase Connection Created"
 REAUTHORIZATION_REQUIRED = "Apicbase Connection Reauthorization Required"
 REFRESH_FAILING = "Apicbase Connection Refresh Failing"
 CONNECTION_DISCONNECTED = "Apicbase Connection Disconnected"
+IDENTITY_CHANGED = "Apicbase Connection Identity Changed"
 
 
 class EventPublisher:

@@ -1,19 +1,40 @@
-"""DynamoDB adapter for connect sessions: one-time states.
+"""DynamoDB adapter for connect sessions: one-time states, bound to one browser.
 
-The state itself is never stored (only its SHA-256), so a read of the table cannot forge a
-callback. A session is consumed with a conditional delete that also checks the expiry, because
-DynamoDB's TTL deletes late.
+The state itself is never stored in a session (only its SHA-256), so a read of the table cannot
+forge a callback. A session is consumed with a conditional delete that also checks the expiry,
+because DynamoDB's TTL deletes late.
+
+Browser binding (issue 12, RFC 9700 4.7.1): a session starts unbound, with a one-time start
+item ``START#<sha256(start id)>`` that holds the authorize URL until GET /oauth/start consumes
+it. That route needs the state to send the browser to Apicbase, and the table keeps hashes of
+states only: the start item is the one place a state is written, for at most the state's
+lifetime and only until the person opens connect_url. A table reader who takes the state from
+there still cannot complete a callback: the callback needs the binder cookie whose hash is set
+on the session by /oauth/start, and only the holder of the start id (stored hashed) gets one.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConditionFailed
 from ..model import ConnectSession
-from .dynamodb import call, state_key
+from .dynamodb import call, start_key, state_key
+
+
+@dataclass(frozen=True)
+class PendingStart:
+    """A start item just consumed: where to send the browser, and which session to bind."""
+
+    authorize_url: str
+    session_key: str
+    expires_at: int
+
+    def __repr__(self) -> str:  # the authorize URL carries the state
+        return f"PendingStart(expires_at={self.expires_at})"
 
 
 class SessionStore:
@@ -21,7 +42,7 @@ class SessionStore:
         self.table = table
         self.now = now
 
-    def put(self, state: str, session: ConnectSession) -> None:
+    def put(self, state: str, session: ConnectSession, *, start_id: str, authorize_url: str) -> None:
         item: dict[str, Any] = {
             "pk": state_key(state),
             "connection_id": session.connection_id,
@@ -36,7 +57,54 @@ class SessionStore:
             item["return_url"] = session.return_url
         if session.code_verifier:
             item["code_verifier"] = session.code_verifier
+        if session.expected_username:
+            item["expected_username"] = session.expected_username
         call(self.table.put_item, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        # Second, so that a start item never points at a session that is not there.
+        call(
+            self.table.put_item,
+            Item={
+                "pk": start_key(start_id),
+                "session_key": item["pk"],
+                "authorize_url": authorize_url,
+                "state_expires_at": session.expires_at,
+                "ttl": session.expires_at + 3600,
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def take_start(self, start_id: str) -> PendingStart | None:
+        """Delete the start item and return it, once, and only before the session expires."""
+        try:
+            result = call(
+                self.table.delete_item,
+                Key={"pk": start_key(start_id)},
+                ConditionExpression="attribute_exists(pk) AND state_expires_at > :now",
+                ExpressionAttributeValues={":now": int(self.now())},
+                ReturnValues="ALL_OLD",
+            )
+        except ConditionFailed:
+            return None
+        item = result.get("Attributes")
+        if not item or "session_key" not in item:
+            return None
+        return PendingStart(str(item["authorize_url"]), str(item["session_key"]), int(item["state_expires_at"]))
+
+    def bind(self, session_key: str, binder_hash: str) -> bool:
+        """Set the session's binder hash, once: False if it is gone, expired or already bound."""
+        try:
+            call(
+                self.table.update_item,
+                Key={"pk": session_key},
+                UpdateExpression="SET binder_hash = :hash",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND attribute_not_exists(binder_hash) AND state_expires_at > :now"
+                ),
+                ExpressionAttributeValues={":hash": binder_hash, ":now": int(self.now())},
+            )
+        except ConditionFailed:
+            return False
+        return True
 
     def consume(self, state: str) -> ConnectSession | None:
         """Delete the state and return its session, once, and only before it expires.
@@ -66,4 +134,6 @@ class SessionStore:
             return_url=item.get("return_url"),
             code_verifier=item.get("code_verifier"),
             expires_at=int(item["state_expires_at"]),
+            expected_username=item.get("expected_username"),
+            binder_hash=item.get("binder_hash"),
         )

@@ -75,6 +75,7 @@ class ConnectionStore:
             ":zero": 0,
             ":one": 1,
             ":source": source,
+            ":nobody": "",
         }
         sets = [
             "entity = :entity",
@@ -90,6 +91,8 @@ class ConnectionStore:
             "version = if_not_exists(version, :zero) + :one",
             "consecutive_failures = :zero",
             "#source = :source",
+            # Whom the replaced grant belonged to (issue 12: a reconnect by another user is announced).
+            "previous_username = if_not_exists(username, :nobody)",
         ]
         removes = [
             "next_attempt_at",

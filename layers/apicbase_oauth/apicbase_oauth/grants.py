@@ -1,0 +1,209 @@
+"""Storing a grant Apicbase issued (a code exchanged, tokens imported): the key to seal it taken
+first, the code presented once (``custody``), the identity checked when one is expected, the grant
+sealed and saved before anything else is asked of Apicbase, then announced on EventBridge.
+"""
+
+from __future__ import annotations
+
+from .adapters.apicbase import ClientCredentials, Introspection, TokenResponse
+from .adapters.crypto import DataKey
+from .adapters.events import CONNECTION_CREATED, IDENTITY_CHANGED
+from .custody import check_client, grant_rescue, present, report_oddities, seal_and_save
+from .deps import Deps
+from .errors import (
+    ApicbaseError,
+    DependencyUnavailable,
+    IdentityMismatch,
+    IdentityUnverified,
+    InvalidGrant,
+    MalformedResponse,
+    TokensParked,
+)
+from .model import Connection, TokenPair
+from .observability import logger, metrics
+
+# Issue 12: how long the identity check waits for introspection before it fails closed.
+IDENTITY_READ_TIMEOUT = 5.0
+
+
+def exchange_and_store(
+    deps: Deps,
+    *,
+    connection_id: str,
+    application: str,
+    expected_client_id: str | None,
+    code: str,
+    redirect_uri: str | None,
+    code_verifier: str | None,
+    source: str,
+    expected_username: str | None = None,
+) -> Connection:
+    credentials = deps.credentials.get(application)
+    if expected_client_id:
+        check_client(credentials, expected_client_id, connection_id)
+    # The key to seal the grant with is in hand before the code is presented; then the code,
+    # which lives 60 seconds, is exchanged before anything else.
+    key = deps.cipher.data_key(connection_id)
+    try:
+        credentials, tokens = present(
+            deps,
+            credentials,
+            deps.apicbase.exchange_code,
+            connection_id=connection_id,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+        )
+    except InvalidGrant:
+        metrics.add_metric(name="CodeRejected", unit="Count", value=1)
+        raise InvalidGrant(
+            "The authorization code has expired (codes live 60 seconds) or was already used. Start connecting again."
+        ) from None
+    if tokens.refresh_token is None:
+        raise MalformedResponse("Apicbase's token response has no refresh_token; the connection cannot be kept alive")
+    # Issue 12 (identity): a grant for another user than expected is revoked, never stored.
+    if expected_username is not None:
+        _verify_identity(deps, credentials, tokens, expected_username, connection_id)
+    # Store the grant before asking who the user is: a slow introspection must not be able to
+    # outlast the function's timeout while the only copy of a fresh refresh token is in memory.
+    connection = store_grant(
+        deps,
+        key,
+        credentials=credentials,
+        pair=TokenPair(tokens.access_token, tokens.refresh_token),
+        expires_at=tokens.expires_at,
+        scope=tokens.scope,
+        username=None,
+        source=source,
+    )
+    report_oddities(tokens, connection_id)
+    introspection = introspect_quietly(deps, credentials, tokens.access_token, connection_id)
+    if introspection and introspection.active and (introspection.username or introspection.scope):
+        connection = deps.store.record_identity(
+            connection, username=introspection.username, scope=None if tokens.scope else introspection.scope
+        )
+    announce_created(deps, connection)
+    return connection
+
+
+def _verify_identity(
+    deps: Deps, credentials: ClientCredentials, tokens: TokenResponse, expected: str, connection_id: str
+) -> None:
+    """Issue 12: the session named who must sign in. Ask Apicbase who did before the grant is
+    stored; another user, or no answer (fail closed), revokes the grant and stores nothing.
+
+    This is the one path where a fresh refresh token is not stored before introspection: the
+    grant is for the wrong identity, or an unverified one, so losing it is the intended outcome.
+    """
+    try:
+        # Bounded: a matching grant is stored only after this answer (the code's 60 s are spent).
+        introspection = deps.apicbase.introspect(
+            credentials, token=tokens.access_token, read_timeout=IDENTITY_READ_TIMEOUT
+        )
+        username = introspection.username if introspection.active else None
+    except ApicbaseError as exc:
+        logger.warning("introspection failed", connection_id=connection_id, error=exc.code)
+        username = None
+    if username == expected:
+        return
+    assert tokens.refresh_token is not None
+    revoked = _revoke_quietly(deps, credentials, tokens.refresh_token, connection_id)
+    metrics.add_metric(name="IdentityMismatch", unit="Count", value=1)
+    logger.warning(
+        "grant refused: not the expected Apicbase user",
+        connection_id=connection_id,
+        verified=username is not None,
+        revoked=revoked,
+    )
+    if username is None:
+        raise IdentityUnverified(
+            "Apicbase could not confirm who signed in, so nothing was connected.", request_sent=True
+        )
+    raise IdentityMismatch("You signed in to Apicbase as a different user than expected, so nothing was connected.")
+
+
+def _revoke_quietly(deps: Deps, credentials: ClientCredentials, refresh_token: str, connection_id: str) -> bool:
+    try:
+        deps.apicbase.revoke(credentials, token=refresh_token)
+    except ApicbaseError as exc:
+        metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
+        logger.warning("revocation failed", connection_id=connection_id, error=exc.code)
+        return False
+    return True
+
+
+def announce_identity_change(deps: Deps, connection: Connection) -> None:
+    """A reconnect signed in as another Apicbase user than the grant it replaced."""
+    previous, current = connection.previous_username, connection.username
+    if previous and current and previous != current:
+        metrics.add_metric(name="ConnectionIdentityChanged", unit="Count", value=1)
+        logger.warning("connection reconnected by another Apicbase user", connection_id=connection.connection_id)
+        deps.events.publish(
+            IDENTITY_CHANGED,
+            {
+                "connection_id": connection.connection_id,
+                "application": connection.application,
+                "previous_username": previous,
+                "username": current,
+                "source": connection.source,
+            },
+        )
+
+
+def introspect_quietly(
+    deps: Deps, credentials: ClientCredentials, access_token: str, connection_id: str
+) -> Introspection | None:
+    """The username is nice to have: a failed introspection does not fail a connect."""
+    try:
+        return deps.apicbase.introspect(credentials, token=access_token)
+    except ApicbaseError as exc:
+        logger.warning("introspection failed", connection_id=connection_id, error=exc.code)
+        return None
+
+
+def store_grant(
+    deps: Deps,
+    key: DataKey,
+    *,
+    credentials: ClientCredentials,
+    pair: TokenPair,
+    expires_at: int,
+    scope: str | None,
+    username: str | None,
+    source: str,
+) -> Connection:
+    connection_id = key.connection_id
+    fields = {
+        "connection_id": connection_id,
+        "application": credentials.application,
+        "client_id": credentials.client_id,
+        "expires_at": expires_at,
+        "scope": scope,
+        "username": username,
+        "source": source,
+    }
+    try:
+        connection = seal_and_save(deps, key, pair, grant_rescue(deps, **fields), deps.store.save_tokens, **fields)
+    except TokensParked:
+        raise
+    except DependencyUnavailable:
+        logger.error("tokens were issued but could not be stored", connection_id=connection_id)
+        raise
+    metrics.add_metric(name="ConnectionCreated", unit="Count", value=1)
+    logger.info("connection stored", connection_id=connection_id, source=source, version=connection.version)
+    return connection
+
+
+def announce_created(deps: Deps, connection: Connection) -> None:
+    deps.events.publish(
+        CONNECTION_CREATED,
+        {
+            "connection_id": connection.connection_id,
+            "application": connection.application,
+            "client_id": connection.client_id,
+            "username": connection.username,
+            "scope": connection.scope,
+            "source": connection.source,
+            "reconnected": connection.version > 1,
+        },
+    )
