@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from local.lambda_context import LambdaContext
 
-from apicbase_oauth import connect
 from apicbase_oauth import deps as deps_module
+from apicbase_oauth import signin
 from apicbase_oauth.adapters.dynamodb import CONNECTIONS_INDEX
 from apicbase_oauth.config import Settings
 from apicbase_oauth.model import TokenPair
@@ -114,7 +114,7 @@ def watch(
     """Given all log output captured at DEBUG, then no secret appears in it (checked at teardown)."""
     found = SecretWatch()
     found.secret(*(app["client_secret"] for app in fakes.APPLICATIONS.values()))
-    monkeypatch.setattr(connect, "secrets", _RecordingSecrets(found))
+    monkeypatch.setattr(signin, "secrets", _RecordingSecrets(found))
     lines = _Lines(broker_logger.registered_formatter)
     found.log_lines = lines.lines
     broker_logger.addHandler(lines)

@@ -1,7 +1,8 @@
 """The secrets watch that every test in this folder runs under must be able to see a leak."""
 
-from apicbase_oauth import connect
+from apicbase_oauth import pages
 from apicbase_oauth.observability import logger
+from tests.binding import open_in_browser
 from tests.hostile.conftest import http_event
 from tests.hostile.test_callback_fuzz import register_codes_and_states
 
@@ -34,11 +35,13 @@ def test_a_fuzzed_code_shown_on_the_callback_page_would_be_a_leak(handlers, apic
     when the page is searched, then it holds no secret, and the same page with the code in its
     message is a leak (so a message that quoted the code would fail the fuzzer's teardown)."""
     module = handlers.module("CallbackFunction")
-    state = connect.start_connect_session(module.DEPS, "lib-watch").state
+    state, binder = open_in_browser(module.DEPS, "lib-watch")
     query = [("code", "made-up-code-5Tz81q"), ("state", state)]
     register_codes_and_states(watch, query)
 
-    page = handlers.invoke(module, http_event("GET", "/oauth/callback", query=query))["body"]
+    page = handlers.invoke(
+        module, http_event("GET", "/oauth/callback", query=query, cookies=[f"{pages.BINDER_COOKIE}={binder}"])
+    )["body"]
 
     leaky = page.replace("</p>", " (made-up-code-5Tz81q)</p>", 1)
     assert apicbase.token_requests == 1 and leaky != page

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import connect, pages
+from apicbase_oauth import connect, grants, pages, signin
 from apicbase_oauth.adapters.dynamodb import connection_key, state_key
 from apicbase_oauth.errors import ApicbaseUnavailable
 from tests.binding import start_id_of, state_of
@@ -338,4 +338,4 @@ def test_the_identity_check_waits_a_bounded_time_for_introspection(
 
     browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
 
-    assert timeouts[0] == connect.IDENTITY_READ_TIMEOUT < deps.apicbase.read_timeout
+    assert timeouts[0] == grants.IDENTITY_READ_TIMEOUT < deps.apicbase.read_timeout

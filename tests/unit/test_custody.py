@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from local.lambda_context import LambdaContext
 
+from apicbase_oauth import admin
 from apicbase_oauth.adapters.queue import encode, encode_rescue
 from apicbase_oauth.custody import grant_rescue
 from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization, OutOfTime, TokensParked
@@ -141,3 +142,17 @@ def test_a_parked_pair_carried_by_a_message_is_applied_by_the_worker(deps, apicb
     assert stored_pair(deps, CID) == pair
     assert refresh_from_message(deps, body) == "rescue_stale"
     assert stored_pair(deps, CID) == pair
+
+
+def test_a_disconnect_forgets_a_parked_pair_and_revokes_it_too(deps, apicbase, clock):
+    # Given a connection with a pair parked for it (its write had failed)
+    seed(deps, apicbase, CID, expires_in=DUE)
+    parked = TokenPair(*apicbase.issue_pair())
+    fields = {"connection_id": CID, "application": "default", "client_id": "client-default"}
+    rescue = grant_rescue(deps, **fields, expires_at=int(clock()) + 7200, scope=None, username=None, source="callback")
+    deps.rescues.put(dataclasses.replace(rescue, tokens=deps.cipher.encrypt(CID, parked)))
+    # When the connection is disconnected
+    admin.disconnect(deps, CID)
+    # Then the parked pair cannot revive it, and its refresh token is no longer live at Apicbase
+    assert deps.rescues.get(CID) is None
+    assert parked.refresh_token not in apicbase.live_refresh_tokens

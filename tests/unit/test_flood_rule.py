@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from local import template as tpl
 
-from apicbase_oauth import connect
+from apicbase_oauth import pages
+from tests.binding import open_in_browser
 from tests.conftest import load_event
 
 CONDITION = "HasCallbackRateLimit"
@@ -139,9 +140,10 @@ def test_the_callback_handler_answers_the_rest_stage_payload_1_0(load_handler, d
     when the callback handler runs, then the connection is stored and the page says so."""
     module = load_handler("CallbackFunction")
     module.DEPS = deps
-    state = connect.start_connect_session(deps, "lib-rest").state
+    state, binder = open_in_browser(deps, "lib-rest")
     query = {"code": apicbase.issue_code(), "state": state}
     http = load_event("callback.json")
+    http["headers"] = {**http["headers"], "cookie": f"{pages.BINDER_COOKIE}={binder}"}
     event = {
         "resource": "/oauth/callback",
         "path": "/oauth/callback",

@@ -22,6 +22,7 @@ from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.config import Settings
 from apicbase_oauth.custody import grant_rescue
 from apicbase_oauth.model import TokenPair
+from tests.binding import start_id_of, state_of
 from tests.conftest import REGION, load_event
 from tests.unit import iam
 from tests.unit.refresh_support import seed
@@ -60,9 +61,16 @@ def _flows(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
     """Every function through the paths that call AWS: connect (session, callback), the admin
     routes, a due refresh queued by the scheduler and done by the worker."""
     started = run("ConnectionsFunction", _admin_event("admin_create_connect_session.json"))
-    state = json.loads(started["body"])["state"]
+    opened = load_event("callback.json")
+    opened.update(routeKey="GET /oauth/start", rawPath="/oauth/start")
+    opened["queryStringParameters"] = {"session": start_id_of(json.loads(started["body"])["connect_url"])}
+    redirected = run("CallbackFunction", opened)
     callback = load_event("callback.json")
-    callback["queryStringParameters"] = {"code": apicbase.issue_code(), "state": state}
+    callback["queryStringParameters"] = {
+        "code": apicbase.issue_code(),
+        "state": state_of(redirected["headers"]["Location"]),
+    }
+    callback["cookies"] = [redirected["cookies"][0].split(";")[0]]
     assert run("CallbackFunction", callback)["statusCode"] in {200, 302}
 
     seed(deps, apicbase, CID, expires_in=60)
@@ -135,7 +143,7 @@ def test_the_recorded_calls_carry_the_conditions_the_policies_test(recorded) -> 
     contexts = [call.context for recorder in recorded.values() for call in recorder.calls]
     leading = {key.split("#")[0] for context in contexts for key in context.get("dynamodb:LeadingKeys", [])}
     purposes = {p for context in contexts for p in context.get("kms:EncryptionContext:purpose", [])}
-    assert leading == {"STATE", "CONN", "RESCUE"}
+    assert leading == {"STATE", "START", "CONN", "RESCUE"}
     assert purposes == {"apicbase-oauth-tokens"}
     assert any("events:source" in context for context in contexts)
     callback_actions = {call.action for call in recorded["CallbackFunction"].calls}

@@ -18,6 +18,7 @@ from apicbase_oauth import proxy
 from apicbase_oauth.adapters.budget import budget_key
 from apicbase_oauth.errors import InvalidRequest
 from tests import fakes
+from tests.binding import open_in_browser
 from tests.conftest import load_event
 from tests.unit.logcapture import captured_logs
 
@@ -108,8 +109,8 @@ def call(load_handler, deps, lambda_context) -> Callable[..., Reply]:
 
 def connect(deps, apicbase, connection_id: str = CID) -> str:
     """Connected the usual way (the callback introspects: the user is known); the access token."""
-    state = connect_flow.start_connect_session(deps, connection_id).state
-    connect_flow.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None)
+    state, binder = open_in_browser(deps, connection_id)
+    connect_flow.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
     return deps.cipher.decrypt(connection_id, deps.store.get(connection_id).tokens).access_token
 
 

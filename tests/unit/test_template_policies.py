@@ -144,6 +144,7 @@ def test_every_checkov_skip_says_why(template: dict[str, Any]) -> None:
 # evaluates the calls the code really makes against the same statements.
 TABLE, KEY = "ConnectionsTable.Arn", "TokenKey.Arn"
 STATE_PK, CONN_PK = "STATE#" + "0" * 64, "CONN#lib-42"
+START_PK, RESCUE_PK = "START#" + "b" * 64, "RESCUE#lib-42"
 ITEM_ACTIONS = ["GetItem", "PutItem", "UpdateItem", "DeleteItem"]
 SESSION_ATTRIBUTES = ["pk", "connection_id", "application", "client_id", "scopes", "redirect_uri", "state_expires_at"]
 TOKEN_CONTEXT = {"connection_id": "lib-42", "purpose": "apicbase-oauth-tokens"}
@@ -169,7 +170,7 @@ def _item_rights(template: dict[str, Any], function: str) -> set[tuple[str, str]
     return {
         (action, pk.split("#")[0])
         for action in ITEM_ACTIONS
-        for pk in (STATE_PK, CONN_PK)
+        for pk in (STATE_PK, CONN_PK, START_PK, RESCUE_PK)
         if iam.allowed(template, function, _item(action, pk, SESSION_ATTRIBUTES if action == "PutItem" else None))
     }
 
@@ -177,15 +178,44 @@ def _item_rights(template: dict[str, Any], function: str) -> set[tuple[str, str]
 @pytest.mark.parametrize(
     ("function", "rights"),
     [
-        # The public callback consumes states and writes connections; it can neither delete a
-        # connection, nor plant or read a state, nor read a connection.
-        (CALLBACK, {("DeleteItem", "STATE"), ("UpdateItem", "CONN")}),
-        # The admin API puts states (never reads or deletes them) and manages connections.
+        # The public callback takes a start (connect_url), binds and consumes states, writes
+        # connections and parks a grant it could not write; it can neither delete a connection,
+        # nor plant or read a state, nor read a connection or a parked pair.
+        (
+            CALLBACK,
+            {
+                ("DeleteItem", "START"),
+                ("DeleteItem", "STATE"),
+                ("UpdateItem", "STATE"),
+                ("UpdateItem", "CONN"),
+                ("PutItem", "RESCUE"),
+            },
+        ),
+        # The admin API puts states and starts (never reads or deletes them), manages connections,
+        # and parks, applies and removes parked pairs.
         (
             "ConnectionsFunction",
-            {("PutItem", "STATE"), ("GetItem", "CONN"), ("UpdateItem", "CONN"), ("DeleteItem", "CONN")},
+            {
+                ("PutItem", "STATE"),
+                ("PutItem", "START"),
+                ("GetItem", "CONN"),
+                ("UpdateItem", "CONN"),
+                ("DeleteItem", "CONN"),
+                ("PutItem", "RESCUE"),
+                ("GetItem", "RESCUE"),
+                ("DeleteItem", "RESCUE"),
+            },
         ),
-        ("RefreshWorkerFunction", {("GetItem", "CONN"), ("UpdateItem", "CONN")}),
+        (
+            "RefreshWorkerFunction",
+            {
+                ("GetItem", "CONN"),
+                ("UpdateItem", "CONN"),
+                ("PutItem", "RESCUE"),
+                ("GetItem", "RESCUE"),
+                ("DeleteItem", "RESCUE"),
+            },
+        ),
         ("RefreshSchedulerFunction", set()),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .adapters.apicbase import Introspection
@@ -63,6 +64,7 @@ def disconnect(deps: Deps, connection_id: str) -> Disconnection:
     connection = deps.store.delete(connection_id)
     metrics.add_metric(name="ConnectionDeleted", unit="Count", value=1)
     logger.info("connection deleted", connection_id=connection.connection_id)
+    _forget_parked(deps, connection)
     outcome = _revoke(deps, connection)
     deps.events.publish(
         CONNECTION_DISCONNECTED,
@@ -74,6 +76,20 @@ def disconnect(deps: Deps, connection_id: str) -> Disconnection:
         },
     )
     return outcome
+
+
+def _forget_parked(deps: Deps, connection: Connection) -> None:
+    """A pair parked for this connection (custody) must not revive it: removed, and its refresh
+    token revoked as well (best effort, like the connection's own)."""
+    try:
+        rescue = deps.rescues.get(connection.connection_id)
+        if rescue is None:
+            return
+        deps.rescues.delete(rescue)
+    except BrokerError:
+        logger.warning("parked tokens not checked", connection_id=connection.connection_id)
+        return
+    _revoke(deps, dataclasses.replace(connection, tokens=rescue.tokens))
 
 
 def _revoke(deps: Deps, connection: Connection) -> Disconnection:
