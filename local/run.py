@@ -11,6 +11,7 @@ APICBASE_AUTHORIZE_URL, APICBASE_TOKEN_URL, APICBASE_INTROSPECT_URL, APICBASE_CL
 APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must be this
 run's callback URL) instead of the sandbox. APICBASE_API_URL is where the proxy route forwards
 (default: the sandbox's own protected API), APICBASE_RATE_LIMIT_PER_MINUTE its budget per user (100).
+APICBASE_REFRESH_READ_TIMEOUT: seconds a refresh waits for the token endpoint (25).
 
 The sandbox's switches (Apicbase at its worst; python -m local.sandbox --help says more):
 SANDBOX_REUSE_PROTECTION=1 (a used refresh token revokes its whole family),

@@ -53,6 +53,7 @@ PARAMETER_SETTINGS = {
     "LogLevel": "LOG_LEVEL",
     "ApicbaseApiUrl": "APICBASE_API_URL",
     "ApicbaseRateLimitPerMinute": "APICBASE_RATE_LIMIT_PER_MINUTE",
+    "ApicbaseRefreshReadTimeout": "APICBASE_REFRESH_READ_TIMEOUT",
 }
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 
@@ -96,6 +97,8 @@ class Config:
     # The proxy's target (default: the sandbox's own API) and its budget per user and minute.
     api_url: str | None = None
     rate_limit_per_minute: int | None = None
+    # How long a refresh waits for the token endpoint (short in tests that outwait it).
+    refresh_read_timeout: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -147,6 +150,7 @@ class Config:
             pool_sizes={name: size for name, size in pool_sizes.items() if size},
             api_url=env.get("APICBASE_API_URL", "").strip() or None,
             rate_limit_per_minute=number("APICBASE_RATE_LIMIT_PER_MINUTE", 0, 1, 100000) or None,
+            refresh_read_timeout=number("APICBASE_REFRESH_READ_TIMEOUT", 0, 1, 40) or None,
         )
 
 
@@ -382,8 +386,7 @@ class Stack:
         parameters["CallbackUrlOverride"] = self.callback_url
         if external is None:
             # Never Apicbase's own revocation endpoint (the template's default) for sandbox tokens.
-            # Empty (not configured) until the sandbox serves /oauth/revoke_token/; then its URL.
-            parameters["ApicbaseRevokeUrl"] = ""
+            parameters["ApicbaseRevokeUrl"] = f"{self.sandbox_url}/oauth/revoke_token/"
         if self.config.refresh_window_hours is not None:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:
@@ -394,6 +397,8 @@ class Stack:
             parameters["ApicbaseApiUrl"] = api_url
         if self.config.rate_limit_per_minute is not None:
             parameters["ApicbaseRateLimitPerMinute"] = str(self.config.rate_limit_per_minute)
+        if self.config.refresh_read_timeout is not None:
+            parameters["ApicbaseRefreshReadTimeout"] = str(self.config.refresh_read_timeout)
         return parameters
 
     def _start_aws(self) -> None:

@@ -74,6 +74,9 @@ class Settings:
     lease_seconds: int = LEASE_SECONDS
     api_url: str = APICBASE_API_URL
     api_budget_per_minute: int = APICBASE_RATE_LIMIT_PER_MINUTE
+    # Generous: after a read timeout the refresh token may be rotated already (then the old access
+    # token tells). The deadline of every refresh plans on it (custody.time_needed).
+    refresh_read_timeout_seconds: int = 25
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -135,6 +138,7 @@ class Settings:
             secret_max_age_seconds=integer("SECRET_MAX_AGE_SECONDS", 300, 0, 86400),
             api_url=url("APICBASE_API_URL", optional=True) or APICBASE_API_URL,
             api_budget_per_minute=integer("APICBASE_RATE_LIMIT_PER_MINUTE", APICBASE_RATE_LIMIT_PER_MINUTE, 1, 100000),
+            refresh_read_timeout_seconds=integer("APICBASE_REFRESH_READ_TIMEOUT", 25, 1, 40),
         )
         if problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(problems))
