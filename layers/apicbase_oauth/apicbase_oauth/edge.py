@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .adapters.apicbase import Introspection
-from .admin import ConnectionPage, Disconnection
 from .errors import (
     ApicbaseError,
     ApicbaseTimeout,
@@ -31,6 +29,10 @@ from .errors import (
     UnknownApplication,
 )
 from .model import AccessToken, Connection, RefreshResult, StartedSession
+
+if TYPE_CHECKING:  # annotations only: the callback imports this module, and needs no admin flow
+    from .adapters.apicbase import Introspection
+    from .admin import ConnectionPage, Disconnection
 
 # The most specific class in an error's MRO decides; anything else is a 500.
 _STATUS: dict[type[BrokerError], int] = {
