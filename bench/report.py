@@ -152,10 +152,10 @@ def rows(results: Results) -> list[Row]:
         out.add(
             "3. DynamoDB writes per refresh",
             f"{writes:.2f} (reads {per.get('dynamodb_read', 0):.2f})",
-            "<= 3",
-            writes <= 3,
+            "<= 2",
+            writes <= 2,
         )
-        out.add("3. KMS calls per refresh", f"{kms:.2f}", "<= 3", kms <= 3)
+        out.add("3. KMS calls per refresh", f"{kms:.2f}", "<= 2", kms <= 2)
         out.add(
             "3. Secrets Manager reads per worker container", f"{secrets:g} in {rf.n} refreshes", "<= 1", secrets <= 1
         )
