@@ -5,6 +5,7 @@ case, and renders the model it returns; errors become answers in one exception h
 """
 
 import json
+import math
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apicbase_oauth import admin, connect, deps, edge, proxy, tokens, validation
 from apicbase_oauth.config import Settings
-from apicbase_oauth.errors import BrokerError, InvalidRequest, OverBudget
+from apicbase_oauth.errors import BrokerError, InvalidRequest, OverBudget, RateLimited
 from apicbase_oauth.observability import logger, metrics
 
 DEPS = deps.build(Settings.from_env())
@@ -168,8 +169,8 @@ def broker_error(exc: BrokerError) -> Response:
     status = edge.status_of(exc)
     logger.info("admin request failed", error=exc.code, status=status)
     headers = {"Retry-After": "5"} if status == 503 else None
-    if isinstance(exc, OverBudget):
-        headers = {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, (OverBudget, RateLimited)):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))}
     return _json(status, {"error": {"code": exc.code, "message": exc.message}}, headers)
 
 

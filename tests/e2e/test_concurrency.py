@@ -134,3 +134,24 @@ def test_the_schedule_waits_out_apicbases_rate_limit(local_run: LocalRun) -> Non
         assert next_attempt >= failed_at + 30  # the sandbox's Retry-After: what is left of its minute
     finally:
         local_run.sandbox_hook("switches", rate_limit=0)
+
+
+def test_token_reads_during_apicbases_rate_limit_do_not_call_it_again(quiet_run: LocalRun) -> None:
+    # Given a due connection, and the sandbox answering 429 to anything past one request a minute
+    pair = quiet_run.sandbox_grant()
+    quiet_run.sandbox_hook("switches", rate_limit=1)
+    try:
+        quiet_run.http.post(f"{quiet_run.sandbox_url}/oauth/token/", data={"client_id": CLIENT_ID}, timeout=30)
+        assert quiet_run.import_pair("e2e-rl-reads", pair, expires_in=DUE_SECONDS).status_code == 200
+        before = quiet_run.sandbox_stats()
+        # When the token is read three times and a refresh is forced
+        reads = [quiet_run.api("GET", "/connections/e2e-rl-reads/token") for _ in range(3)]
+        forced = quiet_run.api("POST", "/connections/e2e-rl-reads/refresh")
+        # Then the still valid token serves every read, Apicbase was asked once (and said 429),
+        # and the forced refresh passes Apicbase's Retry-After on instead of asking again
+        assert [r.status_code for r in reads] == [200] * 3
+        assert delta(before, quiet_run.sandbox_stats()) == {"throttled": 1}
+        assert forced.status_code == 503
+        assert int(forced.headers["Retry-After"]) >= 30
+    finally:
+        quiet_run.sandbox_hook("switches", rate_limit=0)

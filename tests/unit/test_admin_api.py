@@ -15,11 +15,13 @@ import responses
 
 from apicbase_oauth import connect as connect_flow
 from apicbase_oauth.adapters.dynamodb import state_key
-from apicbase_oauth.errors import TokenUnreadable
+from apicbase_oauth.errors import RateLimited, TokenUnreadable
+from apicbase_oauth.refresh import refresh_connection
 from tests import fakes
 from tests.binding import open_in_browser, start_id_of, state_of
 from tests.conftest import CALLBACK_URL, load_event
 from tests.unit.logcapture import captured_logs
+from tests.unit.refresh_support import seed
 
 CID = "lib-42"
 UNCHANGED = object()
@@ -558,3 +560,53 @@ def test_tokens_never_reach_the_logs(admin, deps, apicbase, caplog: pytest.LogCa
     assert "integrator-backend" in text  # the IAM caller is on every line
     for secret in (*apicbase.issued_refresh_tokens, *apicbase.access_tokens, access, fakes.CLIENT_SECRET):
         assert secret not in text
+
+
+# --- Apicbase's rate limit ------------------------------------------------------------------------
+@pytest.fixture
+def rate_limited(deps, apicbase, clock) -> int:
+    """Given a connection due on demand whose refresh Apicbase just answered 429 (Retry-After 120)."""
+    seed(deps, apicbase, CID, expires_in=120)
+    apicbase.scripted.append((429, {"error": "rate_limited"}, {"Retry-After": "120"}))
+    with pytest.raises(RateLimited):
+        refresh_connection(deps, CID, min_validity=300)
+    return apicbase.token_requests
+
+
+def test_token_reads_while_apicbase_asks_to_wait_serve_the_valid_token_without_asking_it(
+    admin, apicbase, rate_limited
+) -> None:
+    """Given Apicbase's Retry-After is running and the token is still valid, when the token is read
+    again and again, then each read answers it and Apicbase is not asked again."""
+    replies = [admin("admin_get_token.json", connection_id=CID) for _ in range(3)]
+
+    assert [reply.status for reply in replies] == [200] * 3
+    assert apicbase.token_requests == rate_limited
+
+
+def test_a_forced_refresh_while_apicbase_asks_to_wait_passes_its_retry_after_on(
+    admin, apicbase, rate_limited, clock
+) -> None:
+    """Given Apicbase's Retry-After is running, when a refresh is forced, then the answer is 503
+    with the time Apicbase asked for (not a guess), and Apicbase is not asked."""
+    clock.advance(30)
+
+    reply = admin("admin_refresh.json", connection_id=CID)
+
+    assert_json_error(reply, 503, "rate_limited")
+    assert 60 <= int(reply.headers["Retry-After"]) <= 120
+    assert apicbase.token_requests == rate_limited
+
+
+def test_an_expired_token_while_apicbase_asks_to_wait_is_a_503_with_its_retry_after(
+    admin, apicbase, rate_limited, clock
+) -> None:
+    """Given Apicbase's Retry-After is running and the token has about expired, when it is read,
+    then the answer is 503 with Apicbase's Retry-After, and Apicbase is not asked."""
+    clock.advance(100)
+
+    reply = admin("admin_get_token.json", connection_id=CID)
+
+    assert_json_error(reply, 503, "rate_limited")
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert apicbase.token_requests == rate_limited

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from .adapters.apicbase import Introspection
 from .adapters.events import CONNECTION_DISCONNECTED
 from .deps import Deps
-from .errors import BrokerError
+from .errors import BrokerError, RateLimited
 from .model import Connection, ConnectionSummary, RefreshResult
 from .observability import logger, metrics
+from .recovery import rate_limited_for
 from .refresh import refresh_connection
 
 
@@ -36,6 +37,10 @@ def list_connections(deps: Deps, *, limit: int, cursor: str | None) -> Connectio
 
 
 def force_refresh(deps: Deps, connection_id: str) -> RefreshResult:
+    """Refresh now, unless Apicbase asked to wait (its Retry-After is passed on)."""
+    wait = rate_limited_for(deps.store.get(connection_id), int(deps.now()))
+    if wait:
+        raise RateLimited(f"Apicbase asked to wait before connection {connection_id} is refreshed", retry_after=wait)
     return refresh_connection(deps, connection_id, min_validity=0, force=True)
 
 

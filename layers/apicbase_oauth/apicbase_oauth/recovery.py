@@ -39,6 +39,14 @@ def backoff_seconds(failures: int, *, retry_after: float = 0.0, rand: float | No
     return int(max(ceiling * jitter, retry_after, 1))
 
 
+def rate_limited_for(connection: Connection, now: int) -> int:
+    """Seconds left of the Retry-After Apicbase gave the connection's last refresh (0: none): until
+    then no path presents its refresh token, so nobody spends a request Apicbase would refuse."""
+    if connection.last_error != "rate_limited" or not connection.next_attempt_at:
+        return 0
+    return max(connection.next_attempt_at - now, 0)
+
+
 # --- parked pairs ------------------------------------------------------------------------------
 def apply_rescue(deps: Deps, rescue: Rescue) -> Connection | None:
     """Write a parked pair to its connection, unless the connection moved on since (then the

@@ -10,12 +10,22 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .deps import Deps
-from .errors import ApicbaseError, DependencyUnavailable, NeedsReauthorization, RefreshInProgress, RefreshStillRunning
+from .errors import (
+    ApicbaseError,
+    DependencyUnavailable,
+    NeedsReauthorization,
+    RateLimited,
+    RefreshInProgress,
+    RefreshStillRunning,
+)
 from .model import NEEDS_REAUTHORIZATION, AccessToken, Connection, TokenPair
 from .observability import logger
+from .recovery import rate_limited_for
 from .refresh import refresh_connection
 
 T = TypeVar("T")
+# A token that expires later than this is still worth handing out when a refresh cannot happen.
+STILL_VALID_SECONDS = 30
 # How long a caller waits for another caller's refresh before answering "try again".
 WAIT_FOR_REFRESH_SECONDS = 5.0
 
@@ -26,8 +36,15 @@ def get_token(deps: Deps, connection_id: str) -> AccessToken:
     if connection.status == NEEDS_REAUTHORIZATION:
         raise NeedsReauthorization(f"connection {connection_id} needs to be connected again")
     pair: TokenPair | None = None
-    if connection.expires_at - int(deps.now()) <= deps.settings.token_leeway_seconds:
-        connection, pair = _refresh_on_demand(deps, connection)
+    now = int(deps.now())
+    if connection.expires_at - now <= deps.settings.token_leeway_seconds:
+        wait = rate_limited_for(connection, now)
+        if wait and connection.expires_at - now <= STILL_VALID_SECONDS:
+            raise RateLimited(
+                f"Apicbase asked to wait before connection {connection_id} is refreshed", retry_after=wait
+            )
+        if not wait:  # while Apicbase asks to wait, the still valid token serves
+            connection, pair = _refresh_on_demand(deps, connection)
     if pair is None:
         pair = deps.cipher.decrypt(connection_id, connection.tokens)
     return AccessToken(connection_id, pair.access_token, connection.expires_at, connection.scope)
@@ -86,7 +103,7 @@ def _refresh_on_demand(deps: Deps, connection: Connection) -> tuple[Connection, 
         return refreshed() or wait_for_refresh(deps, connection_id, fresh_or_refreshed)
     except (ApicbaseError, DependencyUnavailable):
         # The refresh failed, but a token that is still valid is still useful.
-        if connection.expires_at - int(deps.now()) > 30:
+        if connection.expires_at - int(deps.now()) > STILL_VALID_SECONDS:
             logger.warning("on-demand refresh failed; returning the current token", connection_id=connection_id)
             return connection, None
         raise
