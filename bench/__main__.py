@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import callback, coldstart, costs, report
+from . import callback, coldstart, costs, proxy, report
 from . import harness as h
 
 
@@ -26,10 +26,11 @@ class Sizes:
     token_gets: int
     table_items: int
     due_items: int
+    proxy_calls: int
 
 
-FULL = Sizes(rounds=9, callbacks=60, refreshes=100, token_gets=100, table_items=100_000, due_items=100)
-QUICK = replace(FULL, rounds=1, callbacks=10, refreshes=20, token_gets=20, table_items=5_000)
+FULL = Sizes(rounds=9, callbacks=60, refreshes=100, token_gets=100, table_items=100_000, due_items=100, proxy_calls=300)
+QUICK = replace(FULL, rounds=1, callbacks=10, refreshes=20, token_gets=20, table_items=5_000, proxy_calls=50)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         results.token = costs.token_gets(cost_stack, counter, sizes.token_gets)
         step(f"3. {sizes.refreshes} refreshes, scheduler and one worker container")
         results.refresh = costs.refreshes(cost_stack, counter, sizes.refreshes)
+    step("5. the proxy route's overhead per call (its own stub and moto)")
+    results.proxy = proxy.report(proxy.measure(sizes.proxy_calls))
     results.seconds = time.perf_counter() - started
     step("done")
     print(report.table(results))
+    print(results.proxy)
     if output:
         report.write(output, results)
         print(f"\nwrote {output}")

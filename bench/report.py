@@ -32,6 +32,7 @@ class Results:
     callback_connections: int = 0  # new TCP connections to Apicbase in all the callbacks
     token: Warm | None = None
     refresh: RefreshCosts | None = None
+    proxy: str | None = None  # bench.proxy's report: the proxy route's overhead per call
     seconds: float = 0.0
 
 
@@ -227,6 +228,8 @@ def markdown(results: Results) -> str:
     if rf := results.refresh:
         calls = h.describe_calls(rf.calls)
         parts.append(f"\nCalls for {rf.n} refreshes (the scheduler and one worker container): {calls}.")
+    if results.proxy:
+        parts.append(f"\nThe proxy route (`python -m bench.proxy`):\n\n```\n{results.proxy}\n```")
     if q := results.query:
         parts.append(
             f"\nSeeding {q.total:,} items took {q.seed_seconds:.1f} s; the scheduler's run {q.query_seconds:.1f} s in "
