@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -31,10 +30,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from . import tokens
 from .adapters.apicbase_api import ApicbaseApi, ApiResponse
 from .adapters.budget import RequestBudget, spender
-from .adapters.store import ConnectionStore
 from .deps import Deps
 from .errors import InvalidRequest, OverBudget, ResponseTooLarge
-from .model import Connection
 from .observability import logger, metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -136,22 +133,6 @@ def passed_headers(answer: ApiResponse) -> dict[str, str]:
     return headers
 
 
-class _ReadOnce(ConnectionStore):
-    """The store, with the connection the proxy has just read served to the first ``get`` of it:
-    ``tokens.get_token`` then reads nothing more (one GetItem per call). Every later read, a
-    refresh's included, goes to the table."""
-
-    def __init__(self, inner: ConnectionStore, connection: Connection) -> None:
-        super().__init__(inner.table, now=inner.now)
-        self._connection: Connection | None = connection
-
-    def get(self, connection_id: str) -> Connection:
-        connection, self._connection = self._connection, None
-        if connection is not None and connection.connection_id == connection_id:
-            return connection
-        return super().get(connection_id)
-
-
 class Proxy:
     def __init__(self, deps: Deps, api: ApicbaseApi, budget: RequestBudget) -> None:
         self.deps = deps
@@ -167,7 +148,7 @@ class Proxy:
         except OverBudget:
             metrics.add_metric(name="ProxyOverBudget", unit="Count", value=1)
             raise
-        token = tokens.get_token(dataclasses.replace(deps, store=_ReadOnce(deps.store, connection)), connection_id)
+        token = tokens.token_of(deps, connection)  # the connection just read: no second GetItem
         answer = self._send(request, token.access_token)
         retried = False
         if answer.status == 401:

@@ -32,7 +32,12 @@ WAIT_FOR_REFRESH_SECONDS = 5.0
 
 def get_token(deps: Deps, connection_id: str) -> AccessToken:
     """A valid access token, refreshed on demand (single flight) when it expires within the leeway."""
-    connection = deps.store.get(connection_id)
+    return token_of(deps, deps.store.get(connection_id))
+
+
+def token_of(deps: Deps, connection: Connection) -> AccessToken:
+    """``get_token`` for a connection the caller has just read (the proxy: one read per call)."""
+    connection_id = connection.connection_id
     if connection.status == NEEDS_REAUTHORIZATION:
         raise NeedsReauthorization(f"connection {connection_id} needs to be connected again")
     pair: TokenPair | None = None

@@ -75,17 +75,7 @@ class SessionStore:
 
     def take_start(self, start_id: str) -> PendingStart | None:
         """Delete the start item and return it, once, and only before the session expires."""
-        try:
-            result = call(
-                self.table.delete_item,
-                Key={"pk": start_key(start_id)},
-                ConditionExpression="attribute_exists(pk) AND state_expires_at > :now",
-                ExpressionAttributeValues={":now": int(self.now())},
-                ReturnValues="ALL_OLD",
-            )
-        except ConditionFailed:
-            return None
-        item = result.get("Attributes")
+        item = self._take(start_key(start_id))
         if not item or "session_key" not in item:
             return None
         return PendingStart(str(item["authorize_url"]), str(item["session_key"]), int(item["state_expires_at"]))
@@ -112,17 +102,7 @@ class SessionStore:
         Returns None for an unknown, used or expired state (the caller cannot tell which apart
         from a forged one, and neither should an attacker).
         """
-        try:
-            result = call(
-                self.table.delete_item,
-                Key={"pk": state_key(state)},
-                ConditionExpression="attribute_exists(pk) AND state_expires_at > :now",
-                ExpressionAttributeValues={":now": int(self.now())},
-                ReturnValues="ALL_OLD",
-            )
-        except ConditionFailed:
-            return None
-        item = result.get("Attributes")
+        item = self._take(state_key(state))
         if not item:
             return None
         return ConnectSession(
@@ -137,3 +117,19 @@ class SessionStore:
             expected_username=item.get("expected_username"),
             binder_hash=item.get("binder_hash"),
         )
+
+    def _take(self, key: str) -> dict[str, Any] | None:
+        """Delete the item and return it, once, and only before its session expires (DynamoDB's
+        TTL deletes late): None for an unknown, used or expired key."""
+        try:
+            result = call(
+                self.table.delete_item,
+                Key={"pk": key},
+                ConditionExpression="attribute_exists(pk) AND state_expires_at > :now",
+                ExpressionAttributeValues={":now": int(self.now())},
+                ReturnValues="ALL_OLD",
+            )
+        except ConditionFailed:
+            return None
+        item: dict[str, Any] | None = result.get("Attributes")
+        return item
