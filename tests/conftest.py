@@ -157,6 +157,17 @@ def apicbase(clock: Clock) -> Iterator[fakes.FakeApicbase]:
 
 
 @pytest.fixture
+def data_api(apicbase: fakes.FakeApicbase) -> fakes.DataApi:
+    """Apicbase's data API (api.apicbase.com) on the same responses mock as the fake Apicbase."""
+    api = fakes.DataApi(apicbase)
+    for method in (responses.GET, responses.POST, responses.PUT, responses.PATCH, responses.DELETE, responses.HEAD):
+        apicbase.mock.add_callback(
+            method, responses.matchers.re.compile(r"https://api\.apicbase\.com/.*"), callback=api
+        )
+    return api
+
+
+@pytest.fixture
 def lambda_context() -> LambdaContext:
     # The admin API's and the worker's Timeout (the callback's is 30 s, which its exchange fits).
     return LambdaContext(timeout_seconds=60)

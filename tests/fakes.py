@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 import responses
@@ -203,3 +203,31 @@ class FakeApicbase:
     @property
     def live_refresh_tokens(self) -> set[str]:
         return set(self.refresh_tokens)
+
+
+@dataclass
+class DataApi:
+    """Apicbase's data API: answers only to a live access token (the fake's), echoes the request."""
+
+    apicbase: FakeApicbase
+    dead: set[str] = field(default_factory=set)  # deleted by a refresh elsewhere, as DOT does
+    scripted: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    seen: list[Any] = field(default_factory=list)
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
+        self.seen.append(request)
+        if self.scripted:
+            return self.scripted.pop(0)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.apicbase.access_tokens or token in self.dead:
+            return 401, {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"}, b'{"detail": "no"}'
+        parts = urlsplit(request.url)
+        body = request.body or b""
+        echo = {
+            "method": request.method,
+            "path": parts.path,
+            "query": parts.query,
+            "body": body.decode() if isinstance(body, bytes) else body,
+            "headers": sorted(name.lower() for name in request.headers),
+        }
+        return 200, {"Content-Type": "application/json", "ETag": '"v1"', "Set-Cookie": "a=b"}, json.dumps(echo).encode()

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from local import template as tpl
 
 from apicbase_oauth import deps as deps_module
+from apicbase_oauth import proxy
 from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.config import Settings
 from apicbase_oauth.custody import grant_rescue
@@ -43,6 +44,8 @@ def run(load_handler, aws, template, clock, lambda_context) -> Callable[[str, di
         module = load_handler(logical_id)
         module.DEPS = deps_module.build(Settings.from_env(aws.env(template, logical_id)), session=session, now=clock)
         module.DEPS.sleep = clock.sleep
+        if hasattr(module, "PROXY"):
+            module.PROXY = proxy.build(module.DEPS)
         DEFAULT_PROVIDERS["secrets"] = parameters.SecretsProvider(boto3_session=session)
         return module.lambda_handler(event, lambda_context)
 
@@ -57,9 +60,10 @@ def _admin_event(name: str, body: dict[str, Any] | None = None) -> dict[str, Any
     return event
 
 
-def _flows(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
+def _flows(run, deps, apicbase, data_api, clock) -> dict[str, iam.Recorder]:
     """Every function through the paths that call AWS: connect (session, callback), the admin
-    routes, a due refresh queued by the scheduler and done by the worker."""
+    routes (the Apicbase proxy and its request budget included), a due refresh queued by the
+    scheduler and done by the worker."""
     started = run("ConnectionsFunction", _admin_event("admin_create_connect_session.json"))
     opened = load_event("callback.json")
     opened.update(routeKey="GET /oauth/start", rawPath="/oauth/start")
@@ -78,6 +82,7 @@ def _flows(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
         ("admin_get_token.json", None),
         ("admin_refresh.json", None),
         ("admin_get_connection.json", None),
+        ("admin_proxy_apicbase.json", None),
         ("admin_list_connections.json", None),
         ("admin_import_tokens.json", None),
         ("admin_exchange_code.json", {"code": apicbase.issue_code()}),
@@ -116,8 +121,8 @@ def _flows(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
 
 
 @pytest.fixture
-def recorded(run, deps, apicbase, clock) -> dict[str, iam.Recorder]:
-    return _flows(run, deps, apicbase, clock)
+def recorded(run, deps, apicbase, data_api, clock) -> dict[str, iam.Recorder]:
+    return _flows(run, deps, apicbase, data_api, clock)
 
 
 def test_every_aws_call_of_every_function_is_allowed_by_its_own_role(recorded, template, aws) -> None:
@@ -143,7 +148,7 @@ def test_the_recorded_calls_carry_the_conditions_the_policies_test(recorded) -> 
     contexts = [call.context for recorder in recorded.values() for call in recorder.calls]
     leading = {key.split("#")[0] for context in contexts for key in context.get("dynamodb:LeadingKeys", [])}
     purposes = {p for context in contexts for p in context.get("kms:EncryptionContext:purpose", [])}
-    assert leading == {"STATE", "START", "CONN", "RESCUE"}
+    assert leading == {"STATE", "START", "CONN", "RESCUE", "BUDGET"}
     assert purposes == {"apicbase-oauth-tokens"}
     assert any("events:source" in context for context in contexts)
     callback_actions = {call.action for call in recorded["CallbackFunction"].calls}

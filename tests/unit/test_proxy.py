@@ -6,18 +6,15 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-import responses
 
 from apicbase_oauth import connect as connect_flow
 from apicbase_oauth import proxy
 from apicbase_oauth.adapters.budget import budget_key
 from apicbase_oauth.errors import InvalidRequest
-from tests import fakes
 from tests.binding import open_in_browser
 from tests.conftest import load_event
 from tests.unit.logcapture import captured_logs
@@ -25,44 +22,6 @@ from tests.unit.logcapture import captured_logs
 CID = "lib-42"
 API = "https://api.apicbase.com/"
 ROUTE_KEY = "ANY /connections/{connection_id}/apicbase/{proxy+}"
-
-
-@dataclass
-class DataApi:
-    """Apicbase's data API: answers only to a live access token (the fake's), echoes the request."""
-
-    apicbase: fakes.FakeApicbase
-    dead: set[str] = field(default_factory=set)  # deleted by a refresh elsewhere, as DOT does
-    scripted: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-    seen: list[Any] = field(default_factory=list)
-
-    def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
-        self.seen.append(request)
-        if self.scripted:
-            return self.scripted.pop(0)
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if token not in self.apicbase.access_tokens or token in self.dead:
-            return 401, {"Content-Type": "application/json", "WWW-Authenticate": "Bearer"}, b'{"detail": "no"}'
-        parts = urlsplit(request.url)
-        body = request.body or b""
-        echo = {
-            "method": request.method,
-            "path": parts.path,
-            "query": parts.query,
-            "body": body.decode() if isinstance(body, bytes) else body,
-            "headers": sorted(name.lower() for name in request.headers),
-        }
-        return 200, {"Content-Type": "application/json", "ETag": '"v1"', "Set-Cookie": "a=b"}, json.dumps(echo).encode()
-
-
-@pytest.fixture
-def data_api(apicbase) -> DataApi:
-    api = DataApi(apicbase)
-    for method in (responses.GET, responses.POST, responses.PUT, responses.PATCH, responses.DELETE, responses.HEAD):
-        apicbase.mock.add_callback(
-            method, responses.matchers.re.compile(r"https://api\.apicbase\.com/.*"), callback=api
-        )
-    return api
 
 
 @dataclass
