@@ -210,7 +210,7 @@ def measure(calls: int) -> dict[str, Any]:
             aws_calls = dict(counting.calls)
             direct_cpu, direct_wall = _per_call(calls, direct)
             # What one AWS call costs this process (serialise, sign, HTTP, parse): a GetItem.
-            aws_cpu, _ = _per_call(calls, lambda: deps.store.get(CONNECTION_ID))
+            aws_cpu, _ = _per_call(calls, lambda: deps.connections.get(CONNECTION_ID))
         measured = (calls // 5) * 5
         return {
             "calls": measured,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -123,7 +124,16 @@ class Config:
             if missing:
                 raise StartupError(f"to use another Apicbase, also set {', '.join(missing)}")
             external = ExternalApicbase(*(env[name].strip() for name in EXTERNAL_APICBASE_VARS))
-        window = env.get("REFRESH_WINDOW_HOURS", "").strip()
+        template_path = Path(env.get("TEMPLATE_FILE", "").strip() or tpl.TEMPLATE_PATH)
+
+        def parameter(name: str) -> Any:
+            """A template parameter set by the environment, checked against the template's range."""
+            variable = PARAMETER_SETTINGS[name]
+            if not env.get(variable, "").strip():
+                return None
+            bounds = tpl.load(template_path)["Parameters"][name]
+            return number(variable, 0, bounds.get("MinValue", -math.inf), bounds.get("MaxValue", math.inf))
+
         try:
             switches = Switches.from_env(env)
         except ValueError as exc:
@@ -138,7 +148,7 @@ class Config:
             moto_port=number("MOTO_PORT", 5000, 0, 65535),
             sandbox_port=number("SANDBOX_PORT", 8000, 0, 65535),
             refresh_tick_seconds=number("REFRESH_TICK_SECONDS", 60.0, 0.1, 86400, float),
-            refresh_window_hours=number("REFRESH_WINDOW_HOURS", 48, 1, 160) if window else None,
+            refresh_window_hours=parameter("RefreshWindowHours"),
             log_level=env.get("LOG_LEVEL", "").strip().upper() or None,
             sandbox_code_lifetime=number("SANDBOX_CODE_LIFETIME", 60, 1, 3600),
             sandbox_test_hooks=env.get("SANDBOX_TEST_HOOKS", "").strip().lower() in ("1", "true", "yes"),
@@ -146,11 +156,11 @@ class Config:
             sandbox_client_id=env.get("SANDBOX_CLIENT_ID", "").strip() or None,
             sandbox_client_secret=env.get("SANDBOX_CLIENT_SECRET", "").strip() or None,
             external=external,
-            template_path=Path(env.get("TEMPLATE_FILE", "").strip() or tpl.TEMPLATE_PATH),
+            template_path=template_path,
             pool_sizes={name: size for name, size in pool_sizes.items() if size},
             api_url=env.get("APICBASE_API_URL", "").strip() or None,
-            rate_limit_per_minute=number("APICBASE_RATE_LIMIT_PER_MINUTE", 0, 1, 100000) or None,
-            refresh_read_timeout=number("APICBASE_REFRESH_READ_TIMEOUT", 0, 1, 40) or None,
+            rate_limit_per_minute=parameter("ApicbaseRateLimitPerMinute"),
+            refresh_read_timeout=parameter("ApicbaseRefreshReadTimeout"),
         )
 
 

@@ -243,7 +243,7 @@ def connection_items(table: Any) -> list[dict[str, Any]]:
 
 
 def stored_pair(deps: Any, connection_id: str) -> TokenPair:
-    return deps.cipher.decrypt(connection_id, deps.store.get(connection_id).tokens)
+    return deps.cipher.decrypt(connection_id, deps.connections.get(connection_id).tokens)
 
 
 def body_json(response: dict[str, Any]) -> Any:

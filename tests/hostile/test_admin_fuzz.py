@@ -144,7 +144,7 @@ def admin(handlers, apicbase, watch):
 @pytest.fixture
 def unchanged(admin):
     """The table as seeded: hostile requests must leave it exactly so."""
-    table = admin.DEPS.store.table
+    table = admin.DEPS.connections.table
     before = table_items(table)
     return lambda: table_items(table) == before
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from apicbase_oauth import connect
 from apicbase_oauth.errors import BrokerError
-from apicbase_oauth.model import TokenPair
+from apicbase_oauth.freshness import REJECTED
+from apicbase_oauth.model import Grant, TokenPair
 from apicbase_oauth.observability import metrics
 from apicbase_oauth.refresh import refresh_connection
 from tests.binding import open_in_browser
@@ -175,17 +176,17 @@ def test_code_exchange_answers_are_classified_and_store_nothing_unless_usable(de
         exc = outcome.error
         watch.see(exc.message, str(exc))
         assert expected is None, f"a usable answer was refused: {exc.code}"
-        assert connection_items(deps.store.table) == []
+        assert connection_items(deps.connections.table) == []
         return
     assert expected is not None, "an unusable answer was accepted"
     assert stored_pair(deps, "lib-x") == TokenPair(expected["access_token"], expected["refresh_token"])
-    deps.store.delete("lib-x")
+    deps.connections.forget("lib-x")
 
 
 @pytest.fixture
 def old_pair(deps, apicbase) -> tuple[TokenPair, bytes]:
     pair = seed_connection(deps, apicbase, "lib-r", expires_in=60)
-    return pair, deps.store.get("lib-r").tokens
+    return pair, deps.connections.get("lib-r").tokens
 
 
 @examples(40)
@@ -202,26 +203,28 @@ def test_refresh_answers_are_classified_and_keep_the_old_pair_unless_usable(deps
     apicbase.scripted.clear()
     metrics.clear_metrics()  # the handlers' decorator flushes these; here 100 examples would overflow them
     pair, ciphertext = old_pair
-    connection = deps.store.get("lib-r")
-    deps.store.save_tokens(
-        connection_id="lib-r",
-        application=connection.application,
-        client_id=connection.client_id,
-        tokens=ciphertext,
-        expires_at=connection.expires_at,
-        scope=None,
-        username=None,
-        source="import",
+    connection = deps.connections.get("lib-r")
+    deps.connections.save_grant(
+        Grant(
+            connection_id="lib-r",
+            application=connection.application,
+            client_id=connection.client_id,
+            tokens=ciphertext,
+            expires_at=connection.expires_at,
+            scope=None,
+            username=None,
+            source="import",
+        )
     )
     apicbase.scripted.append((status, text, headers))
     expected = usable(status, text, grant="refresh_token")
     try:
-        refresh_connection(deps, "lib-r", min_validity=0, force=True)
+        refresh_connection(deps, "lib-r", REJECTED)
     except BrokerError as exc:
         watch.see(exc.message, str(exc))
         assert expected is None, f"a usable answer was refused: {exc.code}"
         assert stored_pair(deps, "lib-r") == pair
-        assert deps.store.get("lib-r").lease_owner is None
+        assert deps.connections.get("lib-r").lease_owner is None
         return
     assert expected is not None, "an unusable answer was accepted"
     assert stored_pair(deps, "lib-r") == TokenPair(

@@ -84,7 +84,7 @@ def test_callback_survives_any_query_string(callback, handlers, apicbase, watch,
     assert response["headers"]["Content-Security-Policy"].startswith("default-src 'none'")
     assert response["headers"]["Cache-Control"] == "no-store"
     assert valid_state or apicbase.token_requests == before
-    assert connection_items(module.DEPS.store.table) == []
+    assert connection_items(module.DEPS.connections.table) == []
     _assert_nothing_reflected(response, query)
 
 

@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from apicbase_oauth import pages, recovery
+from apicbase_oauth import custody, pages
 from apicbase_oauth.config import LEASE_SECONDS
 from apicbase_oauth.model import ACTIVE
 from tests.binding import open_in_browser
@@ -242,7 +242,7 @@ def rig(handlers, apicbase, watch):
     provider = parameters.SecretsProvider()
     for module in (callback, admin):
         deps = module.DEPS
-        injector.attach_aws(deps.store.table.meta.client)
+        injector.attach_aws(deps.connections.table.meta.client)
         injector.attach_aws(deps.cipher.kms)
         injector.attach_aws(deps.events.events)
         injector.attach_apicbase(deps.apicbase.session)
@@ -293,7 +293,7 @@ class Rig:
 
     def stored(self) -> Any:
         try:
-            return self.admin.DEPS.store.get(CID)
+            return self.admin.DEPS.connections.get(CID)
         except Exception:
             return None
 
@@ -318,7 +318,7 @@ def _stored_live(rig: Rig) -> bool:
 
 def _parked_live(rig: Rig) -> bool:
     """The rescue item holds a pair whose refresh token is live at Apicbase."""
-    rescue = rig.admin.DEPS.rescues.get(CID)
+    rescue = rig.admin.DEPS.connections.parked(CID)
     return rescue is not None and _live(rig, rig.admin.DEPS.cipher.decrypt(CID, rescue.tokens))
 
 
@@ -342,7 +342,7 @@ def _answer_died(fault: Fault, trace: list[tuple[str, str, bool]], *, write: str
 
 
 def _clear(rig: Rig) -> None:
-    table = rig.admin.DEPS.store.table
+    table = rig.admin.DEPS.connections.table
     table.delete_item(Key={"pk": f"CONN#{CID}"})
     table.delete_item(Key={"pk": f"RESCUE#{CID}"})
 
@@ -372,8 +372,8 @@ def test_callback_fault_matrix(rig):
             outcome = "stored"  # killed after the write landed
         elif _parked_live(rig):
             assert status in {502, 503}, f"{fault}: {status}"
-            rescue = rig.admin.DEPS.rescues.get(CID)
-            assert recovery.apply_rescue(rig.admin.DEPS, rescue) is not None, f"{fault}: parked but not applicable"
+            rescue = rig.admin.DEPS.connections.parked(CID)
+            assert custody.apply_parked(rig.admin.DEPS, rescue) is not None, f"{fault}: parked but not applicable"
             assert _stored_live(rig), f"{fault}: the applied rescue is not live"
             outcome = "parked, then applied"
         elif new_grant and rig.apicbase.issued_refresh_tokens[-1] in rig.apicbase.live_refresh_tokens:

@@ -109,7 +109,7 @@ class Admin:
     def refused_and_unchanged(self, event: dict[str, Any], codes: set[str]) -> dict[str, Any]:
         """Send the event: a 4xx with one of ``codes`` (refused on the value's shape, not, say,
         "not found" after a lookup), Apicbase not called, the table as it was."""
-        table = self.module.DEPS.store.table
+        table = self.module.DEPS.connections.table
         before, calls = table_items(table), self.calls_to_apicbase()
         response = self.handlers.invoke(self.module, event)
         self.watch.see(response["body"])
@@ -269,7 +269,7 @@ def test_padded_states_codes_start_ids_and_binders_are_refused(public, place, pa
     FIGURES["whole match: padded values tried (callback and start)"] += 1
     prepare, refused_on_shape = PLACES[place]
     path, query, cookies = prepare(public, padding)
-    table = public.module.DEPS.store.table
+    table = public.module.DEPS.connections.table
     before, tokens_before = table_items(table), public.apicbase.token_requests
 
     response = public.get(path, query, cookies)

@@ -63,7 +63,7 @@ def test_exactly_the_records_that_are_not_ours_fail(handlers, worker, apicbase, 
     when the worker handles it,
     then exactly the foreign records are reported as failures, the rest succeed, and no
     connection changes."""
-    table = worker.DEPS.store.table
+    table = worker.DEPS.connections.table
     before = table_items(table)
     bodies = [data.draw(good_bodies if good else not_ours) for good in shape]
     FIGURES["worker: SQS records tried"] += len(bodies)

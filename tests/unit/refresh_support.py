@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from moto.dynamodb.responses import DynamoHandler
 
 from apicbase_oauth.deps import Deps
-from apicbase_oauth.model import Connection, TokenPair
+from apicbase_oauth.model import Connection, Grant, TokenPair
 from tests import fakes
 from tests.conftest import Clock
 
@@ -29,15 +29,17 @@ def seed(deps: Deps, apicbase: fakes.FakeApicbase, connection_id: str, *, expire
     a pair the fake Apicbase issued (so its refresh token is live there)."""
     access, refresh = apicbase.issue_pair()
     pair = TokenPair(access, refresh)
-    deps.store.save_tokens(
-        connection_id=connection_id,
-        application="default",
-        client_id=fakes.CLIENT_ID,
-        tokens=deps.cipher.encrypt(connection_id, pair),
-        expires_at=int(deps.now()) + expires_in,
-        scope="accounts library",
-        username=apicbase.username,
-        source="import",
+    deps.connections.save_grant(
+        Grant(
+            connection_id=connection_id,
+            application="default",
+            client_id=fakes.CLIENT_ID,
+            tokens=deps.cipher.encrypt(connection_id, pair),
+            expires_at=int(deps.now()) + expires_in,
+            scope="accounts library",
+            username=apicbase.username,
+            source="import",
+        )
     )
     return pair
 
@@ -49,12 +51,12 @@ def real_clock() -> Clock:
 
 
 def stored_pair(deps: Deps, connection_id: str) -> TokenPair:
-    return deps.cipher.decrypt(connection_id, deps.store.get(connection_id).tokens)
+    return deps.cipher.decrypt(connection_id, deps.connections.get(connection_id).tokens)
 
 
 def hold_lease(deps: Deps, connection_id: str) -> Connection:
     """Given: another refresher holds the connection's lease (and never gives it back)."""
-    return deps.leases.acquire_lease(connection_id, "someone-else", deps.settings.lease_seconds)
+    return deps.connections.take_lease(connection_id, "someone-else", deps.settings.lease_seconds)
 
 
 def refresh_elsewhere(deps: Deps, connection_id: str, refresh_token: str) -> TokenPair:
@@ -62,8 +64,8 @@ def refresh_elsewhere(deps: Deps, connection_id: str, refresh_token: str) -> Tok
     theirs = deps.apicbase.refresh(deps.credentials.get("default"), refresh_token=refresh_token)
     assert theirs.refresh_token is not None
     pair = TokenPair(theirs.access_token, theirs.refresh_token)
-    deps.leases.save_refreshed(
-        deps.store.get(connection_id),
+    deps.connections.save_refreshed(
+        deps.connections.get(connection_id),
         tokens=deps.cipher.encrypt(connection_id, pair),
         expires_at=theirs.expires_at,
         scope=theirs.scope,

@@ -16,6 +16,7 @@ import responses
 from apicbase_oauth import connect as connect_flow
 from apicbase_oauth.adapters.dynamodb import state_key
 from apicbase_oauth.errors import RateLimited, TokenUnreadable
+from apicbase_oauth.freshness import on_demand
 from apicbase_oauth.refresh import refresh_connection
 from tests import fakes
 from tests.binding import open_in_browser, start_id_of, state_of
@@ -83,7 +84,7 @@ def connect(deps, apicbase, connection_id: str = CID) -> None:
 
 
 def table(deps) -> list[dict[str, Any]]:
-    return sorted(deps.store.table.scan()["Items"], key=lambda item: item["pk"])
+    return sorted(deps.connections.table.scan()["Items"], key=lambda item: item["pk"])
 
 
 def assert_json_error(reply: Reply, status: int, code: str) -> None:
@@ -103,7 +104,7 @@ def test_create_connect_session(admin, deps) -> None:
     connect_url = reply.body["connect_url"]
     sign_in = connect_flow.begin_sign_in(deps, start_id=start_id_of(connect_url))
     state = state_of(sign_in.authorize_url)
-    item = deps.store.table.get_item(Key={"pk": state_key(state)})["Item"]
+    item = deps.connections.table.get_item(Key={"pk": state_key(state)})["Item"]
     assert reply.status == 201
     assert reply.headers["Cache-Control"] == "no-store"
     assert (reply.body["connection_id"], reply.body["redirect_uri"]) == (CID, CALLBACK_URL)
@@ -290,7 +291,7 @@ def test_get_token_of_a_connection_that_needs_reauthorization_is_409(admin, deps
     """Given Apicbase revoked the grant and a refresh recorded it, when a token is asked for,
     then the answer is 409 needs_reauthorization without any token and without calling Apicbase."""
     connect(deps, apicbase)
-    deps.leases.mark_needs_reauthorization(deps.store.get(CID), reason="refresh_token_rejected")
+    deps.connections.mark_for_reauthorization(deps.connections.get(CID), reason="refresh_token_rejected")
     requests_before, before = apicbase.token_requests, table(deps)
 
     reply = admin("admin_get_token.json")
@@ -307,7 +308,7 @@ def test_refresh_now_stores_a_new_pair(admin, deps, apicbase) -> None:
 
     reply = admin("admin_refresh.json")
 
-    pair = deps.cipher.decrypt(CID, deps.store.get(CID).tokens)
+    pair = deps.cipher.decrypt(CID, deps.connections.get(CID).tokens)
     assert reply.status == 200
     assert (reply.body["outcome"], reply.body["version"], reply.body["refresh_count"]) == ("refreshed", 2, 1)
     assert pair.refresh_token == apicbase.issued_refresh_tokens[-1]
@@ -443,7 +444,7 @@ def test_a_pasted_code_is_exchanged_and_stored(admin, deps, apicbase) -> None:
 
     assert reply.status == 201
     assert (reply.body["connection_id"], reply.body["status"], reply.body["source"]) == (CID, "active", "pasted_code")
-    assert deps.store.get(CID).username == "chef@example.com"
+    assert deps.connections.get(CID).username == "chef@example.com"
     assert apicbase.token_requests == 1
 
 
@@ -482,7 +483,7 @@ def test_import_tokens_with_expires_in(admin, deps, apicbase, clock) -> None:
         "admin_import_tokens.json", body={"access_token": access, "refresh_token": refresh, "expires_in": 3600}
     )
 
-    connection = deps.store.get(CID)
+    connection = deps.connections.get(CID)
     pair = deps.cipher.decrypt(CID, connection.tokens)
     assert reply.status == 200
     assert (pair.access_token, pair.refresh_token) == (access, refresh)
@@ -498,7 +499,7 @@ def test_import_tokens_without_expires_in_asks_introspection(admin, deps, apicba
     reply = admin("admin_import_tokens.json", body={"access_token": access, "refresh_token": refresh})
 
     assert reply.status == 200
-    assert deps.store.get(CID).expires_at == int(apicbase.access_tokens[access])
+    assert deps.connections.get(CID).expires_at == int(apicbase.access_tokens[access])
 
 
 def test_import_of_an_inactive_token_without_expires_in_is_due_at_once(admin, deps, apicbase, clock) -> None:
@@ -507,7 +508,7 @@ def test_import_of_an_inactive_token_without_expires_in_is_due_at_once(admin, de
     reply = admin("admin_import_tokens.json", body={"access_token": "access-old", "refresh_token": "refresh-old"})
 
     assert reply.status == 200
-    assert deps.store.get(CID).expires_at == int(clock())
+    assert deps.connections.get(CID).expires_at == int(clock())
 
 
 BAD_IMPORTS = [
@@ -569,7 +570,7 @@ def rate_limited(deps, apicbase, clock) -> int:
     seed(deps, apicbase, CID, expires_in=120)
     apicbase.scripted.append((429, {"error": "rate_limited"}, {"Retry-After": "120"}))
     with pytest.raises(RateLimited):
-        refresh_connection(deps, CID, min_validity=300)
+        refresh_connection(deps, CID, on_demand(deps.settings))
     return apicbase.token_requests
 
 

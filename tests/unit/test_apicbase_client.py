@@ -121,7 +121,7 @@ def test_pkce_when_enabled_sends_an_s256_challenge_and_later_its_verifier(
     monkeypatch.setattr(deps, "settings", dataclasses.replace(deps.settings, pkce_enabled=True))
     session = connect.start_connect_session(deps, "lib-1")
     query = query_of(session.authorize_url)
-    verifier = deps.store.table.get_item(Key={"pk": state_key(session.state)})["Item"]["code_verifier"]
+    verifier = deps.connections.table.get_item(Key={"pk": state_key(session.state)})["Item"]["code_verifier"]
     binder = connect.begin_sign_in(deps, start_id=start_id_of(session.connect_url)).binder
     expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     answer(http, fakes.TOKEN_URL, 200, GOOD_TOKENS)

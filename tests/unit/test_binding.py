@@ -76,7 +76,7 @@ def session(deps, **fields: Any) -> Any:
 
 
 def stored(deps) -> dict[str, Any] | None:
-    return deps.store.table.get_item(Key={"pk": connection_key(CID)}).get("Item")
+    return deps.connections.table.get_item(Key={"pk": connection_key(CID)}).get("Item")
 
 
 # --- connect_url -----------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_login_csrf_a_state_forwarded_to_another_browser_is_refused(deps, apicba
     assert "started in another browser" in refused["body"]
     assert apicbase.token_requests == 0
     assert stored(deps) is None
-    assert deps.store.table.get_item(Key={"pk": state_key(started.state)}).get("Item") is None
+    assert deps.connections.table.get_item(Key={"pk": state_key(started.state)}).get("Item") is None
     assert browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})["statusCode"] == 400
     assert apicbase.token_requests == 0
 
@@ -177,7 +177,7 @@ def test_a_session_never_opened_through_connect_url_cannot_complete(deps, apicba
     one place it is written), when a callback brings it with any cookie, then it is refused:
     an unbound session has no binder to match."""
     session(deps)
-    [start] = [i for i in deps.store.table.scan()["Items"] if i["pk"].startswith("START#")]
+    [start] = [i for i in deps.connections.table.scan()["Items"] if i["pk"].startswith("START#")]
     state = state_of(start["authorize_url"])
 
     response = public(
@@ -213,7 +213,7 @@ def test_the_expected_user_connects_as_usual(deps, apicbase, browser) -> None:
     response = browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
 
     assert response["statusCode"] == 200
-    assert deps.store.get(CID).username == "chef@example.com"
+    assert deps.connections.get(CID).username == "chef@example.com"
     assert apicbase.revocations == 0
 
 
@@ -247,7 +247,7 @@ def test_another_user_than_expected_does_not_replace_an_existing_connection(deps
     response = browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": second.state})
 
     assert response["statusCode"] == 400
-    assert deps.cipher.decrypt(CID, deps.store.get(CID).tokens).refresh_token == owners
+    assert deps.cipher.decrypt(CID, deps.connections.get(CID).tokens).refresh_token == owners
     assert apicbase.live_refresh_tokens == {owners}
 
 

@@ -62,7 +62,7 @@ def start(deps, **fields: Any) -> str:
 
 
 def state_item(deps, state: str) -> dict[str, Any] | None:
-    return deps.store.table.get_item(Key={"pk": state_key(state)}).get("Item")
+    return deps.connections.table.get_item(Key={"pk": state_key(state)}).get("Item")
 
 
 def assert_page(response: dict[str, Any], status: int) -> str:
@@ -86,7 +86,7 @@ def test_callback_stores_the_connection_and_answers_a_page(callback, deps, apicb
 
     body = assert_page(callback({"code": code, "state": state}), 200)
 
-    connection = deps.store.get(CID)
+    connection = deps.connections.get(CID)
     access, refresh = next(iter(apicbase.access_tokens)), apicbase.issued_refresh_tokens[-1]
     assert apicbase.token_requests == 1
     assert (connection.status, connection.username, connection.version) == ("active", "chef@example.com", 1)
@@ -118,11 +118,11 @@ def test_reconnecting_replaces_the_tokens_of_the_same_connection(callback, deps,
     """Given a connected library, when it is connected again, then the same connection id holds
     the new pair and its version grows (a refresh in flight for the old grant cannot win)."""
     callback({"code": apicbase.issue_code(), "state": start(deps)})
-    first = deps.store.get(CID)
+    first = deps.connections.get(CID)
 
     assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
 
-    second = deps.store.get(CID)
+    second = deps.connections.get(CID)
     pair = deps.cipher.decrypt(CID, second.tokens)
     assert second.version == first.version + 1
     assert second.created_at == first.created_at
@@ -142,8 +142,8 @@ def test_a_failed_introspection_does_not_fail_the_connect(
 
     body = assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
 
-    assert deps.store.get(CID).status == "active"
-    assert deps.store.get(CID).username is None
+    assert deps.connections.get(CID).status == "active"
+    assert deps.connections.get(CID).username is None
     assert "connected" in body
 
 
@@ -157,7 +157,7 @@ def test_the_grant_is_stored_before_the_username_is_asked_for(
     introspect = deps.apicbase.introspect
 
     def watching(credentials: Any, *, token: str) -> Any:
-        seen_at_introspection.append(deps.cipher.decrypt(CID, deps.store.get(CID).tokens).refresh_token)
+        seen_at_introspection.append(deps.cipher.decrypt(CID, deps.connections.get(CID).tokens).refresh_token)
         return introspect(credentials, token=token)
 
     monkeypatch.setattr(deps.apicbase, "introspect", watching)
@@ -165,7 +165,7 @@ def test_the_grant_is_stored_before_the_username_is_asked_for(
     assert_page(callback({"code": apicbase.issue_code(), "state": start(deps)}), 200)
 
     assert seen_at_introspection == [apicbase.issued_refresh_tokens[-1]]
-    assert deps.store.get(CID).username == "chef@example.com"
+    assert deps.connections.get(CID).username == "chef@example.com"
 
 
 # --- states that must never reach the token endpoint -----------------------------------------------
@@ -210,7 +210,7 @@ def test_a_reused_state_is_refused(callback, deps, apicbase) -> None:
     assert_page(callback({"code": apicbase.issue_code(), "state": state}), 400)
 
     assert apicbase.token_requests == 1
-    assert deps.store.get(CID).version == 1
+    assert deps.connections.get(CID).version == 1
 
 
 # --- Apicbase says no --------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_an_expired_code_says_start_again(callback, deps, apicbase) -> None:
 
     assert "Start connecting again" in body
     assert "60 seconds" in body
-    assert deps.store.table.get_item(Key={"pk": f"CONN#{CID}"}).get("Item") is None
+    assert deps.connections.table.get_item(Key={"pk": f"CONN#{CID}"}).get("Item") is None
 
 
 def test_apicbase_down_answers_503(callback, deps, apicbase, subtests) -> None:
@@ -283,7 +283,7 @@ def test_a_rotated_client_secret_is_read_again_and_the_code_exchanged_once_more(
     assert_page(callback({"code": apicbase.issue_code(), "state": state}), 200)
 
     assert apicbase.token_requests == 2
-    assert deps.store.get(CID).username == "chef@example.com"
+    assert deps.connections.get(CID).username == "chef@example.com"
 
 
 def test_rejected_client_credentials_are_not_retried_and_the_page_says_whom_to_tell(callback, deps, apicbase) -> None:

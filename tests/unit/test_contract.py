@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from local import template as tpl
 
-from apicbase_oauth.config import LEASE_SECONDS
+from apicbase_oauth.config import LEASE_SECONDS, TUNABLES
 from tests.conftest import EVENTS, ROOT, load_event
 
 TEMPLATE = tpl.load()
@@ -36,7 +36,8 @@ ENV_READ = re.compile(
 
 def variables_read_by_the_code() -> set[str]:
     sources = [*(ROOT / "layers/apicbase_oauth/apicbase_oauth").glob("*.py"), *(ROOT / "functions").glob("*/*.py")]
-    return {a or b for path in sources for a, b in ENV_READ.findall(path.read_text())}
+    scanned = {a or b for path in sources for a, b in ENV_READ.findall(path.read_text())}
+    return scanned | {tunable.variable for tunable in TUNABLES.values()}
 
 
 def actions(logical_id: str) -> list[str]:
@@ -175,3 +176,36 @@ def test_every_sample_event_is_one_the_api_would_send(path: Path) -> None:
     if "body" in event:
         body = base64.b64decode(event["body"]).decode() if event["isBase64Encoded"] else event["body"]
         assert isinstance(json.loads(body), dict)
+
+
+# --- tunables: one table in the code, the template's parameters held to it --------------------------
+@pytest.mark.parametrize("key", sorted(k for k, t in TUNABLES.items() if t.parameter))
+def test_the_template_s_parameter_defaults_and_ranges_are_the_code_s(key: str) -> None:
+    """Given a tunable the template sets through a parameter, then the parameter's Default and its
+    MinValue/MaxValue (where it has them) are the code's, and it reaches the code's variable: a
+    default changes in config.TUNABLES and in template.yaml, and this test holds the two together."""
+    tunable = TUNABLES[key]
+    assert tunable.parameter is not None
+    parameter = TEMPLATE["Parameters"][tunable.parameter]
+
+    assert int(parameter["Default"]) == tunable.default
+    assert int(parameter.get("MinValue", tunable.low)) == tunable.low
+    assert int(parameter.get("MaxValue", tunable.high)) == tunable.high
+    for function in FUNCTIONS.values():
+        assert function.environment[tunable.variable] == {"Ref": tunable.parameter}
+
+
+@pytest.mark.parametrize(
+    "parameter", ["RefreshWindowHours", "ApicbaseRateLimitPerMinute", "ApicbaseRefreshReadTimeout"]
+)
+def test_the_local_run_checks_the_template_s_ranges(parameter: str) -> None:
+    """Given a parameter the local run's environment sets, then it accepts the template's range
+    and refuses one past it: the local run keeps no range of its own."""
+    from local.stack import PARAMETER_SETTINGS, Config, StartupError  # noqa: PLC0415 (starts nothing)
+
+    bounds = TEMPLATE["Parameters"][parameter]
+    variable = PARAMETER_SETTINGS[parameter]
+    Config.from_env({variable: str(bounds["MinValue"])})
+    Config.from_env({variable: str(bounds["MaxValue"])})
+    with pytest.raises(StartupError, match=variable):
+        Config.from_env({variable: str(bounds["MaxValue"] + 1)})

@@ -12,9 +12,9 @@ from local.lambda_context import LambdaContext
 
 from apicbase_oauth import admin
 from apicbase_oauth.adapters.queue import encode, encode_rescue
-from apicbase_oauth.custody import grant_rescue
 from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization, OutOfTime, TokensParked
-from apicbase_oauth.model import TokenPair
+from apicbase_oauth.freshness import Purpose
+from apicbase_oauth.model import Grant, Rescue, TokenPair
 from apicbase_oauth.refresh import refresh_connection
 from apicbase_oauth.schedule import refresh_from_message
 from tests.conftest import load_event
@@ -25,7 +25,7 @@ DUE = 3600
 
 
 def refresh_due(deps: Any) -> Any:
-    return refresh_connection(deps, CID, min_validity=deps.settings.refresh_window_seconds)
+    return refresh_connection(deps, CID, Purpose("due", deps.settings.schedule_margin_seconds))
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def test_a_refresh_without_the_time_to_store_its_answer_presents_nothing_and_tak
         refresh_due(deps)
     # Then Apicbase saw nothing and no lease was left behind
     assert apicbase.token_requests == 0
-    assert deps.store.get(CID).lease_owner is None
+    assert deps.connections.get(CID).lease_owner is None
 
 
 def test_a_lease_about_to_lapse_is_not_enough_time_either(deps, apicbase, clock):
@@ -55,7 +55,7 @@ def test_a_lease_about_to_lapse_is_not_enough_time_either(deps, apicbase, clock)
         refresh_due(deps)
     # Then nothing was presented and the lease was given back
     assert apicbase.token_requests == 0
-    assert deps.store.get(CID).lease_owner is None
+    assert deps.connections.get(CID).lease_owner is None
 
 
 def test_the_worker_hands_back_the_records_it_has_no_time_for(load_handler, deps, apicbase, monkeypatch):
@@ -84,7 +84,7 @@ def test_an_answer_lost_in_transit_is_said_at_once_without_a_second_presentation
         refresh_due(deps)
     # Then the old access token's introspection told it: rotation_answer_lost, in the same refresh,
     # and the consumed refresh token was presented once only
-    assert deps.store.get(CID).reauthorization_reason == "rotation_answer_lost"
+    assert deps.connections.get(CID).reauthorization_reason == "rotation_answer_lost"
     [event] = sink.of_type("Apicbase Connection Reauthorization Required")
     assert event["detail"]["reason"] == "rotation_answer_lost"
     assert (apicbase.refresh_requests, apicbase.reuses) == (1, 0)
@@ -115,9 +115,9 @@ def test_a_write_that_never_lands_parks_the_pair_and_the_next_refresh_applies_it
         refresh_due(deps)
     rotated = apicbase.issued_refresh_tokens[-1]
     # Then the sealed pair is parked, and the lease stays held so that nobody presents the old token
-    parked = deps.rescues.get(CID)
+    parked = deps.connections.parked(CID)
     assert parked is not None and deps.cipher.decrypt(CID, parked.tokens).refresh_token == rotated
-    assert deps.store.get(CID).lease_owner is not None
+    assert deps.connections.get(CID).lease_owner is not None
     # And once DynamoDB is back and the lease has lapsed, the next refresh applies it first
     calls._failures.clear()
     clock.advance(deps.settings.lease_seconds + 1)
@@ -125,7 +125,7 @@ def test_a_write_that_never_lands_parks_the_pair_and_the_next_refresh_applies_it
     assert refresh_due(deps).outcome == "rescued"
     assert stored_pair(deps, CID).refresh_token == rotated
     assert (apicbase.refresh_requests, apicbase.reuses) == (presented, 0)
-    assert deps.rescues.get(CID) is None
+    assert deps.connections.parked(CID) is None
 
 
 def test_a_parked_pair_carried_by_a_message_is_applied_by_the_worker(deps, apicbase, clock):
@@ -133,7 +133,8 @@ def test_a_parked_pair_carried_by_a_message_is_applied_by_the_worker(deps, apicb
     seed(deps, apicbase, CID, expires_in=DUE)
     pair = TokenPair(*apicbase.issue_pair())
     fields = {"connection_id": CID, "application": "default", "client_id": "client-default"}
-    rescue = grant_rescue(deps, **fields, expires_at=int(clock()) + 7200, scope=None, username=None, source="callback")
+    grant = Grant(**fields, tokens=b"", expires_at=int(clock()) + 7200, scope=None, username=None, source="callback")
+    rescue = Rescue.of_grant(grant, parked_at=int(deps.now()))
     clock.advance(1)
     body = encode_rescue(dataclasses.replace(rescue, tokens=deps.cipher.encrypt(CID, pair)), int(clock()))
     # When the worker handles the message
@@ -149,10 +150,11 @@ def test_a_disconnect_forgets_a_parked_pair_and_revokes_it_too(deps, apicbase, c
     seed(deps, apicbase, CID, expires_in=DUE)
     parked = TokenPair(*apicbase.issue_pair())
     fields = {"connection_id": CID, "application": "default", "client_id": "client-default"}
-    rescue = grant_rescue(deps, **fields, expires_at=int(clock()) + 7200, scope=None, username=None, source="callback")
-    deps.rescues.put(dataclasses.replace(rescue, tokens=deps.cipher.encrypt(CID, parked)))
+    grant = Grant(**fields, tokens=b"", expires_at=int(clock()) + 7200, scope=None, username=None, source="callback")
+    rescue = Rescue.of_grant(grant, parked_at=int(deps.now()))
+    deps.connections.park(dataclasses.replace(rescue, tokens=deps.cipher.encrypt(CID, parked)))
     # When the connection is disconnected
     admin.disconnect(deps, CID)
     # Then the parked pair cannot revive it, and its refresh token is no longer live at Apicbase
-    assert deps.rescues.get(CID) is None
+    assert deps.connections.parked(CID) is None
     assert parked.refresh_token not in apicbase.live_refresh_tokens

@@ -169,4 +169,4 @@ def test_the_callback_handler_answers_the_rest_stage_payload_1_0(load_handler, d
     response = module.lambda_handler(event, lambda_context)
 
     assert response["statusCode"] == 200, json.dumps(response)[:300]
-    assert deps.store.get("lib-rest").status == "active"
+    assert deps.connections.get("lib-rest").status == "active"

@@ -21,8 +21,7 @@ from apicbase_oauth import deps as deps_module
 from apicbase_oauth import proxy
 from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.config import Settings
-from apicbase_oauth.custody import grant_rescue
-from apicbase_oauth.model import TokenPair
+from apicbase_oauth.model import Grant, Rescue, TokenPair
 from tests.binding import start_id_of, state_of
 from tests.conftest import REGION, load_event
 from tests.unit import iam
@@ -98,25 +97,26 @@ def _flows(run, deps, apicbase, data_api, clock) -> dict[str, iam.Recorder]:
     assert apicbase.refresh_requests == before + 1
 
     # A parked pair (custody's rescue place), swept by the scheduler and applied by the worker.
-    connection = deps.store.get(CID)
-    parked = grant_rescue(
-        deps,
+    connection = deps.connections.get(CID)
+    grant = Grant(
         connection_id=CID,
         application="default",
         client_id=connection.client_id,
+        tokens=b"",
         expires_at=int(clock()) + 3600,
         scope=None,
         username=None,
         source="callback",
     )
+    parked = Rescue.of_grant(grant, parked_at=int(deps.now()))
     sealed = deps.cipher.encrypt(CID, TokenPair(*apicbase.issue_pair()))
-    deps.rescues.put(dataclasses.replace(parked, tokens=sealed, parked_at=int(clock()) + 1))
+    deps.connections.park(dataclasses.replace(parked, tokens=sealed, parked_at=int(clock()) + 1))
     clock.advance(2)
     sweep = load_event("sqs_refresh_batch.json")
     sweep["Records"] = sweep["Records"][:1]
     sweep["Records"][0]["body"] = encode(CID, int(clock()), sweep=True)
     assert run("RefreshWorkerFunction", sweep)["batchItemFailures"] == []
-    assert deps.rescues.get(CID) is None
+    assert deps.connections.parked(CID) is None
     return run.recorded
 
 

@@ -70,7 +70,7 @@ def connect(deps, apicbase, connection_id: str = CID) -> str:
     """Connected the usual way (the callback introspects: the user is known); the access token."""
     state, binder = open_in_browser(deps, connection_id)
     connect_flow.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
-    return deps.cipher.decrypt(connection_id, deps.store.get(connection_id).tokens).access_token
+    return deps.cipher.decrypt(connection_id, deps.connections.get(connection_id).tokens).access_token
 
 
 # --- the path ------------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_the_budget_item_expires_and_stays_out_of_the_connections_index(call, de
     connect(deps, apicbase)
     call()
     minute = int(clock() // 60)
-    item = deps.store.table.get_item(Key={"pk": budget_key(f"user:{apicbase.username}", minute)})["Item"]
+    item = deps.connections.table.get_item(Key={"pk": budget_key(f"user:{apicbase.username}", minute)})["Item"]
     assert item["count"] == 1
     assert minute * 60 < item["ttl"] <= minute * 60 + 600
     assert "entity" not in item
@@ -285,7 +285,7 @@ def test_bodies_and_tokens_are_never_logged(call, deps, apicbase, data_api, capl
         call(method="POST", body=b'{"secret-recipe": "grandma"}', headers={"content-type": "application/json"})
         text = logs()
     assert "proxied to Apicbase" in text
-    newer = deps.cipher.decrypt(CID, deps.store.get(CID).tokens).access_token
+    newer = deps.cipher.decrypt(CID, deps.connections.get(CID).tokens).access_token
     assert [s for s in (access, newer, "secret-recipe", "grandma", "soup") if s in text] == []
 
 
@@ -305,7 +305,7 @@ def test_a_token_about_to_expire_is_refreshed_before_the_call_and_stored(call, d
     # When the proxy is called
     reply = call()
     # Then the token was refreshed first (single flight, stored), and Apicbase saw only the new one
-    stored = deps.cipher.decrypt(CID, deps.store.get(CID).tokens)
+    stored = deps.cipher.decrypt(CID, deps.connections.get(CID).tokens)
     assert reply.status == 200
     assert apicbase.refresh_requests == 1
     assert [r.headers["Authorization"] for r in data_api.seen] == [f"Bearer {stored.access_token}"]

@@ -4,6 +4,7 @@ refresh costs in AWS calls."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,10 +23,18 @@ from apicbase_oauth.errors import (
     NeedsReauthorization,
     RateLimited,
 )
+from apicbase_oauth.freshness import Purpose
 from apicbase_oauth.model import ACTIVE, NEEDS_REAUTHORIZATION, RefreshResult, TokenPair
 from apicbase_oauth.observability import metrics
-from apicbase_oauth.recovery import BACKOFF_BASE_SECONDS, BACKOFF_MAX_SECONDS, ROTATED_ELSEWHERE, backoff_seconds
-from apicbase_oauth.refresh import ALREADY_FRESH, REFRESHED, refresh_connection
+from apicbase_oauth.refresh import (
+    ALREADY_FRESH,
+    BACKOFF_BASE_SECONDS,
+    BACKOFF_MAX_SECONDS,
+    REFRESHED,
+    ROTATED_ELSEWHERE,
+    backoff_seconds,
+    refresh_connection,
+)
 from apicbase_oauth.schedule import refresh_from_message
 from tests import fakes
 from tests.binding import open_in_browser
@@ -37,6 +46,7 @@ from tests.unit.refresh_support import (
     AwsCalls,
     EventSink,
     Logs,
+    hold_lease,
     refresh_elsewhere,
     seed,
     stored_pair,
@@ -48,7 +58,7 @@ DUE = 3600  # expires within the refresh window (48 h), but not within GET /toke
 
 def refresh_due(deps: Any) -> RefreshResult:
     """The scheduled refresh: due when the token expires within the refresh window."""
-    return refresh_connection(deps, CID, min_validity=deps.settings.refresh_window_seconds)
+    return refresh_connection(deps, CID, Purpose("due", deps.settings.schedule_margin_seconds))
 
 
 @pytest.fixture
@@ -105,7 +115,7 @@ def test_a_malformed_response_is_recorded_and_the_old_refresh_token_still_works(
     with pytest.raises(MalformedResponse):
         refresh_due(deps)
     # Then the failure is recorded, the status and the stored pair are kept
-    failed = deps.store.get(CID)
+    failed = deps.connections.get(CID)
     assert (failed.status, failed.consecutive_failures, failed.last_error) == (ACTIVE, 1, "malformed_response")
     assert failed.lease_owner is None
     assert stored_pair(deps, CID) == due
@@ -124,7 +134,7 @@ def test_429_sets_the_next_attempt_after_retry_after_and_counts_failures(deps, a
         with pytest.raises(RateLimited):
             refresh_due(deps)
         # Then the next attempt is no sooner than Retry-After, and the failures are counted
-        failed = deps.store.get(CID)
+        failed = deps.connections.get(CID)
         assert failed.next_attempt_at >= now + 900
         assert (failed.status, failed.consecutive_failures, failed.last_error) == (ACTIVE, failures, "rate_limited")
         clock.advance(901)
@@ -138,7 +148,7 @@ def test_a_transient_5xx_keeps_the_status_and_backs_off_within_the_jitter_bounds
     with pytest.raises(ApicbaseUnavailable):
         refresh_due(deps)
     # Then it stays active, one failure is counted and the first backoff is half to all of the base
-    failed = deps.store.get(CID)
+    failed = deps.connections.get(CID)
     assert (failed.status, failed.consecutive_failures, failed.lease_owner) == (ACTIVE, 1, None)
     assert now + BACKOFF_BASE_SECONDS // 2 <= failed.next_attempt_at <= now + BACKOFF_BASE_SECONDS
 
@@ -189,7 +199,7 @@ def test_invalid_grant_after_a_concurrent_rotation_is_recovered(deps, apicbase, 
     result = refresh_due(deps)
     # Then the store shows the newer pair: success, no reauthorization
     assert result.outcome == ROTATED_ELSEWHERE
-    assert deps.store.get(CID).status == ACTIVE
+    assert deps.connections.get(CID).status == ACTIVE
     assert stored_pair(deps, CID).refresh_token == apicbase.issued_refresh_tokens[-1]
     assert sink.of_type(REAUTHORIZATION_REQUIRED) == []
 
@@ -204,10 +214,10 @@ def revoked(deps, apicbase, due, sink, metric_set):
 
 def test_a_revoked_grant_marks_the_connection_and_takes_it_out_of_the_refresh_index(deps, revoked, clock):
     # Then the connection needs reauthorization and the scheduler no longer finds it
-    connection = deps.store.get(CID)
+    connection = deps.connections.get(CID)
     assert (connection.status, connection.reauthorization_reason) == (NEEDS_REAUTHORIZATION, "refresh_token_rejected")
     far = int(clock()) + 365 * 86400
-    assert CID not in set(deps.store.due_connections(due_before=far, now=far))
+    assert CID not in set(deps.connections.due_connections(due_before=far, now=far))
 
 
 def test_a_revoked_grant_emits_the_reauthorization_event_and_metric(deps, apicbase, revoked, sink, metric_set):
@@ -246,7 +256,7 @@ def test_invalid_client_rereads_the_secret_once_then_fails_loudly(deps, apicbase
     assert metric_set["InvalidClient"]["Value"] == [1.0]
     assert any("client credentials" in r["message"] for r in logs.at("ERROR"))
     # But the connection is not marked dead: the secret is wrong, not the grant
-    connection = deps.store.get(CID)
+    connection = deps.connections.get(CID)
     assert (connection.status, connection.last_error) == (ACTIVE, "invalid_client")
     assert stored_pair(deps, CID) == due
 
@@ -282,14 +292,14 @@ def crashed(deps, apicbase, due, monkeypatch, logs):
         raise RuntimeError("the process died here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(deps.leases, "save_refreshed", the_process_dies)
+        patch.setattr(deps.connections, "save_refreshed", the_process_dies)
         with pytest.raises(RuntimeError):
             refresh_due(deps)
 
 
 def test_a_crash_after_apicbase_answered_leaves_the_lease_as_the_witness(deps, apicbase, crashed, logs):
     # Then the lease is still held (nobody else presents anything until it lapses)
-    assert deps.store.get(CID).lease_owner is not None
+    assert deps.connections.get(CID).lease_owner is not None
     # And neither token issued in the lost answer is logged
     assert apicbase.issued_refresh_tokens[-1] not in logs.text
     # And the window is real: the stored refresh token was revoked by the rotation
@@ -306,7 +316,7 @@ def test_after_a_crash_the_next_refresh_says_rotation_answer_lost_without_presen
         refresh_due(deps)
     # Then the old access token's introspection told the rotation happened: the connection says so,
     # in the store and in the event, and the consumed refresh token was never presented again
-    assert deps.store.get(CID).reauthorization_reason == "rotation_answer_lost"
+    assert deps.connections.get(CID).reauthorization_reason == "rotation_answer_lost"
     [event] = sink.of_type(REAUTHORIZATION_REQUIRED)
     assert event["detail"]["reason"] == "rotation_answer_lost"
     assert (apicbase.refresh_requests, apicbase.reuses) == (presented, 0)
@@ -327,7 +337,7 @@ def test_after_a_crash_an_unanswered_introspection_presents_nothing_and_keeps_th
     apicbase.introspection_down = False
     with pytest.raises(NeedsReauthorization):
         refresh_due(deps)
-    assert deps.store.get(CID).reauthorization_reason == "rotation_answer_lost"
+    assert deps.connections.get(CID).reauthorization_reason == "rotation_answer_lost"
     assert (apicbase.refresh_requests, apicbase.reuses) == (presented, 0)
 
 
@@ -340,7 +350,7 @@ def test_after_a_crash_reconnecting_makes_the_connection_active_again(deps, apic
     state, binder = open_in_browser(deps, CID)
     connect.complete_callback(deps, state=state, code=apicbase.issue_code(), error=None, binder=binder)
     # Then the connection is active and refreshes again
-    assert deps.store.get(CID).status == ACTIVE
+    assert deps.connections.get(CID).status == ACTIVE
     assert admin.force_refresh(deps, CID).outcome == REFRESHED
     assert stored_pair(deps, CID).refresh_token == apicbase.issued_refresh_tokens[-1]
 
@@ -396,6 +406,10 @@ def _on_demand(deps: Any) -> str:
     return REFRESHED if tokens.get_token(deps, CID).expires_at - int(deps.now()) == WEEK else "not refreshed"
 
 
+def _admin(deps: Any) -> str:
+    return admin.force_refresh(deps, CID).outcome
+
+
 def _revoke(apicbase: fakes.FakeApicbase) -> None:
     apicbase.revoke_all()
 
@@ -409,6 +423,8 @@ COSTS = {
     # write. KMS: the stored pair's data key opened, and the new pair's taken before Apicbase is called.
     "scheduled, warm secret cache": Cost(DUE, True, _scheduled, REFRESHED, Calls(0, 2, 1, 1, 0, 0)),
     "scheduled, cold secret cache": Cost(DUE, False, _scheduled, REFRESHED, Calls(0, 2, 1, 1, 1, 0)),
+    # POST /connections/{id}/refresh: the lease write returns the item; nothing is read before it.
+    "admin refresh, warm secret cache": Cost(DUE, True, _admin, REFRESHED, Calls(0, 2, 1, 1, 0, 0)),
     # GET /token reads the item first to see whether a refresh is due at all.
     "on demand, warm secret cache": Cost(60, True, _on_demand, REFRESHED, Calls(1, 2, 1, 1, 0, 0)),
     # The hot path: a fresh token in a warm container is one read, and no KMS call.
@@ -452,3 +468,48 @@ def test_aws_calls_per_refresh(deps, apicbase, calls, name):
         secret_reads=calls.count("secretsmanager", "GetSecretValue"),
         events_put=calls.count("events", "PutEvents"),
     )
+
+
+@pytest.mark.parametrize("answers", [_unavailable, lambda apicbase: None], ids=["apicbase 503", "refreshed"])
+def test_the_admin_refresh_writes_the_lease_before_any_dynamodb_read(deps, apicbase, calls, answers):
+    # Given a connection, and Apicbase answering or failing
+    seed(deps, apicbase, CID, expires_in=DUE)
+    answers(apicbase)
+    calls.reset()
+    # When an administrator refreshes it
+    with contextlib.suppress(ApicbaseUnavailable):
+        admin.force_refresh(deps, CID)
+    # Then the first DynamoDB call is the lease's conditional write: no GetItem before it
+    dynamodb = [(operation, params) for service, operation, params in calls.calls if service == "dynamodb"]
+    operation, params = dynamodb[0]
+    assert operation == "UpdateItem"
+    assert "lease_owner = :owner" in params["UpdateExpression"]
+
+
+def test_the_admin_refresh_while_apicbase_asks_to_wait_gives_the_lease_back_and_keeps_the_witness(
+    deps, apicbase, clock
+):
+    # Given a connection whose refresh was interrupted, then answered 429 with a Retry-After
+    seed(deps, apicbase, CID, expires_in=DUE)
+    hold_lease(deps, CID)
+    clock.advance(deps.settings.lease_seconds + 1)
+    deps.connections.take_lease(CID, "me", deps.settings.lease_seconds)
+    connection = deps.connections.get(CID)
+    deps.connections.record_failure(
+        connection,
+        "me",
+        error="rate_limited",
+        next_attempt_at=int(clock()) + 120,
+        interrupted=connection.interrupted_lease_until,
+    )
+    presented = apicbase.refresh_requests
+    # When an administrator refreshes it
+    with pytest.raises(RateLimited) as raised:
+        admin.force_refresh(deps, CID)
+    # Then Apicbase's wait is passed on, nothing was presented, the lease is free and the lapsed
+    # lease (the witness) is still there for the next refresher
+    assert 0 < raised.value.retry_after <= 120
+    assert apicbase.refresh_requests == presented
+    after = deps.connections.get(CID)
+    assert after.lease_owner is None
+    assert after.lease_until is not None and after.lease_until < int(clock())

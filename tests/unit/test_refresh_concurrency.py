@@ -125,7 +125,7 @@ def test_get_token_returns_the_still_valid_token_when_the_refresh_fails_transien
     token = tokens.get_token(deps, CID)
     # Then the current token is returned and the failure is recorded for the scheduler
     assert token.access_token == seeded.access_token
-    assert deps.store.get(CID).consecutive_failures == 1
+    assert deps.connections.get(CID).consecutive_failures == 1
 
 
 def function_timeouts(template: dict[str, Any]) -> dict[str, int]:

@@ -10,7 +10,7 @@ import pytest
 
 from apicbase_oauth.adapters.dynamodb import REFRESH_INDEX, connection_key
 from apicbase_oauth.adapters.queue import BATCH_SIZE, decode
-from apicbase_oauth.model import NEEDS_REAUTHORIZATION
+from apicbase_oauth.model import NEEDS_REAUTHORIZATION, Grant
 from tests.conftest import load_event
 from tests.unit.refresh_support import AwsCalls, drain, real_clock
 
@@ -31,18 +31,20 @@ def table(deps, aws, clock) -> set[str]:
     reauthorization, some backing off until later, some whose backoff has passed.
     Returns the ids the scheduler must queue."""
     now = int(clock())
-    window = deps.settings.refresh_window_seconds
+    window = deps.settings.schedule_margin_seconds
     # One connection written by the store gives the item's exact shape; the rest are its copies,
     # written in batches (300 single writes make this fixture slow on moto).
-    deps.store.save_tokens(
-        connection_id="lib-000",
-        application="default",
-        client_id="client-default",
-        tokens=b"ciphertext the scheduler never reads",
-        expires_at=now,
-        scope="accounts library",
-        username=None,
-        source="import",
+    deps.connections.save_grant(
+        Grant(
+            connection_id="lib-000",
+            application="default",
+            client_id="client-default",
+            tokens=b"ciphertext the scheduler never reads",
+            expires_at=now,
+            scope="accounts library",
+            username=None,
+            source="import",
+        )
     )
     shape = aws.table.get_item(Key={"pk": connection_key("lib-000")})["Item"]
     expected = set()

@@ -18,5 +18,5 @@ def test_connect_then_get_token_then_refresh(deps, apicbase, clock):
     token2 = tokens.get_token(deps, "lib-1")
     assert token2.access_token != token.access_token
     assert apicbase.refresh_requests == 1
-    pair = deps.cipher.decrypt("lib-1", deps.store.get("lib-1").tokens)
+    pair = deps.cipher.decrypt("lib-1", deps.connections.get("lib-1").tokens)
     assert pair.refresh_token == apicbase.issued_refresh_tokens[-1]

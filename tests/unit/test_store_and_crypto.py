@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from apicbase_oauth import connect, tokens
+from apicbase_oauth.adapters.connections import ConnectionRepository
 from apicbase_oauth.adapters.dynamodb import connection_key, start_key, state_key
-from apicbase_oauth.adapters.store import ConnectionStore
 from apicbase_oauth.custody import with_backoff
 from apicbase_oauth.errors import ConnectionNotFound, DependencyUnavailable, TokenUnreadable
-from apicbase_oauth.model import ConnectSession, TokenPair
+from apicbase_oauth.model import ConnectSession, Grant, TokenPair
 from tests.binding import start_id_of
 
 STATE = "q" * 43
@@ -35,20 +35,22 @@ def session(deps, *, ttl: int = 600) -> ConnectSession:
 
 
 def save(deps, connection_id: str, pair: TokenPair) -> Any:
-    return deps.store.save_tokens(
-        connection_id=connection_id,
-        application="default",
-        client_id="client-default",
-        tokens=deps.cipher.encrypt(connection_id, pair),
-        expires_at=int(deps.now()) + 3600,
-        scope="accounts library",
-        username="chef@example.com",
-        source="callback",
+    return deps.connections.save_grant(
+        Grant(
+            connection_id=connection_id,
+            application="default",
+            client_id="client-default",
+            tokens=deps.cipher.encrypt(connection_id, pair),
+            expires_at=int(deps.now()) + 3600,
+            scope="accounts library",
+            username="chef@example.com",
+            source="callback",
+        )
     )
 
 
 def items(deps) -> list[dict[str, Any]]:
-    return deps.store.table.scan()["Items"]
+    return deps.connections.table.scan()["Items"]
 
 
 # --- one-time states --------------------------------------------------------------------------
@@ -130,15 +132,15 @@ def test_a_ciphertext_copied_to_another_connection_does_not_decrypt(deps) -> Non
     attacker), then B's tokens are unreadable rather than A's tokens served as B's."""
     save(deps, "lib-a", TokenPair("access-a", "refresh-a"))
     save(deps, "lib-b", TokenPair("access-b", "refresh-b"))
-    stolen = deps.store.get("lib-a").tokens
-    deps.store.table.update_item(
+    stolen = deps.connections.get("lib-a").tokens
+    deps.connections.table.update_item(
         Key={"pk": connection_key("lib-b")},
         UpdateExpression="SET tokens = :t",
         ExpressionAttributeValues={":t": stolen},
     )
 
     with pytest.raises(TokenUnreadable):
-        deps.cipher.decrypt("lib-b", deps.store.get("lib-b").tokens)
+        deps.cipher.decrypt("lib-b", deps.connections.get("lib-b").tokens)
     with pytest.raises(TokenUnreadable) as raised:
         tokens.get_token(deps, "lib-b")
     assert "access-a" not in str(raised.value)
@@ -171,18 +173,18 @@ def test_a_deleted_connection_is_not_found(deps) -> None:
     """Given a deleted connection, then reading or deleting it again is ConnectionNotFound."""
     save(deps, "lib-1", TokenPair("access-1", "refresh-1"))
 
-    deps.store.delete("lib-1")
+    deps.connections.forget("lib-1")
 
     with pytest.raises(ConnectionNotFound):
-        deps.store.get("lib-1")
+        deps.connections.get("lib-1")
     with pytest.raises(ConnectionNotFound):
-        deps.store.delete("lib-1")
+        deps.connections.forget("lib-1")
 
 
 # --- DynamoDB failures -----------------------------------------------------------------------------
 def test_a_missing_table_is_a_dependency_failure_without_retry(aws, clock) -> None:
     """Given the table does not exist, then reads fail as DependencyUnavailable, not retryable."""
-    store = ConnectionStore(aws.session.resource("dynamodb").Table("no-such-table"), now=clock)
+    store = ConnectionRepository(aws.session.resource("dynamodb").Table("no-such-table"), now=clock)
 
     with pytest.raises(DependencyUnavailable) as raised:
         store.get("lib-1")

@@ -107,7 +107,7 @@ def test_only_the_failed_records_of_a_batch_are_reported(deps, apicbase, clock, 
     response = worker.lambda_handler(event, lambda_context)
     # Then exactly the 503 and the poison message are reported for SQS to retry, the rest refreshed
     assert failed_ids(response) == ["m-1", "m-poison"]
-    assert [deps.store.get(cid).refresh_count for cid in ("lib-1", "lib-2", "lib-3")] == [0, 1, 1]
+    assert [deps.connections.get(cid).refresh_count for cid in ("lib-1", "lib-2", "lib-3")] == [0, 1, 1]
 
 
 def test_a_permanent_failure_is_recorded_and_alarmed_but_not_retried_by_sqs(
@@ -120,7 +120,7 @@ def test_a_permanent_failure_is_recorded_and_alarmed_but_not_retried_by_sqs(
     response = worker.lambda_handler(sqs_event(("m-1", encode("lib-1", int(clock())))), lambda_context)
     # Then the message is not failed, the failure is recorded with a backoff, and the metric is emitted
     assert failed_ids(response) == []
-    connection = deps.store.get("lib-1")
+    connection = deps.connections.get("lib-1")
     assert (connection.status, connection.last_error) == ("active", "invalid_client")
     assert connection.next_attempt_at is not None and connection.next_attempt_at > clock()
     assert "InvalidClient" in emf_metric_names(capsys.readouterr().out)
@@ -137,7 +137,7 @@ def test_a_redelivery_during_the_backoff_leaves_apicbase_alone(deps, apicbase, c
     # Then the record succeeds without asking Apicbase; the scheduler queues it when the time comes
     assert failed_ids(response) == []
     assert apicbase.token_requests == 1
-    assert deps.store.get("lib-1").next_attempt_at >= int(clock()) + 900
+    assert deps.connections.get("lib-1").next_attempt_at >= int(clock()) + 900
 
 
 def test_messages_for_connections_that_need_reauthorization_or_are_gone_are_dropped(
@@ -145,7 +145,7 @@ def test_messages_for_connections_that_need_reauthorization_or_are_gone_are_drop
 ):
     # Given one connection that needs reauthorization and one that was deleted
     seeded = seed(deps, apicbase, "lib-1", expires_in=DUE)
-    deps.leases.mark_needs_reauthorization(deps.store.get("lib-1"), reason="refresh_token_rejected")
+    deps.connections.mark_for_reauthorization(deps.connections.get("lib-1"), reason="refresh_token_rejected")
     now = int(clock())
     # When the worker handles their messages
     response = worker.lambda_handler(

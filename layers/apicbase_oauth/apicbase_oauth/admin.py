@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from .adapters.apicbase import Introspection
 from .adapters.events import CONNECTION_DISCONNECTED
 from .deps import Deps
-from .errors import BrokerError, RateLimited
+from .errors import BrokerError
+from .freshness import ADMIN
 from .model import Connection, ConnectionSummary, RefreshResult
 from .observability import logger, metrics
-from .recovery import rate_limited_for
 from .refresh import refresh_connection
 
 
@@ -22,7 +22,7 @@ class ConnectionPage:
 
 
 def describe_connection(deps: Deps, connection_id: str) -> Connection:
-    return deps.store.get(connection_id)
+    return deps.connections.get(connection_id)
 
 
 def introspect_connection(deps: Deps, connection: Connection) -> Introspection:
@@ -32,16 +32,14 @@ def introspect_connection(deps: Deps, connection: Connection) -> Introspection:
 
 
 def list_connections(deps: Deps, *, limit: int, cursor: str | None) -> ConnectionPage:
-    summaries, next_cursor = deps.store.list(limit=limit, cursor=cursor)
+    summaries, next_cursor = deps.connections.list(limit=limit, cursor=cursor)
     return ConnectionPage(summaries, next_cursor)
 
 
 def force_refresh(deps: Deps, connection_id: str) -> RefreshResult:
-    """Refresh now, unless Apicbase asked to wait (its Retry-After is passed on)."""
-    wait = rate_limited_for(deps.store.get(connection_id), int(deps.now()))
-    if wait:
-        raise RateLimited(f"Apicbase asked to wait before connection {connection_id} is refreshed", retry_after=wait)
-    return refresh_connection(deps, connection_id, min_validity=0, force=True)
+    """Refresh now, unless Apicbase asked to wait (its Retry-After is passed on). The lease write
+    returns the connection: nothing is read before it."""
+    return refresh_connection(deps, connection_id, ADMIN)
 
 
 # What happened to the grant at Apicbase when a connection was disconnected (issue 12).
@@ -66,7 +64,7 @@ def disconnect(deps: Deps, connection_id: str) -> Disconnection:
     and reported, never a reason to keep the tokens. The refresh token revoked is the one in the
     item the delete removed, so a refresh that rotated it meanwhile cannot leave an older one.
     """
-    connection = deps.store.delete(connection_id)
+    connection = deps.connections.forget(connection_id)
     metrics.add_metric(name="ConnectionDeleted", unit="Count", value=1)
     logger.info("connection deleted", connection_id=connection.connection_id)
     _forget_parked(deps, connection)
@@ -87,10 +85,10 @@ def _forget_parked(deps: Deps, connection: Connection) -> None:
     """A pair parked for this connection (custody) must not revive it: removed, and its refresh
     token revoked as well (best effort, like the connection's own)."""
     try:
-        rescue = deps.rescues.get(connection.connection_id)
+        rescue = deps.connections.parked(connection.connection_id)
         if rescue is None:
             return
-        deps.rescues.delete(rescue)
+        deps.connections.drop_parked(rescue)
     except BrokerError:
         logger.warning("parked tokens not checked", connection_id=connection.connection_id)
         return

@@ -16,9 +16,38 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # A lease must outlive any function that can hold it (the longest Timeout in template.yaml is
 # 120 s), so that two refreshers can never present the same refresh token at once.
 LEASE_SECONDS = 180
-# Apicbase's API and its rate limit (100 requests per minute per user), for the proxy route.
+# Apicbase's API, where the proxy route forwards.
 APICBASE_API_URL = "https://api.apicbase.com/"
-APICBASE_RATE_LIMIT_PER_MINUTE = 100
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A whole-number setting: its environment variable, default and range, and the template
+    parameter that sets it (if any: a test holds template.yaml's Default and range to these)."""
+
+    variable: str
+    default: int
+    low: int
+    high: int
+    parameter: str | None = None
+
+
+# Every tunable, in one place (the margins are ``freshness``'s: when a token is refreshed).
+TUNABLES: dict[str, Tunable] = {
+    # How long a connect session (its one-time state) stays usable.
+    "state_ttl_seconds": Tunable("STATE_TTL_SECONDS", 600, 60, 3600, "StateTtlSeconds"),
+    # On demand (GET token, the proxy): refresh when the token expires within this margin.
+    "demand_margin_seconds": Tunable("TOKEN_LEEWAY_SECONDS", 300, 0, 86400, "TokenLeewaySeconds"),
+    # Scheduled (the scheduler and the worker): refresh when the token expires within this margin.
+    "schedule_margin_hours": Tunable("REFRESH_WINDOW_HOURS", 48, 1, 160, "RefreshWindowHours"),
+    "failure_warning_threshold": Tunable("FAILURE_WARNING_THRESHOLD", 5, 1, 1000, "FailureWarningThreshold"),
+    "secret_max_age_seconds": Tunable("SECRET_MAX_AGE_SECONDS", 300, 0, 86400),
+    # Apicbase allows 100 requests per minute per user: the proxy's budget.
+    "api_budget_per_minute": Tunable("APICBASE_RATE_LIMIT_PER_MINUTE", 100, 1, 100000, "ApicbaseRateLimitPerMinute"),
+    # Generous: after a read timeout the refresh token may be rotated already (then the old access
+    # token tells). The deadline of every refresh plans on it (refresh.time_needed).
+    "refresh_read_timeout_seconds": Tunable("APICBASE_REFRESH_READ_TIMEOUT", 25, 1, 40, "ApicbaseRefreshReadTimeout"),
+}
 
 
 def is_allowed_url(url: str) -> bool:
@@ -64,19 +93,17 @@ class Settings:
     callback_url: str | None
     pkce_enabled: bool
     state_ttl_seconds: int
-    token_leeway_seconds: int
+    demand_margin_seconds: int
     failure_warning_threshold: int
     event_bus_name: str
     event_source: str
-    refresh_window_seconds: int
+    schedule_margin_seconds: int
     refresh_queue_url: str | None
     secret_max_age_seconds: int
     lease_seconds: int = LEASE_SECONDS
     api_url: str = APICBASE_API_URL
-    api_budget_per_minute: int = APICBASE_RATE_LIMIT_PER_MINUTE
-    # Generous: after a read timeout the refresh token may be rotated already (then the old access
-    # token tells). The deadline of every refresh plans on it (custody.time_needed).
-    refresh_read_timeout_seconds: int = 25
+    api_budget_per_minute: int = TUNABLES["api_budget_per_minute"].default
+    refresh_read_timeout_seconds: int = TUNABLES["refresh_read_timeout_seconds"].default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,7 +122,9 @@ class Settings:
                 problems.append(f"{name} must be an https URL (http only on 127.0.0.1)")
             return value
 
-        def integer(name: str, default: int, low: int, high: int) -> int:
+        def integer(key: str) -> int:
+            tunable = TUNABLES[key]
+            name, default = tunable.variable, tunable.default
             raw = env.get(name, "").strip()
             if not raw:
                 return default
@@ -104,8 +133,8 @@ class Settings:
             except ValueError:
                 problems.append(f"{name} must be a whole number, not {raw[:20]!r}")
                 return default
-            if not low <= value <= high:
-                problems.append(f"{name} must be between {low} and {high}")
+            if not tunable.low <= value <= tunable.high:
+                problems.append(f"{name} must be between {tunable.low} and {tunable.high}")
             return value
 
         scopes: tuple[str, ...] = ("accounts", "library")
@@ -128,17 +157,17 @@ class Settings:
             default_scopes=scopes,
             callback_url=url("CALLBACK_URL", optional=True) or None,
             pkce_enabled=pkce == "true",
-            state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, 60, 3600),
-            token_leeway_seconds=integer("TOKEN_LEEWAY_SECONDS", 300, 0, 86400),
-            failure_warning_threshold=integer("FAILURE_WARNING_THRESHOLD", 5, 1, 1000),
+            state_ttl_seconds=integer("state_ttl_seconds"),
+            demand_margin_seconds=integer("demand_margin_seconds"),
+            failure_warning_threshold=integer("failure_warning_threshold"),
             event_bus_name=env.get("EVENT_BUS_NAME", "default").strip() or "default",
             event_source=env.get("EVENT_SOURCE", "apicbase-oauth-broker").strip() or "apicbase-oauth-broker",
-            refresh_window_seconds=integer("REFRESH_WINDOW_HOURS", 48, 1, 160) * 3600,
+            schedule_margin_seconds=integer("schedule_margin_hours") * 3600,
             refresh_queue_url=env.get("REFRESH_QUEUE_URL", "").strip() or None,
-            secret_max_age_seconds=integer("SECRET_MAX_AGE_SECONDS", 300, 0, 86400),
+            secret_max_age_seconds=integer("secret_max_age_seconds"),
             api_url=url("APICBASE_API_URL", optional=True) or APICBASE_API_URL,
-            api_budget_per_minute=integer("APICBASE_RATE_LIMIT_PER_MINUTE", APICBASE_RATE_LIMIT_PER_MINUTE, 1, 100000),
-            refresh_read_timeout_seconds=integer("APICBASE_REFRESH_READ_TIMEOUT", 25, 1, 40),
+            api_budget_per_minute=integer("api_budget_per_minute"),
+            refresh_read_timeout_seconds=integer("refresh_read_timeout_seconds"),
         )
         if problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(problems))

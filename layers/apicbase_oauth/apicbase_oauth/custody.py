@@ -1,28 +1,23 @@
-"""Presenting a grant to Apicbase and keeping what comes back: shared by connect and refresh.
+"""Presenting a grant to Apicbase and keeping what comes back: what connect and refresh share.
 
-The rules (DESIGN.md, custody):
-- ``require_time``: nothing is presented without the time (the function's, and the lease's) to
-  store its answer: connect and read timeouts plus the must-land write.
 - ``present``: call Apicbase with an application's client credentials; after ``invalid_client``
   re-read the secret once and, if it was rotated, try once more. Apicbase authenticates the
   client before it looks at the code or refresh token, so that retry cannot burn either.
-- ``seal_and_save``: seal the pair under a data key taken BEFORE Apicbase was called (local
-  AES-GCM, no network), then the write that must land, retried until the deadline; if it fails
-  for good, the sealed pair is parked in the rescue place (a table item, else an SQS message).
+- ``save_or_park``: the write of a pair sealed under a data key taken BEFORE Apicbase was called
+  must land, retried until the deadline; if it fails for good, the sealed pair is parked in the
+  rescue place (a table item, and an SQS message), from where ``apply_parked`` writes it later.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from .adapters.apicbase import ClientCredentials, TokenResponse
-from .adapters.crypto import DataKey
 from .deps import Deps
-from .errors import ConfigurationError, DependencyUnavailable, InvalidClient, OutOfTime, TokensParked
-from .model import Connection, Rescue, TokenPair
+from .errors import ConditionFailed, ConfigurationError, DependencyUnavailable, InvalidClient, TokensParked
+from .model import Connection, Rescue
 from .observability import logger, metrics
 
 T = TypeVar("T")
@@ -32,21 +27,6 @@ WRITE_RESERVE_SECONDS = 8.0
 RESCUE_RESERVE_SECONDS = 3.0
 # Without a deadline (tests, scripts) the write is tried this many times.
 UNBOUNDED_ATTEMPTS = 8
-
-
-def time_needed(deps: Deps, read_timeout: float) -> float:
-    """The worst case of one presentation: connect, read, then store the answer."""
-    return deps.apicbase.connect_timeout + read_timeout + WRITE_RESERVE_SECONDS
-
-
-def require_time(deps: Deps, needed: float, *, lease_until: int | None = None) -> None:
-    """Raise OutOfTime unless the function's remaining time (and the lease) cover ``needed``."""
-    left = deps.time_left()
-    if lease_until is not None:
-        left = min(left, lease_until - deps.now())
-    if left < needed:
-        metrics.add_metric(name="OutOfTime", unit="Count", value=1)
-        raise OutOfTime(f"{left:.0f} s left, {needed:.0f} s needed to present a grant and store its answer")
 
 
 def with_backoff(
@@ -108,22 +88,14 @@ def check_client(credentials: ClientCredentials, client_id: str, connection_id: 
         )
 
 
-def seal_and_save(
-    deps: Deps, key: DataKey, pair: TokenPair, rescue: Rescue, write: Callable[..., Connection], /, **fields: Any
-) -> Connection:
-    """Seal ``pair`` with ``key``, then ``write(tokens=sealed, **fields)`` (a store method) until
-    the deadline; if it never lands, park ``rescue`` (with the sealed pair) and raise TokensParked."""
-    sealed = deps.cipher.seal(key, pair)
+def save_or_park(deps: Deps, save: Callable[[], Connection], rescue: Rescue) -> Connection:
+    """``save()`` (a repository verb writing the sealed pair ``rescue`` carries) until the
+    deadline; if it never lands, park ``rescue`` and raise TokensParked."""
     try:
-        return with_backoff(lambda: write(tokens=sealed, **fields), sleep=deps.sleep, time_left=deps.time_left)
+        return with_backoff(save, sleep=deps.sleep, time_left=deps.time_left)
     except DependencyUnavailable:
-        park(deps, replace(rescue, tokens=sealed))
-        raise TokensParked(f"the tokens of connection {key.connection_id} were parked for rescue") from None
-
-
-def grant_rescue(deps: Deps, **fields: Any) -> Rescue:
-    """The rescue of a grant (``save_tokens``' fields): applied only if nothing was written since."""
-    return Rescue(kind="grant", tokens=b"", base_version=0, parked_at=int(deps.now()), **fields)
+        park(deps, rescue)
+        raise TokensParked(f"the tokens of connection {rescue.connection_id} were parked for rescue") from None
 
 
 def park(deps: Deps, rescue: Rescue) -> None:
@@ -131,7 +103,7 @@ def park(deps: Deps, rescue: Rescue) -> None:
     message carrying it too (which also gets it applied within seconds). Raises if neither took it."""
     places = []
     try:
-        with_backoff(lambda: deps.rescues.put(rescue), sleep=deps.sleep, time_left=deps.time_left)
+        with_backoff(lambda: deps.connections.park(rescue), sleep=deps.sleep, time_left=deps.time_left)
         places.append("table")
     except DependencyUnavailable:
         logger.error("rescue item not written", connection_id=rescue.connection_id)
@@ -152,6 +124,27 @@ def park(deps: Deps, rescue: Rescue) -> None:
         raise DependencyUnavailable(f"the tokens of connection {rescue.connection_id} could not be stored")
     metrics.add_metric(name="TokensParked", unit="Count", value=1)
     logger.error("tokens parked for rescue", connection_id=rescue.connection_id, kind=rescue.kind, places=places)
+
+
+def apply_parked(deps: Deps, rescue: Rescue) -> Connection | None:
+    """Write a parked pair to its connection, unless the connection moved on since (then the
+    rescue is stale and dropped). Returns the connection it revived, or None."""
+    connection_id = rescue.connection_id
+    applied: Connection | None = None
+    try:
+        applied = with_backoff(
+            lambda: deps.connections.apply_parked(rescue), sleep=deps.sleep, time_left=deps.time_left
+        )
+    except ConditionFailed:
+        logger.warning("parked tokens are stale; a newer write won", connection_id=connection_id, kind=rescue.kind)
+    else:
+        metrics.add_metric(name="RescueApplied", unit="Count", value=1)
+        logger.warning("parked tokens applied", connection_id=connection_id, kind=rescue.kind)
+    try:
+        deps.connections.drop_parked(rescue)
+    except DependencyUnavailable:
+        logger.warning("applied rescue item not deleted; the next look drops it as stale", connection_id=connection_id)
+    return applied
 
 
 def report_oddities(response: TokenResponse, connection_id: str) -> None:

@@ -13,14 +13,12 @@ import boto3
 from botocore.config import Config
 
 from .adapters.apicbase import ApicbaseClient
+from .adapters.connections import ConnectionRepository
 from .adapters.credentials import CredentialStore
 from .adapters.crypto import TokenCipher
 from .adapters.events import EventPublisher
-from .adapters.leases import LeaseStore
 from .adapters.queue import RefreshQueue
-from .adapters.rescue import RescueStore
 from .adapters.sessions import SessionStore
-from .adapters.store import ConnectionStore
 from .config import Settings
 
 # Short timeouts: a Lambda behind API Gateway has 30 s in all. botocore's standard mode retries
@@ -57,9 +55,7 @@ class LazyClient:
 class Deps:
     settings: Settings
     sessions: SessionStore
-    store: ConnectionStore
-    leases: LeaseStore
-    rescues: RescueStore
+    connections: ConnectionRepository
     cipher: TokenCipher
     credentials: CredentialStore
     apicbase: ApicbaseClient
@@ -88,9 +84,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
     return Deps(
         settings=settings,
         sessions=SessionStore(table, now=now),
-        store=ConnectionStore(table, now=now),
-        leases=LeaseStore(table, now=now),
-        rescues=RescueStore(table),
+        connections=ConnectionRepository(table, now=now),
         cipher=TokenCipher(client("kms"), settings.token_key_id),
         credentials=CredentialStore(settings.client_secret_id, max_age=settings.secret_max_age_seconds),
         apicbase=ApicbaseClient(

@@ -70,6 +70,9 @@ class IdentityMismatch(AuthorizationDenied):
 class NeedsReauthorization(BrokerError):
     code = "needs_reauthorization"
 
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"connection {connection_id} needs to be connected again")
+
 
 class RefreshInProgress(BrokerError):
     """Another refresher holds this connection's lease."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .adapters.apicbase import ClientCredentials, Introspection, TokenResponse
 from .adapters.crypto import DataKey
 from .adapters.events import CONNECTION_CREATED, IDENTITY_CHANGED
-from .custody import check_client, grant_rescue, present, report_oddities, seal_and_save
+from .custody import check_client, present, report_oddities, save_or_park
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -19,7 +19,7 @@ from .errors import (
     MalformedResponse,
     TokensParked,
 )
-from .model import Connection, TokenPair
+from .model import Connection, Grant, Rescue, TokenPair
 from .observability import logger, metrics
 
 # Issue 12: how long the identity check waits for introspection before it fails closed.
@@ -79,7 +79,7 @@ def exchange_and_store(
     report_oddities(tokens, connection_id)
     introspection = introspect_quietly(deps, credentials, tokens.access_token, connection_id)
     if introspection and introspection.active and (introspection.username or introspection.scope):
-        connection = deps.store.record_identity(
+        connection = deps.connections.record_identity(
             connection, username=introspection.username, scope=None if tokens.scope else introspection.scope
         )
     announce_created(deps, connection)
@@ -173,17 +173,19 @@ def store_grant(
     source: str,
 ) -> Connection:
     connection_id = key.connection_id
-    fields = {
-        "connection_id": connection_id,
-        "application": credentials.application,
-        "client_id": credentials.client_id,
-        "expires_at": expires_at,
-        "scope": scope,
-        "username": username,
-        "source": source,
-    }
+    grant = Grant(
+        connection_id=connection_id,
+        application=credentials.application,
+        client_id=credentials.client_id,
+        tokens=deps.cipher.seal(key, pair),
+        expires_at=expires_at,
+        scope=scope,
+        username=username,
+        source=source,
+    )
+    rescue = Rescue.of_grant(grant, parked_at=int(deps.now()))
     try:
-        connection = seal_and_save(deps, key, pair, grant_rescue(deps, **fields), deps.store.save_tokens, **fields)
+        connection = save_or_park(deps, lambda: deps.connections.save_grant(grant), rescue)
     except TokensParked:
         raise
     except DependencyUnavailable:

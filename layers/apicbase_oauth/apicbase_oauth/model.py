@@ -7,7 +7,7 @@ edge turns them into JSON.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ACTIVE = "active"
 NEEDS_REAUTHORIZATION = "needs_reauthorization"
@@ -141,6 +141,21 @@ class AccessToken:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """A pair Apicbase issued (a code exchanged, tokens imported, a parked pair), sealed, with
+    what the connection records of it."""
+
+    connection_id: str
+    application: str
+    client_id: str
+    tokens: bytes = field(repr=False)
+    expires_at: int
+    scope: str | None
+    username: str | None
+    source: str
+
+
+@dataclass(frozen=True)
 class Rescue:
     """A sealed pair that Apicbase issued but that could not be written to its connection.
 
@@ -161,6 +176,37 @@ class Rescue:
 
     def __repr__(self) -> str:
         return f"Rescue(connection_id={self.connection_id!r}, kind={self.kind!r}, base_version={self.base_version})"
+
+    @classmethod
+    def of_grant(cls, grant: Grant, *, parked_at: int) -> Rescue:
+        """A grant's rescue: applied only if nothing was written to its connection since."""
+        return cls(
+            connection_id=grant.connection_id,
+            kind="grant",
+            tokens=grant.tokens,
+            base_version=0,
+            application=grant.application,
+            client_id=grant.client_id,
+            expires_at=grant.expires_at,
+            scope=grant.scope,
+            username=grant.username,
+            source=grant.source,
+            parked_at=parked_at,
+        )
+
+    @property
+    def grant(self) -> Grant:
+        """The pair and what its connection records of it, as the parked write would store them."""
+        return Grant(
+            connection_id=self.connection_id,
+            application=self.application,
+            client_id=self.client_id,
+            tokens=self.tokens,
+            expires_at=self.expires_at,
+            scope=self.scope,
+            username=self.username,
+            source=self.source,
+        )
 
 
 @dataclass(frozen=True)

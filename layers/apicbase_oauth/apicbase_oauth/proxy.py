@@ -142,7 +142,7 @@ class Proxy:
     def forward(self, request: ProxyRequest) -> ProxyResponse:
         deps, connection_id = self.deps, request.connection_id
         started = time.monotonic()
-        connection = deps.store.get(connection_id)
+        connection = deps.connections.get(connection_id)
         try:
             self.budget.spend(spender(username=connection.username, connection_id=connection_id))
         except OverBudget:
@@ -231,5 +231,5 @@ def build(deps: Deps) -> Proxy:
     return Proxy(
         deps,
         ApicbaseApi(max_body_bytes=MAX_RESPONSE_BYTES),
-        RequestBudget(deps.store.table, per_minute=settings.api_budget_per_minute, now=deps.now),
+        RequestBudget(deps.connections.table, per_minute=settings.api_budget_per_minute, now=deps.now),
     )

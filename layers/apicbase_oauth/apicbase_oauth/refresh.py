@@ -1,35 +1,45 @@
 """Keep alive: refreshing a connection without ever losing a rotated refresh token.
 
 Apicbase (django-oauth-toolkit) very likely rotates refresh tokens: each refresh revokes the
-token presented, and may revoke the whole family if a revoked one is presented again. The rules:
+token presented, and may revoke the whole family if a revoked one is presented again. The story,
+one step per function, in the order ``refresh_connection`` tells it:
 
-1. Time first: nothing is presented without the time (the function's and the lease's) to store
-   the answer; a caller without it gets OutOfTime before anything is taken.
-2. Single flight: a conditional write takes the connection's lease (which outlives any
-   function) and returns the item: that is the re-read. A fresh token is left alone.
-3. An interrupted lease (its holder died) is resolved before anything is presented: a parked
-   pair is applied, else the old access token tells whether the refresh token was consumed.
-4. The data key to seal the answer is taken before Apicbase is called; the answer is sealed and
-   written, conditional on the version, before anything else; a write that never lands parks
-   the sealed pair (``custody``).
-5. invalid_grant: the store is the only witness (a newer version: someone else rotated).
-   An unknown outcome (a read timeout, a reset after sending) is resolved at once by the old
-   access token (``recovery``); nothing is retried blindly.
-6. Transient failures and 429 back off; invalid_client re-reads the secret once (``custody``).
+1. Time (``_require_time``): nothing is presented without the time (the function's and the
+   lease's) to store the answer; a caller without it gets OutOfTime before anything is taken.
+2. Lease (``_take_lease``): a conditional write takes the connection's lease (which outlives any
+   function) and returns the item: that is the re-read. ``freshness.should_refresh`` decides.
+3. An interrupted lease (``_after_interruption``): its holder died, so a parked pair is applied,
+   else the old access token (``_ask_the_witness``) tells whether the refresh token was consumed.
+4. The key (``deps.cipher.data_key``): the data key to seal the answer is taken before Apicbase
+   is called.
+5. The presentation (``_present``), once: invalid_grant asks the store (a newer version: someone
+   else rotated); an unknown outcome (a read timeout, a reset after sending) asks the witness at
+   once; transient failures and 429 back off (``_record_failure``); nothing is retried blindly.
+6. Seal and save (``_seal_and_save``): the answer is sealed and written, fenced by the version,
+   before anything else; a write that never lands parks the sealed pair (``custody``).
+7. Release: the save releases the lease; every other ending gives it back or records a failure.
+
+The old ACCESS token is the witness of an unknown outcome: django-oauth-toolkit deletes it when
+it rotates the refresh token. Active, the refresh token was not consumed; inactive while not yet
+expired, it was consumed and the answer is lost: the connection is marked needs_reauthorization
+(``rotation_answer_lost``) at once, and the old refresh token is never presented again.
 """
 
 from __future__ import annotations
 
+import random
 import uuid
 
 from .adapters.apicbase import TokenResponse
 from .adapters.crypto import DataKey
-from .custody import check_client, present, report_oddities, require_time, seal_and_save, time_needed
+from .adapters.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
+from .custody import apply_parked, check_client, present, report_oddities, save_or_park
 from .deps import Deps
 from .errors import (
     ApicbaseError,
     ApicbaseRejected,
     ApicbaseUnavailable,
+    BrokerError,
     ConditionFailed,
     ConfigurationError,
     DependencyUnavailable,
@@ -38,131 +48,188 @@ from .errors import (
     LeaseHeld,
     NeedsReauthorization,
     OutOfTime,
+    RateLimited,
     RefreshInProgress,
     TokensParked,
     TokenUnreadable,
 )
+from .freshness import FRESH, RATE_LIMITED, Purpose, retry_after, should_refresh
 from .model import NEEDS_REAUTHORIZATION, Connection, RefreshResult, Rescue, TokenPair
 from .observability import logger, metrics
-from .recovery import RESCUED, OutcomeUnknown, answer_lost, apply_rescue, consumed, invalid_grant, record_failure
 
 REFRESHED = "refreshed"
 ALREADY_FRESH = "already_fresh"
 SUPERSEDED = "superseded"
 BACKING_OFF = "backing_off"
+ROTATED_ELSEWHERE = "rotated_elsewhere"
+RESCUED = "rescued"
+ROTATION_ANSWER_LOST = "rotation_answer_lost"
+ROTATION_OUTCOME_UNKNOWN = "rotation_outcome_unknown"
 
 # Failures a redelivery of the same message cannot cure (the secret, the configuration, the stored
 # ciphertext, a request Apicbase refuses). They are recorded on the connection with a backoff and
 # the scheduler queues it again when that has passed; an SQS retry would only repeat the answer.
 PERMANENT_FAILURES = (InvalidClient, ApicbaseRejected, ConfigurationError, TokenUnreadable)
 
+# What the must-land write (with its backoff) and, failing that, the rescue may take.
+WRITE_RESERVE_SECONDS = 8.0
+BACKOFF_BASE_SECONDS = 60
+BACKOFF_MAX_SECONDS = 6 * 3600
 
-def refresh_connection(
-    deps: Deps, connection_id: str, *, min_validity: int, force: bool = False, respect_backoff: bool = False
-) -> RefreshResult:
-    """Refresh if the access token expires within ``min_validity`` seconds (or always, ``force``).
 
-    ``respect_backoff`` (the scheduled path): a connection whose next attempt is still in the
-    future is left alone (BACKING_OFF), so a redelivered message cannot cut a Retry-After short.
+def refresh_connection(deps: Deps, connection_id: str, purpose: Purpose) -> RefreshResult:
+    """Refresh the connection if ``freshness.should_refresh`` says so for ``purpose``.
 
-    Raises OutOfTime, RefreshInProgress when another refresher holds the lease,
-    NeedsReauthorization, ConnectionNotFound, TokensParked, or the failure that was recorded.
+    Raises OutOfTime, RefreshInProgress when another refresher holds the lease, RateLimited
+    while Apicbase's Retry-After runs, NeedsReauthorization, ConnectionNotFound, TokensParked,
+    or the failure that was recorded.
     """
     needed = time_needed(deps, deps.apicbase.refresh_read_timeout)
-    require_time(deps, needed)
+    _require_time(deps, needed)
     owner = uuid.uuid4().hex
-    try:
-        connection = deps.leases.acquire_lease(
-            connection_id, owner, deps.settings.lease_seconds, respect_backoff=respect_backoff
-        )
-    except LeaseHeld as held:
-        found = held.connection
-        if found.status == NEEDS_REAUTHORIZATION:
-            raise NeedsReauthorization(f"connection {connection_id} needs to be connected again") from None
-        now = int(deps.now())
-        if respect_backoff and (found.lease_until or 0) < now < (found.next_attempt_at or 0):
-            return RefreshResult(BACKING_OFF, found)
-        raise RefreshInProgress(f"connection {connection_id} is being refreshed by another caller") from None
-
-    fresh = not force and connection.expires_at - int(deps.now()) > min_validity
-    if fresh and not connection.interrupted_lease_until:
-        deps.leases.release_lease(connection, owner)
-        return RefreshResult(ALREADY_FRESH, connection)
-    try:
-        current = deps.cipher.decrypt(connection_id, connection.tokens)
-    except (DependencyUnavailable, TokenUnreadable) as exc:
-        record_failure(deps, connection, owner, exc)
-        raise
-    resolved = _after_interruption(deps, connection, owner, current, fresh=fresh)
-    if resolved is not None:
-        return resolved
+    connection = _take_lease(deps, connection_id, owner, purpose)
+    if isinstance(connection, RefreshResult):
+        return connection
+    refresh, reason = should_refresh(connection, int(deps.now()), purpose)
+    # An interrupted lease is resolved even for a fresh token: its refresh may have rotated it.
+    interrupted = connection.interrupted_lease_until is not None
+    if not refresh and not (interrupted and reason == FRESH):
+        return _give_back(deps, connection, owner, reason)
+    current = _open(deps, connection, owner)
+    if interrupted:
+        resolved = _after_interruption(deps, connection, owner, current, fresh=not refresh)
+        if resolved is not None:
+            return resolved
     try:
         key = deps.cipher.data_key(connection_id)
-        require_time(deps, needed, lease_until=connection.lease_until)
-        response = _refresh_at_apicbase(deps, connection, current.refresh_token)
+        _require_time(deps, needed, lease_until=connection.lease_until)
+        response = _present(deps, connection, current.refresh_token)
     except InvalidGrant:
-        return invalid_grant(deps, connection, owner)
+        return _invalid_grant(deps, connection, owner)
     except OutOfTime:
-        deps.leases.release_lease(connection, owner)
+        deps.connections.release_lease(connection, owner)
         raise
     except ApicbaseUnavailable as exc:
         if exc.request_sent:
             return _after_unknown_outcome(deps, connection, owner, current, exc)
-        record_failure(deps, connection, owner, exc)
+        _record_failure(deps, connection, owner, exc)
         raise
     except (ApicbaseError, DependencyUnavailable, ConfigurationError) as exc:
-        record_failure(deps, connection, owner, exc)
+        _record_failure(deps, connection, owner, exc)
         raise
-    return _persist(deps, connection, key, response, current)
+    return _seal_and_save(deps, connection, key, response, current)
 
 
+# --- 1. time ---------------------------------------------------------------------------------
+def time_needed(deps: Deps, read_timeout: float) -> float:
+    """The worst case of one presentation: connect, read, then store the answer."""
+    return deps.apicbase.connect_timeout + read_timeout + WRITE_RESERVE_SECONDS
+
+
+def _require_time(deps: Deps, needed: float, *, lease_until: int | None = None) -> None:
+    """Raise OutOfTime unless the function's remaining time (and the lease) cover ``needed``."""
+    left = deps.time_left()
+    if lease_until is not None:
+        left = min(left, lease_until - deps.now())
+    if left < needed:
+        metrics.add_metric(name="OutOfTime", unit="Count", value=1)
+        raise OutOfTime(f"{left:.0f} s left, {needed:.0f} s needed to present a grant and store its answer")
+
+
+# --- 2. the lease ----------------------------------------------------------------------------
+def _take_lease(deps: Deps, connection_id: str, owner: str, purpose: Purpose) -> Connection | RefreshResult:
+    """The connection as the lease write returned it, or BACKING_OFF on the scheduled path."""
+    try:
+        return deps.connections.take_lease(
+            connection_id, owner, deps.settings.lease_seconds, respect_backoff=purpose.respect_backoff
+        )
+    except LeaseHeld as held:
+        found = held.connection
+        if found.status == NEEDS_REAUTHORIZATION:
+            raise NeedsReauthorization(connection_id) from None
+        now = int(deps.now())
+        if purpose.respect_backoff and (found.lease_until or 0) < now < (found.next_attempt_at or 0):
+            return RefreshResult(BACKING_OFF, found)
+        raise RefreshInProgress(f"connection {connection_id} is being refreshed by another caller") from None
+
+
+def _give_back(deps: Deps, connection: Connection, owner: str, reason: str) -> RefreshResult:
+    """Nothing to present: the token is fresh, or Apicbase asked to wait (its Retry-After is
+    passed on, and a lapsed lease's witness is kept for the next refresher)."""
+    if reason == RATE_LIMITED:
+        deps.connections.release_lease(connection, owner, keep_witness=True)
+        wait = retry_after(connection, int(deps.now()))
+        raise RateLimited(
+            f"Apicbase asked to wait before connection {connection.connection_id} is refreshed", retry_after=wait
+        )
+    deps.connections.release_lease(connection, owner)
+    return RefreshResult(ALREADY_FRESH, connection)
+
+
+def _open(deps: Deps, connection: Connection, owner: str) -> TokenPair:
+    try:
+        return deps.cipher.decrypt(connection.connection_id, connection.tokens)
+    except (DependencyUnavailable, TokenUnreadable) as exc:
+        _record_failure(deps, connection, owner, exc)
+        raise
+
+
+# --- 3. an interrupted lease -----------------------------------------------------------------
 def _after_interruption(
     deps: Deps, connection: Connection, owner: str, current: TokenPair, *, fresh: bool
 ) -> RefreshResult | None:
     """The lease lapsed while held: its refresh may have rotated the token. A parked pair is
     applied; else the old access token decides whether the refresh token may be presented.
     None: go on and refresh."""
-    if not connection.interrupted_lease_until:
-        return None
     logger.warning("previous refresh was interrupted", connection_id=connection.connection_id)
-    rescue = deps.rescues.get(connection.connection_id)
+    rescue = deps.connections.parked(connection.connection_id)
     if rescue is not None:
-        applied = apply_rescue(deps, rescue)
+        applied = apply_parked(deps, rescue)
         if applied is not None:
             return RefreshResult(RESCUED, applied)
-    try:
-        lost = consumed(deps, connection, current)
-    except (ApicbaseError, DependencyUnavailable) as unknown:
-        record_failure(deps, connection, owner, unknown, unknown_outcome=True)
-        raise
-    except OutcomeUnknown:
-        return answer_lost(deps, connection, owner, known=False)
-    if lost:
-        return answer_lost(deps, connection, owner)
+    lost = _ask_the_witness(deps, connection, owner, current)
+    if lost is not None:
+        return lost
     if fresh:  # the witness cleared the refresh token; nothing else to do
-        deps.leases.release_lease(connection, owner)
+        deps.connections.release_lease(connection, owner)
         return RefreshResult(ALREADY_FRESH, connection)
     return None
 
 
-def _after_unknown_outcome(
-    deps: Deps, connection: Connection, owner: str, current: TokenPair, exc: ApicbaseUnavailable
-) -> RefreshResult:
-    """The request reached Apicbase but no answer came back: resolve it now, present nothing."""
+def _ask_the_witness(
+    deps: Deps, connection: Connection, owner: str, current: TokenPair, *, failure: BrokerError | None = None
+) -> RefreshResult | None:
+    """Whether the stored refresh token was consumed by a refresh whose answer never arrived: the
+    OLD access token's introspection tells. Consumed (or unknowable): the connection needs
+    reauthorization, said at once. None: not consumed. An introspection that fails leaves the
+    question open: recorded with the witness kept, and ``failure`` (else its own error) raised."""
     try:
-        lost = consumed(deps, connection, current)
+        result = deps.apicbase.introspect(deps.credentials.get(connection.application), token=current.access_token)
     except (ApicbaseError, DependencyUnavailable) as unknown:
-        record_failure(deps, connection, owner, unknown, unknown_outcome=True)
-        raise exc from None
-    except OutcomeUnknown:
-        return answer_lost(deps, connection, owner, known=False)
-    if lost:
-        return answer_lost(deps, connection, owner)
-    record_failure(deps, connection, owner, exc)
-    raise exc
+        _record_failure(deps, connection, owner, unknown, unknown_outcome=True)
+        if failure is not None:
+            raise failure from None
+        raise
+    if result.active:
+        return None
+    if connection.expires_at <= int(deps.now()):
+        # Expired: no witness is left, and presenting the refresh token "to see" could revoke
+        # its family. Rare (an interrupted refresh of an already expired token): ask a person.
+        return _answer_lost(deps, connection, known=False)
+    return _answer_lost(deps, connection)  # inactive before its expiry: deleted by the rotation
 
 
-def _refresh_at_apicbase(deps: Deps, connection: Connection, refresh_token: str) -> TokenResponse:
+def _answer_lost(deps: Deps, connection: Connection, *, known: bool = True) -> RefreshResult:
+    """The refresh token was (or may have been) consumed and its answer is lost: say so at once,
+    present nothing."""
+    logger.error("a rotated refresh token was lost in transit", connection_id=connection.connection_id, known=known)
+    return _reauthorization_required(
+        deps, connection, reason=ROTATION_ANSWER_LOST if known else ROTATION_OUTCOME_UNKNOWN
+    )
+
+
+# --- 5. the presentation ---------------------------------------------------------------------
+def _present(deps: Deps, connection: Connection, refresh_token: str) -> TokenResponse:
     credentials = deps.credentials.get(connection.application)
     # A refresh must use the application that issued the token.
     check_client(credentials, connection.client_id, connection.connection_id)
@@ -172,15 +239,44 @@ def _refresh_at_apicbase(deps: Deps, connection: Connection, refresh_token: str)
     return response
 
 
-def _persist(
+def _after_unknown_outcome(
+    deps: Deps, connection: Connection, owner: str, current: TokenPair, exc: ApicbaseUnavailable
+) -> RefreshResult:
+    """The request reached Apicbase but no answer came back: resolve it now, present nothing."""
+    lost = _ask_the_witness(deps, connection, owner, current, failure=exc)
+    if lost is not None:
+        return lost
+    _record_failure(deps, connection, owner, exc)
+    raise exc
+
+
+def _invalid_grant(deps: Deps, connection: Connection, owner: str) -> RefreshResult:
+    # The store is the only witness: a lost race and a revoked grant both say invalid_grant.
+    latest = deps.connections.get(connection.connection_id)
+    if latest.version != connection.version:
+        deps.connections.release_lease(latest, owner)
+        metrics.add_metric(name="RotationRecovered", unit="Count", value=1)
+        logger.info("refresh token was rotated by another refresher", connection_id=connection.connection_id)
+        return RefreshResult(ROTATED_ELSEWHERE, latest)
+    reason = (
+        "refresh_token_rejected_after_interrupted_refresh"
+        if connection.interrupted_lease_until
+        else "refresh_token_rejected"
+    )
+    return _reauthorization_required(deps, connection, reason=reason)
+
+
+# --- 6. seal and save ------------------------------------------------------------------------
+def _seal_and_save(
     deps: Deps, connection: Connection, key: DataKey, response: TokenResponse, current: TokenPair
 ) -> RefreshResult:
     # The new refresh token exists only in memory until this write lands.
     pair = TokenPair(response.access_token, response.refresh_token or current.refresh_token)
+    sealed = deps.cipher.seal(key, pair)
     rescue = Rescue(
         connection_id=connection.connection_id,
         kind="refresh",
-        tokens=b"",
+        tokens=sealed,
         base_version=connection.version,
         application=connection.application,
         client_id=connection.client_id,
@@ -191,21 +287,18 @@ def _persist(
         parked_at=int(deps.now()),
     )
     try:
-        stored = seal_and_save(
+        stored = save_or_park(
             deps,
-            key,
-            pair,
+            lambda: deps.connections.save_refreshed(
+                connection, tokens=sealed, expires_at=response.expires_at, scope=response.scope
+            ),
             rescue,
-            deps.leases.save_refreshed,
-            connection=connection,
-            expires_at=response.expires_at,
-            scope=response.scope,
         )
     except ConditionFailed:
         # Reconnected or deleted while we refreshed: the newer grant wins, ours is discarded.
         metrics.add_metric(name="RefreshSuperseded", unit="Count", value=1)
         logger.warning("refreshed pair superseded by a newer grant", connection_id=connection.connection_id)
-        return RefreshResult(SUPERSEDED, deps.store.get(connection.connection_id))
+        return RefreshResult(SUPERSEDED, deps.connections.get(connection.connection_id))
     except TokensParked:
         # The lease stays held: nobody presents the old refresh token until the parked pair is applied.
         raise
@@ -219,3 +312,71 @@ def _persist(
         rotated=pair.refresh_token != current.refresh_token,
     )
     return RefreshResult(REFRESHED, stored, pair)
+
+
+# --- endings that are not a refresh ----------------------------------------------------------
+def _reauthorization_required(deps: Deps, connection: Connection, *, reason: str) -> RefreshResult:
+    """Mark the connection needs_reauthorization (unless someone stored a newer pair meanwhile)."""
+    try:
+        marked = deps.connections.mark_for_reauthorization(connection, reason=reason)
+    except ConditionFailed:
+        return RefreshResult(ROTATED_ELSEWHERE, deps.connections.get(connection.connection_id))
+    metrics.add_metric(name="ReauthorizationRequired", unit="Count", value=1)
+    logger.warning("connection needs reauthorization", connection_id=connection.connection_id, reason=reason)
+    deps.events.publish(
+        REAUTHORIZATION_REQUIRED,
+        {
+            "connection_id": marked.connection_id,
+            "application": marked.application,
+            "client_id": marked.client_id,
+            "username": marked.username,
+            "reason": reason,
+        },
+    )
+    raise NeedsReauthorization(connection.connection_id)
+
+
+def backoff_seconds(failures: int, *, retry_after: float = 0.0, rand: float | None = None) -> int:
+    """Exponential backoff with jitter (half to full), never sooner than Retry-After."""
+    ceiling = min(BACKOFF_BASE_SECONDS * 2 ** max(failures - 1, 0), BACKOFF_MAX_SECONDS)
+    jitter = random.uniform(0.5, 1.0) if rand is None else rand  # noqa: S311 (jitter, not a secret)
+    return int(max(ceiling * jitter, retry_after, 1))
+
+
+def _record_failure(
+    deps: Deps, connection: Connection, owner: str, exc: BrokerError, *, unknown_outcome: bool = False
+) -> None:
+    """Count a failure and back off. ``unknown_outcome``: keep a witness (a lapsed lease), so the
+    next attempt asks the old access token before it presents anything."""
+    failures = connection.consecutive_failures + 1
+    wait = exc.retry_after if isinstance(exc, RateLimited) else 0.0
+    next_attempt_at = int(deps.now()) + backoff_seconds(failures, retry_after=wait)
+    metrics.add_metric(name="RefreshFailed", unit="Count", value=1)
+    logger.warning(
+        "refresh failed",
+        connection_id=connection.connection_id,
+        error=exc.code,
+        consecutive_failures=failures,
+        next_attempt_at=next_attempt_at,
+        unknown_outcome=unknown_outcome,
+    )
+    witness = connection.interrupted_lease_until or (int(deps.now()) if unknown_outcome else None)
+    try:
+        deps.connections.record_failure(
+            connection, owner, error=exc.code, next_attempt_at=next_attempt_at, interrupted=witness
+        )
+    except DependencyUnavailable:
+        logger.error(
+            "refresh failure not recorded; the lease expires on its own", connection_id=connection.connection_id
+        )
+    if failures == deps.settings.failure_warning_threshold:
+        deps.events.publish(
+            REFRESH_FAILING,
+            {
+                "connection_id": connection.connection_id,
+                "application": connection.application,
+                "username": connection.username,
+                "consecutive_failures": failures,
+                "error": exc.code,
+            },
+        )

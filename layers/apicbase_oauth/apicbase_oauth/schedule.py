@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .adapters.queue import decode
+from .custody import apply_parked
 from .deps import Deps
 from .errors import ConfigurationError, ConnectionNotFound, NeedsReauthorization, RefreshInProgress
+from .freshness import scheduled
 from .observability import logger, metrics
-from .recovery import RESCUED, apply_rescue
-from .refresh import PERMANENT_FAILURES, refresh_connection
+from .refresh import PERMANENT_FAILURES, RESCUED, refresh_connection
 
 # Outcomes a redelivery would not change. Permanent failures are recorded with a backoff (and
 # alarmed): the scheduler queues the connection again, not SQS.
@@ -36,7 +37,8 @@ def queue_due_refreshes(deps: Deps) -> QueueReport:
     if deps.queue is None:
         raise ConfigurationError("REFRESH_QUEUE_URL is not set")
     now = int(deps.now())
-    found = list(deps.store.due_connections(due_before=now + deps.settings.refresh_window_seconds, now=now))
+    margin = scheduled(deps.settings).margin
+    found = list(deps.connections.due_connections(due_before=now + margin, now=now))
     due = [cid for cid, parked in found if not parked]
     parked = [cid for cid, is_parked in found if is_parked]
     sent, failed = deps.queue.send(due, queued_at=now)
@@ -53,14 +55,12 @@ def refresh_from_message(deps: Deps, body: str) -> str:
     is left alone. A parked pair (in the message, or the table's rescue item) is applied."""
     message = decode(body)
     if message.rescue or message.sweep:
-        rescue = message.rescue or deps.rescues.get(message.connection_id)
+        rescue = message.rescue or deps.connections.parked(message.connection_id)
         if rescue is None:
             return "rescue_gone"
-        return RESCUED if apply_rescue(deps, rescue) is not None else "rescue_stale"
+        return RESCUED if apply_parked(deps, rescue) is not None else "rescue_stale"
     try:
-        result = refresh_connection(
-            deps, message.connection_id, min_validity=deps.settings.refresh_window_seconds, respect_backoff=True
-        )
+        result = refresh_connection(deps, message.connection_id, scheduled(deps.settings))
     except (RefreshInProgress, NeedsReauthorization, ConnectionNotFound, *PERMANENT_FAILURES) as exc:
         return next(outcome for kinds, outcome in _SETTLED if isinstance(exc, kinds))
     return result.outcome

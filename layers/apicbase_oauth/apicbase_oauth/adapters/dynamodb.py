@@ -3,7 +3,8 @@
 Items (one table, key ``pk``):
 - ``STATE#<sha256(state)>``: a connect session (``sessions``).
 - ``START#<sha256(start id)>``: a session's one-time start (``sessions``): GET /oauth/start.
-- ``CONN#<connection_id>``: a connection (``store``).
+- ``CONN#<connection_id>``, ``RESCUE#<connection_id>``: a connection, a parked pair (``connections``).
+- ``BUDGET#...``: the proxy's request budget (``budget``).
 """
 
 from __future__ import annotations
@@ -75,18 +76,22 @@ def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
     return {k: deserializer.deserialize(v) for k, v in item.items()}
 
 
+def as_bytes(value: Any) -> bytes:
+    """A Binary attribute as bytes (boto3 hands back ``Binary``, moto and tests plain bytes)."""
+    return bytes(value.value if isinstance(value, Binary) else value)  # type: ignore[attr-defined]
+
+
 def connection_from_item(item: dict[str, Any]) -> Connection:
     def num(key: str) -> int | None:
         value = item.get(key)
         return int(value) if value is not None else None
 
-    tokens = item["tokens"]
     return Connection(
         connection_id=item["connection_id"],
         application=item["application"],
         client_id=item["client_id"],
         status=item["status"],
-        tokens=bytes(tokens.value if isinstance(tokens, Binary) else tokens),  # type: ignore[attr-defined]
+        tokens=as_bytes(item["tokens"]),
         version=int(item["version"]),
         expires_at=int(item["expires_at"]),
         scope=item.get("granted_scope"),
