@@ -10,6 +10,7 @@ from .adapters.events import CONNECTION_DISCONNECTED
 from .deps import Deps
 from .errors import BrokerError
 from .freshness import ADMIN
+from .grants import revoke_quietly
 from .model import Connection, ConnectionSummary, RefreshResult
 from .observability import logger, metrics
 from .refresh import refresh_connection
@@ -100,13 +101,8 @@ def _revoke(deps: Deps, connection: Connection) -> Disconnection:
         # The operator's choice (ApicbaseRevokeUrl empty): reported in the answer and the event.
         logger.info("refresh token not revoked: no revocation endpoint", connection_id=connection.connection_id)
         return Disconnection(connection, REVOCATION_NOT_CONFIGURED)
-    try:
-        pair = deps.cipher.decrypt(connection.connection_id, connection.tokens)
-        deps.apicbase.revoke(deps.credentials.get(connection.application), token=pair.refresh_token)
-    except Exception as exc:  # the tokens are gone already: any failure is reported, never raised
-        code = exc.code if isinstance(exc, BrokerError) else "internal_error"
-        metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
-        logger.warning("refresh token not revoked", connection_id=connection.connection_id, error=code)
-        return Disconnection(connection, REVOCATION_FAILED, code)
+    error = revoke_quietly(deps, connection.connection_id, connection.application, connection.tokens)
+    if error is not None:
+        return Disconnection(connection, REVOCATION_FAILED, error)
     logger.info("refresh token revoked", connection_id=connection.connection_id)
     return Disconnection(connection, REVOKED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Settings
+from .errors import RateLimited
 from .model import NEEDS_REAUTHORIZATION, Connection
 
 # A token that expires later than this is still worth handing out when a refresh cannot happen.
@@ -69,6 +70,14 @@ def retry_after(connection: Connection, now: int) -> int:
     if connection.last_error != "rate_limited" or not connection.next_attempt_at:
         return 0
     return max(connection.next_attempt_at - now, 0)
+
+
+def asked_to_wait(connection: Connection, now: int) -> RateLimited:
+    """The error that passes Apicbase's Retry-After on."""
+    return RateLimited(
+        f"Apicbase asked to wait before connection {connection.connection_id} is refreshed",
+        retry_after=retry_after(connection, now),
+    )
 
 
 def still_serves(connection: Connection, now: int) -> bool:

@@ -12,6 +12,7 @@ from .custody import check_client, present, report_oddities, save_or_park
 from .deps import Deps
 from .errors import (
     ApicbaseError,
+    BrokerError,
     DependencyUnavailable,
     IdentityMismatch,
     IdentityUnverified,
@@ -107,7 +108,7 @@ def _verify_identity(
     if username == expected:
         return
     assert tokens.refresh_token is not None
-    revoked = _revoke_quietly(deps, credentials, tokens.refresh_token, connection_id)
+    revoked = revoke_quietly(deps, connection_id, credentials.application, tokens.refresh_token) is None
     metrics.add_metric(name="IdentityMismatch", unit="Count", value=1)
     logger.warning(
         "grant refused: not the expected Apicbase user",
@@ -122,14 +123,20 @@ def _verify_identity(
     raise IdentityMismatch("You signed in to Apicbase as a different user than expected, so nothing was connected.")
 
 
-def _revoke_quietly(deps: Deps, credentials: ClientCredentials, refresh_token: str, connection_id: str) -> bool:
+def revoke_quietly(deps: Deps, connection_id: str, application: str, refresh_token: str | bytes) -> str | None:
+    """Revoke a refresh token at Apicbase (RFC 7009), best effort: ``refresh_token`` is the token,
+    or a sealed pair (opened here). Returns the error code when it failed (counted and logged:
+    it is reported, never raised), else None."""
     try:
-        deps.apicbase.revoke(credentials, token=refresh_token)
-    except ApicbaseError as exc:
+        if isinstance(refresh_token, bytes):
+            refresh_token = deps.cipher.decrypt(connection_id, refresh_token).refresh_token
+        deps.apicbase.revoke(deps.credentials.get(application), token=refresh_token)
+    except Exception as exc:
+        code = exc.code if isinstance(exc, BrokerError) else "internal_error"
         metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
-        logger.warning("revocation failed", connection_id=connection_id, error=exc.code)
-        return False
-    return True
+        logger.warning("refresh token not revoked", connection_id=connection_id, error=code)
+        return code
+    return None
 
 
 def announce_identity_change(deps: Deps, connection: Connection) -> None:

@@ -53,7 +53,7 @@ from .errors import (
     TokensParked,
     TokenUnreadable,
 )
-from .freshness import FRESH, RATE_LIMITED, Purpose, retry_after, should_refresh
+from .freshness import FRESH, RATE_LIMITED, Purpose, asked_to_wait, should_refresh
 from .model import NEEDS_REAUTHORIZATION, Connection, RefreshResult, Rescue, TokenPair
 from .observability import logger, metrics
 
@@ -158,10 +158,7 @@ def _give_back(deps: Deps, connection: Connection, owner: str, reason: str) -> R
     passed on, and a lapsed lease's witness is kept for the next refresher)."""
     if reason == RATE_LIMITED:
         deps.connections.release_lease(connection, owner, keep_witness=True)
-        wait = retry_after(connection, int(deps.now()))
-        raise RateLimited(
-            f"Apicbase asked to wait before connection {connection.connection_id} is refreshed", retry_after=wait
-        )
+        raise asked_to_wait(connection, int(deps.now()))
     deps.connections.release_lease(connection, owner)
     return RefreshResult(ALREADY_FRESH, connection)
 

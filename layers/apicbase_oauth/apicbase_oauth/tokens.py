@@ -14,7 +14,6 @@ from .errors import (
     ApicbaseError,
     DependencyUnavailable,
     NeedsReauthorization,
-    RateLimited,
     RefreshInProgress,
     RefreshStillRunning,
 )
@@ -23,8 +22,8 @@ from .freshness import (
     NEEDS_REAUTHORIZATION_REASON,
     RATE_LIMITED,
     REJECTED,
+    asked_to_wait,
     on_demand,
-    retry_after,
     should_refresh,
     still_serves,
 )
@@ -51,10 +50,7 @@ def token_of(deps: Deps, connection: Connection) -> AccessToken:
     if reason == NEEDS_REAUTHORIZATION_REASON:
         raise NeedsReauthorization(connection_id)
     if reason == RATE_LIMITED and not still_serves(connection, now):
-        raise RateLimited(
-            f"Apicbase asked to wait before connection {connection_id} is refreshed",
-            retry_after=retry_after(connection, now),
-        )
+        raise asked_to_wait(connection, now)
     if refresh:  # while Apicbase asks to wait, the still valid token serves
         connection, pair = _refresh_on_demand(deps, connection)
     if pair is None:
