@@ -7,7 +7,8 @@ edge turns them into JSON.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 ACTIVE = "active"
 NEEDS_REAUTHORIZATION = "needs_reauthorization"
@@ -180,33 +181,16 @@ class Rescue:
     @classmethod
     def of_grant(cls, grant: Grant, *, parked_at: int) -> Rescue:
         """A grant's rescue: applied only if nothing was written to its connection since."""
-        return cls(
-            connection_id=grant.connection_id,
-            kind="grant",
-            tokens=grant.tokens,
-            base_version=0,
-            application=grant.application,
-            client_id=grant.client_id,
-            expires_at=grant.expires_at,
-            scope=grant.scope,
-            username=grant.username,
-            source=grant.source,
-            parked_at=parked_at,
-        )
+        return cls(**_grant_fields(grant), kind="grant", base_version=0, parked_at=parked_at)
 
     @property
     def grant(self) -> Grant:
         """The pair and what its connection records of it, as the parked write would store them."""
-        return Grant(
-            connection_id=self.connection_id,
-            application=self.application,
-            client_id=self.client_id,
-            tokens=self.tokens,
-            expires_at=self.expires_at,
-            scope=self.scope,
-            username=self.username,
-            source=self.source,
-        )
+        return Grant(**_grant_fields(self))
+
+
+def _grant_fields(source: Grant | Rescue) -> dict[str, Any]:
+    return {f.name: getattr(source, f.name) for f in fields(Grant)}
 
 
 @dataclass(frozen=True)
