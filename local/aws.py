@@ -66,9 +66,11 @@ def provision(
             ),
         },
     )["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     refs["RefreshQueue"] = queue_url
     refs["RefreshDeadLetterQueue"] = dlq_url
-    refs["RefreshQueue.Arn"] = queue_url
+    refs["RefreshQueue.Arn"] = queue_arn
+    refs["RefreshDeadLetterQueue.Arn"] = dlq_arn
     return refs
 
 

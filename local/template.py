@@ -76,6 +76,9 @@ def resolve(value: Any, refs: dict[str, str]) -> Any:
             # A ChainMap, not a copy: ``refs`` may compute a name it does not hold (tests/unit/iam.py).
             local = ChainMap({k: str(resolve(v, refs)) for k, v in variables.items()}, refs)
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(local[m.group(1)]), text)
+        if key == "Fn::Join":
+            delimiter, parts = arg
+            return str(delimiter).join(str(resolve(part, refs)) for part in resolve(parts, refs))
         if key == "Fn::If":
             condition, when_true, when_false = arg
             return resolve(when_true if refs.get(f"Condition:{condition}") == "true" else when_false, refs)

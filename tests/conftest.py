@@ -77,7 +77,8 @@ def clear_parameter_caches() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
-    return tpl.load()
+    """template.yaml, or the template TEMPLATE_FILE names (as the local run reads it)."""
+    return tpl.load(Path(os.environ.get("TEMPLATE_FILE") or tpl.TEMPLATE_PATH))
 
 
 class Clock:

@@ -8,9 +8,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
+from local import iam
 from local import template as tpl
-
-from tests.unit import iam
 
 CALLBACK = "CallbackFunction"
 CALLBACK_ROUTE = ("GET", "/oauth/callback")
@@ -140,7 +139,7 @@ def test_every_checkov_skip_says_why(template: dict[str, Any]) -> None:
 
 
 # --- conditions: which items, which encryption context, which event source ------------------------
-# Evaluated with tests/unit/iam.py on calls made up here; test_policies_allow_the_calls.py
+# Evaluated with local/iam.py on calls made up here; test_policies_allow_the_calls.py
 # evaluates the calls the code really makes against the same statements.
 TABLE, KEY = "ConnectionsTable.Arn", "TokenKey.Arn"
 STATE_PK, CONN_PK = "STATE#" + "0" * 64, "CONN#lib-42"
