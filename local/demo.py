@@ -135,12 +135,22 @@ class Walk:
         expect(result["active"] is True, "introspection says inactive")
         return f"introspection: active={result['active']}, username={result['username']}, scope={result['scope']}"
 
+    def call_apicbase(self) -> str:
+        answer = self.call("GET", f"/connections/{CONNECTION_ID}/apicbase/api/v1/me/", 200)
+        expect(answer.get("username") == "demo", "the sandbox's API did not answer for demo")
+        return "Apicbase's API through the broker (proxy route, request budget spent): answered for demo"
+
     def disconnect(self) -> str:
         answer = self.call("DELETE", f"/connections/{CONNECTION_ID}", 200)
         self.call("GET", f"/connections/{CONNECTION_ID}", 404)
         # The tokens are gone whatever Apicbase's revocation endpoint said; the answer records it.
         expect(answer["revocation"] in {"revoked", "failed", "not_configured"}, "DELETE did not record revocation")
         return f"disconnected: the connection is gone (404); revocation at the sandbox: {answer['revocation']}"
+
+    def no_call_refused(self) -> str:
+        refused = self.stack.iam_refused
+        expect(refused == 0, f"{refused} AWS call(s) refused by the functions' roles (the 'IAM refused' lines above)")
+        return "IAM: every AWS call of the walk was allowed by its function's own role in template.yaml (0 refused)"
 
     def steps(self) -> list[Callable[[], str]]:
         return [
@@ -152,7 +162,9 @@ class Walk:
             self.force_refresh,
             self.show_rotation,
             self.introspect,
+            self.call_apicbase,
             self.disconnect,
+            self.no_call_refused,
         ]
 
 

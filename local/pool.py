@@ -4,7 +4,8 @@ A worker (``python -m local.runtime``) takes one event at a time and keeps its m
 between events. Workers start on demand up to the pool's size (a cold start, in the request
 that needed it); a request that finds them all busy waits for one. A worker that dies is
 replaced by the next cold start and its request fails with 502, as API Gateway answers; one
-that outlives the function's timeout is killed, as Lambda does.
+that outlives the function's timeout is killed, as Lambda does. Each worker enforces its
+function's role on every AWS call (local/iam.py) and reports each refused call at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ STOP_SECONDS = 3
 DEFAULT_POOL_SIZE = 4
 # What a worker inherits from this process; everything else is the function's own environment.
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+
+# Told of each AWS call a worker's role refused: (function, description).
+OnRefusal = Callable[[str, str], None]
 
 
 class FunctionError(Exception):
@@ -71,10 +75,11 @@ def pool_size(template: dict[str, Any], fn: tpl.Function, refs: Mapping[str, str
 
 class Worker:
     """One ``python -m local.runtime`` process and its line protocol. It starts with only the
-    basics of this process's environment and gets the function's own with ``start``."""
+    basics of this process's environment and gets the function's own (and its role) with ``start``."""
 
-    def __init__(self, template_path: Path, logical_id: str) -> None:
+    def __init__(self, template_path: Path, logical_id: str, on_refusal: OnRefusal | None = None) -> None:
         self.logical_id = logical_id
+        self.on_refusal = on_refusal
         env = {name: os.environ[name] for name in INHERITED if name in os.environ}
         self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", "local.runtime", str(template_path), logical_id],
@@ -85,9 +90,10 @@ class Worker:
         )
         self._pending = b""
 
-    def start(self, env: Mapping[str, str]) -> None:
-        """Hand the worker its function's environment, then wait until its handler is imported."""
-        self._send(env)
+    def start(self, env: Mapping[str, str], iam: Mapping[str, Any] | None = None) -> None:
+        """Hand the worker its function's environment and role (local/iam.py's ``worker_setup``;
+        None: not enforced), then wait until its handler is imported."""
+        self._send({"environment": dict(env), "iam": iam})
         self.wait_ready()
 
     def wait_ready(self) -> None:
@@ -112,9 +118,18 @@ class Worker:
             raise FunctionError(502, self._death()) from None
 
     def _read(self, timeout: float) -> dict[str, Any]:
+        """The next answer; refusals reported on the way are handed to ``on_refusal``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._read_line(deadline, timeout)
+            if "refused" not in message:
+                return message
+            if self.on_refusal is not None:
+                self.on_refusal(self.logical_id, str(message["refused"]))
+
+    def _read_line(self, deadline: float, timeout: float) -> dict[str, Any]:
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + timeout
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
@@ -163,12 +178,16 @@ class Pool:
         size: int,
         timeout: float,
         spare: Worker | None = None,
+        iam: Mapping[str, Any] | None = None,
+        on_refusal: OnRefusal | None = None,
     ) -> None:
         self.logical_id = logical_id
         self.size = size
         self.timeout = timeout
         self._template_path = template_path
         self._env = dict(env)
+        self._iam = iam
+        self._on_refusal = on_refusal
         self._idle: list[Worker] = []
         self._spare = spare
         self._workers: set[Worker] = {spare} if spare else set()
@@ -225,7 +244,7 @@ class Pool:
         try:
             if worker is None:
                 worker = self._spawn()
-            worker.start(self._env)
+            worker.start(self._env, self._iam)
         except BaseException:
             if worker is not None:
                 self._discard(worker)
@@ -235,7 +254,7 @@ class Pool:
     def _spawn(self) -> Worker:
         worker = None
         try:
-            worker = Worker(self._template_path, self.logical_id)
+            worker = Worker(self._template_path, self.logical_id, self._on_refusal)
             return worker
         finally:
             with self._changed:

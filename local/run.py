@@ -54,6 +54,11 @@ def load_stack_module() -> Any:
 
 def banner(stack: Any, started: float) -> str:
     url = stack.url
+    try:  # first: its AWS calls count among the refused ones the banner shows
+        session: dict[str, Any] | None = stack.connect_session(CONNECTION_ID)
+        session_problem = ""
+    except Exception as exc:  # the stack runs anyway; the curl below makes another link
+        session, session_problem = None, type(exc).__name__
     lines = [
         "",
         f"Apicbase OAuth Broker is running locally (started in {time.monotonic() - started:.1f} s)",
@@ -70,19 +75,20 @@ def banner(stack: Any, started: float) -> str:
         + ", ".join(f"{pool.size} {name}" for name, pool in stack.pools.items())
         + " (LOCAL_POOL_SIZE)",
         f"  refresh schedule: every {stack.config.refresh_tick_seconds:g} s, worker fed from the local queue",
+        f"  IAM:              each function's role from the template, enforced on every AWS call it makes; "
+        f"refused so far: {stack.iam_refused} (each refusal is logged: 'IAM refused ...')",
         "",
         "  NOTE: admin routes are served WITHOUT SigV4 (no IAM auth) here; everything listens on 127.0.0.1 only.",
         "",
     ]
-    try:
-        session = stack.connect_session(CONNECTION_ID)
+    if session is not None:
         lines += [
             f'Connect link for connection "{CONNECTION_ID}" (open it in a browser; '
             f"valid until {session['expires_at']}):",
             f"  {session['connect_url']}",
         ]
-    except Exception as exc:  # the stack runs anyway; the curl below makes another link
-        lines.append(f"(could not create a connect session: {type(exc).__name__}; see the logs above)")
+    else:
+        lines.append(f"(could not create a connect session: {session_problem}; see the logs above)")
     lines += [
         "",
         "Try the admin API:",
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_IGN)
         if stack is not None:
             stack.stop()
-    print("stopped.", flush=True)
+    refused = f" (AWS calls refused by IAM in this run: {stack.iam_refused})" if stack is not None else ""
+    print(f"stopped.{refused}", flush=True)
     return 0
 
 

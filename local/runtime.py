@@ -1,12 +1,14 @@
 """python -m local.runtime TEMPLATE LOGICAL_ID: one Lambda container of a function of the template.
 
-Loads the SDK, then reads the function's environment (a JSON object, the first line on stdin: the
-pool may not know it yet when the process starts) and imports the handler once: module state stays
-warm between events, as in a Lambda container. Answers ``{"ready": true}``, or ``{"error",
-"message"}`` and exits 1 if the import failed. Then one event at a time: an event is one JSON line
-on stdin, its answer one JSON line, ``{"result": ...}`` or ``{"error": "<type>"}``. The handler's
-own output goes to stderr, so that nothing it prints can be taken for an answer. Exits 0 at the
-end of stdin.
+Loads the SDK, then reads its setup (the first line on stdin, ``{"environment": {...}, "iam":
+{...}}``: the pool may not know it yet when the process starts): the function's environment, and
+its role (local/iam.py), enforced on every AWS call from then on. Imports the handler once: module
+state stays warm between events, as in a Lambda container. Answers ``{"ready": true}``, or
+``{"error", "message"}`` and exits 1 if the import failed. Then one event at a time: an event is
+one JSON line on stdin, its answer one JSON line, ``{"result": ...}`` or ``{"error": "<type>"}``;
+each AWS call the role refused is reported at once, ``{"refused": "<description>"}``, before the
+answer. The handler's own output goes to stderr, so that nothing it prints can be taken for an
+answer. Exits 0 at the end of stdin.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import json
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import IO, Any
 
+from local import iam
 from local import template as tpl
 from local.lambda_context import LambdaContext
 
@@ -32,9 +36,13 @@ def limits(template: dict[str, Any], fn: tpl.Function) -> tuple[int, int]:
     return timeout, int(fn.properties.get("MemorySize", globals_.get("MemorySize", 128)))
 
 
+_SENDING = threading.Lock()  # a handler's threads may report refusals while it answers
+
+
 def _send(out: IO[str], line: str) -> None:
-    out.write(line + "\n")
-    out.flush()
+    with _SENDING:
+        out.write(line + "\n")
+        out.flush()
 
 
 def main(argv: list[str]) -> int:
@@ -47,10 +55,16 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
     import boto3  # noqa: F401, PLC0415 (the Lambda runtime's own SDK, loaded while the environment is awaited)
 
-    environment = sys.stdin.readline()
-    if not environment:
+    setup_line = sys.stdin.readline()
+    if not setup_line:
         return 0
-    os.environ.update(json.loads(environment))
+    setup = json.loads(setup_line)
+    os.environ.update(setup["environment"])
+    if setup.get("iam"):
+        enforcer = iam.enforcer_from_setup(
+            setup["iam"], lambda refusal: _send(answers, json.dumps({"refused": refusal.describe()}))
+        )
+        iam.enforce_in_every_session(enforcer)
     sys.path.insert(0, str(LAYER_PATH))  # what the layer puts on Lambda's path
     try:
         template = tpl.load(Path(template_path))

@@ -28,6 +28,7 @@ import boto3
 import yaml
 
 from local import aws as local_aws
+from local import iam as local_iam
 from local import template as tpl
 from local.adapter import Adapter
 from local.pool import STOP_SECONDS, Pool, Worker, WorkerStartError, pool_size
@@ -317,6 +318,9 @@ class Stack:
         self.sandbox_url: str | None = None
         self.moto_url = ""
         self._adapter_thread: threading.Thread | None = None
+        # AWS calls the functions' roles refused in this run (0 expected; each one is logged).
+        self.iam_refused = 0
+        self._iam_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -347,7 +351,9 @@ class Stack:
         check_parameters(self.template, parameters)
         # The HTTP API's workers load the SDK while AWS is provisioned; the others start cold
         # at the first tick, as on Lambda. Both keep start-up short.
-        self._spares = {name: Worker(config.template_path, name) for name in {route.function for route in routes}}
+        self._spares = {
+            name: Worker(config.template_path, name, self._refused) for name in {route.function for route in routes}
+        }
         # The sandbox (Django) takes the longest to start: it boots while AWS is provisioned.
         if sandbox_port is not None:
             self.sandbox = SandboxProcess(sandbox_port, self.client_id, self.client_secret, self.callback_url, config)
@@ -455,6 +461,8 @@ class Stack:
                 size=size,
                 timeout=limits(self.template, fn)[0],
                 spare=self._spares.pop(fn.logical_id, None),
+                iam=local_iam.worker_setup(self.template, fn.logical_id, self.refs),
+                on_refusal=self._refused,
             )
         warm = [name for name, pool in self.pools.items() if pool.processes]
         with ThreadPoolExecutor(max(1, len(warm))) as starting:
@@ -467,6 +475,13 @@ class Stack:
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         return self.pools[logical_id].invoke(event)
+
+    def _refused(self, function: str, description: str) -> None:
+        """An AWS call a function's role did not allow: it failed in the function as in AWS."""
+        with self._iam_lock:
+            self.iam_refused += 1
+            count = self.iam_refused
+        log(f"IAM refused {description} [refused in this run: {count}]")
 
     def stop(self) -> None:
         """Stop what was started (all of it, or what a failed start got to), once."""

@@ -10,6 +10,21 @@ import pytest
 from tests.e2e.localrun import ARTIFACTS, LocalRun
 
 
+@pytest.fixture(autouse=True)
+def no_aws_call_refused() -> Iterator[None]:
+    """Every function's role is enforced in the local run (local/iam.py): a test during which a
+    run logged a refused AWS call fails, with the calls, as the same call would fail on AWS."""
+    before = {id(run): len(run.refusals()) for run in LocalRun.started}
+    yield
+    refused = [
+        line
+        for run in list(LocalRun.started)
+        if not run.expects_refusals
+        for line in run.refusals()[before.get(id(run), 0) :]
+    ]
+    assert refused == [], "AWS calls refused by the functions' roles:\n" + "\n".join(refused)
+
+
 @pytest.fixture(scope="session")
 def local_run() -> Iterator[LocalRun]:
     ARTIFACTS.mkdir(exist_ok=True)

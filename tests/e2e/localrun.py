@@ -32,6 +32,8 @@ CODE_LIFETIME_SECONDS = 5
 REFRESH_WINDOW_HOURS = 1
 # The proxy's budget per Apicbase user and minute: small, so tests/e2e/test_proxy.py can spend it.
 PROXY_BUDGET_PER_MINUTE = 30
+# The line the local run logs for each AWS call a function's role refused (local/stack.py).
+IAM_REFUSED = "local: IAM refused "
 
 
 def at_once(calls: list[Callable[[], Any]], expected: type[Exception]) -> list[Any]:
@@ -84,9 +86,13 @@ class Connected:
 class LocalRun:
     """One ``python -m local.run`` with the sandbox's test hooks and reuse protection on (Apicbase
     at its strictest); ``settings`` add to or replace its environment. stop() ends it and its
-    children."""
+    children. Every run is kept in ``started``: the e2e suite fails a test during which a run
+    logged a refused AWS call, unless the run ``expects_refusals``."""
 
-    def __init__(self, log_path: Path, **settings: str) -> None:
+    started: list[LocalRun] = []
+
+    def __init__(self, log_path: Path, *, expects_refusals: bool = False, **settings: str) -> None:
+        self.expects_refusals = expects_refusals
         self.port, self.moto_port, self.sandbox_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
@@ -120,6 +126,7 @@ class LocalRun:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        LocalRun.started.append(self)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + START_SECONDS
@@ -145,6 +152,10 @@ class LocalRun:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def refusals(self) -> list[str]:
+        """The AWS calls the functions' roles refused so far (local/iam.py), one line each."""
+        return [line for line in self.log().splitlines() if line.startswith(IAM_REFUSED)]
 
     # --- HTTP ----------------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
