@@ -16,11 +16,14 @@ The others moto skips (it marks them created and creates nothing); nothing refer
 moto also creates some types partly: a function's Layers, Architectures and LoggingConfig are
 dropped (the layer itself is published), and a key's policy is kept in a form its DescribeKey
 cannot read. Not rehearsed: the custom domain (AWS::ApiGatewayV2::DomainName, ApiMapping; off by
-default), IAM evaluation, and running the code (moto would need Docker to invoke a function).
+default) and running the code (moto would need Docker to invoke a function). What is rehearsed of
+IAM: each function's role as CloudFormation created it from SAM's translation is the role the local
+run enforces (local/iam.py), statement for statement, with the deployed resources' names.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import io
 import json
@@ -36,6 +39,7 @@ from typing import Any
 import boto3
 import pytest
 import responses
+from local import iam
 from local import template as tpl
 from moto import mock_aws
 from samtranslator.translator.transform import transform
@@ -287,3 +291,38 @@ def test_the_cli_and_the_client_find_the_api_from_the_stack_outputs(deploy, caps
         assert http.calls[0].request.url.startswith(f"{api_url}/connections?")
         assert "/execute-api/aws4_request" in http.calls[0].request.headers["Authorization"]
     assert client.api_url == api_url
+
+
+def test_each_deployed_role_is_the_role_the_local_run_enforces(deploy, template):
+    # Given the stack created with the defaults (roles built by SAM's translator, created by
+    # CloudFormation, intrinsics resolved to the deployed resources)
+    created = deploy()
+    session, physical, outputs = created["session"], created["physical"], created["outputs"]
+    sqs = session.client("sqs")
+    refs = {
+        "AWS::StackName": STACK,
+        "AWS::Region": REGION,
+        "AWS::AccountId": created["stack"]["StackId"].split(":")[4],
+        "ConnectionsTable": outputs["TableName"],
+        "ConnectionsTable.Arn": session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"][
+            "TableArn"
+        ],
+        "TokenKey.Arn": outputs["TokenKeyArn"],
+        "ClientCredentialsSecret": outputs["SecretArn"],
+        "RefreshQueue.Arn": sqs.get_queue_attributes(QueueUrl=physical["RefreshQueue"], AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"],
+    }
+    iam_client, lambda_ = session.client("iam"), session.client("lambda")
+    for logical_id in tpl.functions(template):
+        # When its role's inline policies are read back from IAM
+        role = lambda_.get_function(FunctionName=physical[logical_id])["Configuration"]["Role"].rsplit("/", 1)[1]
+        documents = [
+            iam_client.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            for name in iam_client.list_role_policies(RoleName=role)["PolicyNames"]
+        ]
+        # (moto's CloudFormation keeps each document as Python's repr of it)
+        documents = [ast.literal_eval(d) if isinstance(d, str) else d for d in documents]
+        deployed = [statement for document in documents for statement in iam.as_list(document["Statement"])]
+        # Then they are exactly the statements the local run evaluates every call against
+        assert deployed == iam.statements(template, logical_id, refs), logical_id
