@@ -99,6 +99,7 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+@functools.lru_cache(maxsize=1024)
 def _glob(pattern: str, *, case: bool = True) -> re.Pattern[str]:
     """IAM's wildcards: ``*`` any run of characters, ``?`` one."""
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
