@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_IGN)
         if stack is not None:
             stack.stop()
-    refused = f" (AWS calls refused by IAM in this run: {stack.iam_refused})" if stack is not None else ""
-    print(f"stopped.{refused}", flush=True)
+    if stack is not None:
+        print(f"AWS calls refused by the functions' roles in this run: {stack.iam_refused}", flush=True)
+    print("stopped.", flush=True)
     return 0
 
 
