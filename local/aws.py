@@ -31,7 +31,10 @@ def provision(
     }
 
     kms = session.client("kms")
-    key = kms.create_key(Description=tpl.resource(template, "TokenKey")["Properties"]["Description"])["KeyMetadata"]
+    key_props = tpl.resource(template, "TokenKey")["Properties"]
+    key = kms.create_key(Description=key_props["Description"])["KeyMetadata"]
+    if key_props.get("EnableKeyRotation"):  # what `apicbase-broker doctor` checks
+        kms.enable_key_rotation(KeyId=key["KeyId"])
     refs["TokenKey"] = key["KeyId"]
     refs["TokenKey.Arn"] = key["Arn"]
 
@@ -42,6 +45,11 @@ def provision(
     if ttl:
         dynamodb.update_time_to_live(
             TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
+        )
+    recovery = tpl.resource(template, "ConnectionsTable")["Properties"].get("PointInTimeRecoverySpecification", {})
+    if recovery.get("PointInTimeRecoveryEnabled"):
+        dynamodb.update_continuous_backups(
+            TableName=table_name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
         )
     refs["ConnectionsTable"] = table_name
     refs["ConnectionsTable.Arn"] = f"arn:aws:dynamodb:{refs['AWS::Region']}:{ACCOUNT}:table/{table_name}"
