@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its message
         return OK if exc.code == 0 else USAGE
     try:
-        result = args.command(args, _api(args))
+        result = args.command(args, _api(args) if getattr(args, "uses_api", True) else None)
     except (UsageError, ConfigurationError) as exc:
         _fail(f"{exc}")
         return USAGE
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return USAGE
     output.emit(result, as_json=args.json)
-    return OK
+    return result.exit_code
 
 
 def _api_failed(args: argparse.Namespace, exc: BrokerError) -> int:
@@ -279,6 +279,12 @@ def _parser() -> argparse.ArgumentParser:
 
     disconnect = with_id(command("disconnect", cmd_disconnect, "delete a connection and its tokens"))
     disconnect.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    # Commands on the stack's AWS resources rather than its API, in modules of their own.
+    from . import credentials, doctor  # noqa: PLC0415 (they import this module's names)
+
+    credentials.add_command(command)
+    doctor.add_command(command)
     return parser
 
 

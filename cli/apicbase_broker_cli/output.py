@@ -12,6 +12,7 @@ from typing import Any
 class Result:
     data: Any  # what --json prints
     text: str  # what a person reads
+    exit_code: int = 0  # a command that checks (doctor) fails without an API error
 
 
 def emit(result: Result, *, as_json: bool) -> None:

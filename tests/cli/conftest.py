@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from apicbase_broker_cli import target
 from apicbase_broker_cli.main import main
 from tests.cli import apigw
+from tests.cli.deployed import STACK
+from tests.cli.deployed import stack as stack_in_moto
 from tests.e2e.conftest import local_run  # noqa: F401 (the e2e suite's local run, for test_local_run.py)
 
 
@@ -58,3 +61,25 @@ def offline_cli(capsys, monkeypatch) -> Callable[..., Run]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return runner(f"http://127.0.0.1:{port}", capsys, monkeypatch)
+
+
+@pytest.fixture
+def deployed(aws, broker, template) -> target.Target:
+    """A deployed stack in moto with the admin API on 127.0.0.1 (tests/cli/deployed.py)."""
+    return stack_in_moto(aws, template, broker.url)
+
+
+@pytest.fixture
+def on_stack(deployed, capsys, monkeypatch) -> Callable[..., Run]:
+    """Run ``apicbase-broker --stack-name <deployed> ARGS`` in-process, with ``stdin`` piped;
+    only CloudFormation's answer is replaced (tests/deploy/test_rehearsal.py asks moto's)."""
+    monkeypatch.setattr(target, "from_stack", lambda name, **_: deployed if name == STACK else None)
+
+    def run(*args: str, stdin: str = "") -> Run:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(["--stack-name", STACK, *args])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
