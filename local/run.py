@@ -12,6 +12,8 @@ APICBASE_CLIENT_SECRET to use a real Apicbase application (its redirect URL must
 run's callback URL) instead of the sandbox. APICBASE_API_URL is where the proxy route forwards
 (default: the sandbox's own protected API), APICBASE_RATE_LIMIT_PER_MINUTE its budget per user (100).
 APICBASE_REFRESH_READ_TIMEOUT: seconds a refresh waits for the token endpoint (25).
+LOCAL_STATE_FILE: where this run says where it is, for apicbase-broker --local-run (doctor,
+set-credentials); default .local-data/local-run.json.
 
 The sandbox's switches (Apicbase at its worst; python -m local.sandbox --help says more):
 SANDBOX_REUSE_PROTECTION=1 (a used refresh token revokes its whole family),
@@ -52,7 +54,7 @@ def load_stack_module() -> Any:
     return stack
 
 
-def banner(stack: Any, started: float) -> str:
+def banner(stack: Any, started: float, state_file: Any = None) -> str:
     url = stack.url
     try:  # first: its AWS calls count among the refused ones the banner shows
         session: dict[str, Any] | None = stack.connect_session(CONNECTION_ID)
@@ -71,6 +73,7 @@ def banner(stack: Any, started: float) -> str:
         lines.append(f"  Apicbase:         {stack.config.external.authorize_url}   (your application)")
     lines += [
         f"  AWS (moto):       {stack.moto_url}",
+        f"  state file:       {state_file}   (apicbase-broker doctor --local-run FILE)",
         "  worker processes: at most "
         + ", ".join(f"{pool.size} {name}" for name, pool in stack.pools.items())
         + " (LOCAL_POOL_SIZE)",
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(problem)
     try:
         stack_module = load_stack_module()
+        from local import state as local_state  # noqa: PLC0415 (as the stack's module, see its docstring)
     except ImportError as exc:
         return fail(f"the {exc.name} package is missing: install requirements-dev.txt into the venv first")
 
@@ -128,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, signal.default_int_handler)
     started = time.monotonic()
     stack = None
+    state_file = local_state.path_from_env()
     try:
         stack = stack_module.Stack(stack_module.Config.from_env())
         stack.start()
-        print(banner(stack, started), flush=True)
+        local_state.write(stack, state_file)
+        print(banner(stack, started, state_file), flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         if stack is not None:
+            local_state.remove(state_file)
             stack.stop()
     if stack is not None:
         print(f"AWS calls refused by the functions' roles in this run: {stack.iam_refused}", flush=True)

@@ -98,6 +98,8 @@ class LocalRun:
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.callback_url = f"{self.url}/oauth/callback"
         self.log_path = log_path
+        # Where this run says where it is (apicbase-broker --local-run), beside its log.
+        self.state_file = log_path.with_suffix(".json")
         # One browser: it opens connect_url (keeping the binder cookie) and follows the callback.
         self.http = browser_session()
         env = run_env(
@@ -113,6 +115,7 @@ class LocalRun:
                 "SANDBOX_CLIENT_SECRET": CLIENT_SECRET,
                 "SANDBOX_REUSE_PROTECTION": "1",
                 "APICBASE_RATE_LIMIT_PER_MINUTE": str(PROXY_BUDGET_PER_MINUTE),
+                "LOCAL_STATE_FILE": str(self.state_file),
                 **settings,
             }
         )
