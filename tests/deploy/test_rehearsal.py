@@ -13,12 +13,21 @@ as parameters of the same logical id (``!Ref`` and ``${...}`` then resolve to th
   AWS::SecretsManager::Secret   created with the template's properties
 The others moto skips (it marks them created and creates nothing); nothing refers to them:
   AWS::ApiGatewayV2::Stage, AWS::CloudWatch::Alarm, AWS::Scheduler::Schedule
-moto also creates some types partly: a function's Layers, Architectures and LoggingConfig are
-dropped (the layer itself is published), and a key's policy is kept in a form its DescribeKey
-cannot read. Not rehearsed: the custom domain (AWS::ApiGatewayV2::DomainName, ApiMapping; off by
-default) and running the code (moto would need Docker to invoke a function). What is rehearsed of
-IAM: each function's role as CloudFormation created it from SAM's translation is the role the local
-run enforces (local/iam.py), statement for statement, with the deployed resources' names.
+A substituted resource whose Condition is false (ExistingSecretArn set) is not created, as
+CloudFormation would not create it. moto also creates some types partly: a function's Layers,
+Architectures and LoggingConfig are dropped (the layer itself is published), a table's
+point-in-time recovery and TTL are not set, and a key's policy is kept in a form its DescribeKey
+cannot read (mended after each create, so ``doctor`` can read the key). moto keeps a resource
+whose DeletionPolicy is Retain when the stack is deleted, as CloudFormation does.
+
+The lifecycle test runs the functions' code in this process (moto would need Docker to invoke
+it): each handler is imported with the environment moto's Lambda holds for the function
+CloudFormation created, and requests to the stack's HTTP API host reach it as API Gateway's
+payload 2.0 events. What is rehearsed of IAM: each function's role as CloudFormation created it
+from SAM's translation is the role the local run enforces (local/iam.py), statement for statement,
+with the deployed resources' names. Not rehearsed: the custom domain (AWS::ApiGatewayV2::DomainName,
+ApiMapping; off by default), and a stack update that removes a retained resource (moto deletes it;
+CloudFormation keeps it).
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
+import requests
 import responses
 from local import iam
 from local import template as tpl
@@ -47,7 +58,9 @@ from samtranslator.yaml_helper import yaml_parse
 
 from apicbase_broker import BrokerClient
 from apicbase_broker_cli.main import main
+from tests import fakes
 from tests.conftest import REGION
+from tests.deploy.served import ServedStack
 
 # moto says so for each skipped type on every read of the stack; the create step records it once.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported:UserWarning")
@@ -135,12 +148,39 @@ SUBSTITUTES: dict[str, Callable[[Any, str, dict[str, Any]], str]] = {
 }
 
 
-def _substitute(session: Any, template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def _holds(template: dict[str, Any], condition: Any, parameters: dict[str, str]) -> bool:
+    """A condition of the template (a name or an expression) with these parameter values."""
+    if isinstance(condition, str):
+        return _holds(template, template["Conditions"][condition], parameters)
+    ((function, argument),) = condition.items()
+    if function == "Condition":
+        return _holds(template, argument, parameters)
+    if function == "Fn::Not":
+        return not _holds(template, argument[0], parameters)
+    if function == "Fn::And":
+        return all(_holds(template, c, parameters) for c in argument)
+    if function == "Fn::Or":
+        return any(_holds(template, c, parameters) for c in argument)
+    assert function == "Fn::Equals", function
+
+    def value(v: Any) -> Any:
+        if isinstance(v, dict) and "Ref" in v:
+            return parameters.get(v["Ref"], str(template["Parameters"][v["Ref"]].get("Default", "")))
+        return v
+
+    return bool(value(argument[0]) == value(argument[1]))
+
+
+def _substitute(
+    session: Any, template: dict[str, Any], parameters: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The template without the substituted resources, and their physical ids by logical id."""
     template = copy.deepcopy(template)
     substituted: dict[str, str] = {}
     for logical_id, resource in list(template["Resources"].items()):
         if resource["Type"] in SUBSTITUTES:
+            if "Condition" in resource and not _holds(template, resource["Condition"], parameters):
+                continue  # not created; moto skips it too, and only the other !If branch is read
             substituted[logical_id] = SUBSTITUTES[resource["Type"]](session, logical_id, resource["Properties"])
             del template["Resources"][logical_id]
             template["Parameters"][logical_id] = {"Type": "String"}
@@ -149,49 +189,89 @@ def _substitute(session: Any, template: dict[str, Any]) -> tuple[dict[str, Any],
         # A parameter stands in for Ref and ${...} only; an attribute would need the real type.
         assert f'"Fn::GetAtt": ["{logical_id}"' not in text and f"${{{logical_id}." not in text
     for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::Function":
+            # moto drops a function's Layers when it creates it, and fails on them when it updates it.
+            resource["Properties"].pop("Layers", None)
         if isinstance(resource.get("DependsOn"), list):
             resource["DependsOn"] = [d for d in resource["DependsOn"] if d not in substituted]
     return template, substituted
 
 
 @pytest.fixture
-def deploy(rehearsal) -> Iterator[Callable[..., dict[str, Any]]]:
-    """Creates the stack in moto with the given parameters; returns what the test inspects."""
+def account(rehearsal) -> Iterator[Any]:
+    """A moto account with the artifacts uploaded, as ``sam deploy`` leaves them in its bucket."""
     with mock_aws():
         session = boto3.session.Session(region_name=REGION)
         s3 = session.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         for logical_id, body in rehearsal["artifacts"].items():
             s3.put_object(Bucket=BUCKET, Key=f"{logical_id}.zip", Body=body)
+        yield session
 
-        def create(**parameters: str) -> dict[str, Any]:
-            template, substituted = _substitute(session, rehearsal["template"])
-            values = {**substituted, **parameters}
-            cloudformation = session.client("cloudformation")
-            started = time.monotonic()
-            with warnings.catch_warnings(record=True) as warned:
-                warnings.simplefilter("always")
-                cloudformation.create_stack(
-                    StackName=STACK,
-                    TemplateBody=json.dumps(template),
-                    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
-                    Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
-                )
-            stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
-            resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
-            return {
-                "session": session,
-                "stack": stack,
-                "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
-                "physical": {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources},
-                "substituted": substituted,
-                "template": template,
-                "create_seconds": time.monotonic() - started,
-                # moto's own word for each type it skipped
-                "skipped": {m[1] for w in warned if (m := UNSUPPORTED.search(str(w.message)))},
-            }
 
-        yield create
+def _described(session: Any, **more: Any) -> dict[str, Any]:
+    cloudformation = session.client("cloudformation")
+    stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
+    resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+    _mend_key_policies(session)
+    return {
+        "session": session,
+        "stack": stack,
+        "outputs": {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])},
+        "physical": {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources},
+        **more,
+    }
+
+
+def _mend_key_policies(session: Any) -> None:
+    """moto keeps a key policy from CloudFormation as a dict, on which its DescribeKey fails."""
+    from moto.kms.models import kms_backends  # noqa: PLC0415 (moto's internals, for this one quirk)
+
+    account_id = session.client("sts").get_caller_identity()["Account"]
+    for key in kms_backends[account_id][REGION].keys.values():
+        if isinstance(key.policy, dict):
+            key.policy = json.dumps(key.policy)
+
+
+@pytest.fixture
+def deploy(account, rehearsal) -> Callable[..., dict[str, Any]]:
+    """Creates the stack in moto with the given parameters; returns what the test inspects."""
+
+    def create(**parameters: str) -> dict[str, Any]:
+        template, substituted = _substitute(account, rehearsal["template"], parameters)
+        values = {**substituted, **parameters}
+        started = time.monotonic()
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            account.client("cloudformation").create_stack(
+                StackName=STACK,
+                TemplateBody=json.dumps(template),
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+                Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+            )
+        return _described(
+            account,
+            substituted=substituted,
+            parameters=values,
+            template=template,
+            create_seconds=time.monotonic() - started,
+            # moto's own word for each type it skipped
+            skipped={m[1] for w in warned if (m := UNSUPPORTED.search(str(w.message)))},
+        )
+
+    return create
+
+
+def _update(created: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    """The stack updated with the same template and some parameters changed."""
+    values = {**created["parameters"], **parameters}
+    created["session"].client("cloudformation").update_stack(
+        StackName=STACK,
+        TemplateBody=json.dumps(created["template"]),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    return {**created, **_described(created["session"]), "parameters": values}
 
 
 def test_a_new_account_deploys_with_the_defaults_and_the_outputs_resolve(deploy, rehearsal):
@@ -326,3 +406,103 @@ def test_each_deployed_role_is_the_role_the_local_run_enforces(deploy, template)
         deployed = [statement for document in documents for statement in iam.as_list(document["Statement"])]
         # Then they are exactly the statements the local run evaluates every call against
         assert deployed == iam.statements(template, logical_id, refs), logical_id
+
+
+# --- a stack's life: connect, update, delete, deploy again adopting what was kept ---------------
+APICBASE = {
+    "ApicbaseAuthorizeUrl": fakes.AUTHORIZE_URL,
+    "ApicbaseTokenUrl": fakes.TOKEN_URL,
+    "ApicbaseIntrospectUrl": fakes.INTROSPECT_URL,
+    "ApicbaseRevokeUrl": fakes.REVOKE_URL,
+}
+KEPT = {
+    "ConnectionsTable": "ExistingTableName",
+    "TokenKey": "ExistingKeyArn",
+    "ClientCredentialsSecret": "ExistingSecretArn",
+}
+ADOPTED_FROM = {"ExistingTableName": "TableName", "ExistingKeyArn": "TokenKeyArn", "ExistingSecretArn": "SecretArn"}
+
+
+def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str = "") -> Any:
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(["--stack-name", STACK, "--region", REGION, *args])
+    return code, capsys.readouterr().out
+
+
+def _connect(served: ServedStack, apicbase: fakes.FakeApicbase, connection_id: str) -> str:
+    """A library connected as a person does it: connect_url in a browser, Apicbase's sign-in,
+    the callback; returns the access token Apicbase issued."""
+    session = BrokerClient(served.api_url, region=REGION).connect(connection_id)
+    with requests.Session() as browser:
+        to_apicbase = browser.get(session["connect_url"], allow_redirects=False, timeout=30)
+        state = parse_qs(urlsplit(to_apicbase.headers["Location"]).query)["state"][0]
+        code = apicbase.issue_code()
+        page = browser.get(session["redirect_uri"], params={"code": code, "state": state}, timeout=30)
+    assert page.status_code == 200, page.text
+    (access,) = (token for token in apicbase.access_tokens if token not in apicbase.revoked)
+    return access
+
+
+def test_a_connection_outlives_an_update_a_delete_and_a_redeploy_that_adopts_the_kept_resources(
+    deploy, template, capsys, monkeypatch
+):
+    apicbase = fakes.FakeApicbase(reuse_protection=True)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
+        apicbase.register(http)
+        # Given the stack as a new account gets it (Apicbase's URLs pointed at the fake)
+        first = deploy(**APICBASE)
+        # And the client's credentials written by set-credentials (the secret starts as the placeholder)
+        assert _cli(capsys, monkeypatch, "doctor")[0] == 1
+        code, out = _cli(capsys, monkeypatch, "set-credentials", stdin=f"{fakes.CLIENT_ID}\n{fakes.CLIENT_SECRET}\n")
+        assert code == 0, out
+        # And a library connected through the functions CloudFormation created
+        access = _connect(ServedStack(first, template, http, monkeypatch), apicbase, "lib-42")
+        # When the stack is updated with a changed parameter
+        updated = _update(first, TokenLeewaySeconds="600")
+        lambda_ = first["session"].client("lambda")
+        environment = lambda_.get_function_configuration(FunctionName=updated["physical"]["ConnectionsFunction"])
+        assert str(environment["Environment"]["Variables"]["TOKEN_LEEWAY_SECONDS"]) == "600"
+        # And deleted
+        first["session"].client("cloudformation").delete_stack(StackName=STACK)
+        # Then the table, the key and the secret are still there, the key usable
+        session = first["session"]
+        assert session.client("dynamodb").describe_table(TableName=first["outputs"]["TableName"])
+        key = session.client("kms").describe_key(KeyId=first["outputs"]["TokenKeyArn"])["KeyMetadata"]
+        assert key["KeyState"] == "Enabled"
+        assert session.client("secretsmanager").describe_secret(SecretId=first["outputs"]["SecretArn"])
+        # When the stack is deployed again, adopting them
+        adopting = {parameter: first["outputs"][output] for parameter, output in ADOPTED_FROM.items()}
+        second = deploy(**APICBASE, **adopting)
+        # Then it created none of them and names the adopted ones
+        assert not set(KEPT) & second["physical"].keys()
+        assert {output: second["outputs"][output] for output in ADOPTED_FROM.values()} == {
+            output: first["outputs"][output] for output in ADOPTED_FROM.values()
+        }
+        # And the connection stored before the delete is read back through the new stack's functions
+        served = ServedStack(second, template, http, monkeypatch)
+        client = BrokerClient(served.api_url, region=REGION)
+        assert client.connection("lib-42")["status"] == "active"
+        assert client.token("lib-42") == access
+        # And it refreshes: opened and sealed again with the adopted key, the rotated token kept
+        refreshed = client.request("POST", "/connections/lib-42/refresh")
+        assert refreshed["refresh_count"] == 1
+        assert client.request("GET", "/connections/lib-42/token")["access_token"] != access
+        # And the doctor finds every connection and passes all that moto creates
+        code, out = _cli(capsys, monkeypatch, "--json", "doctor")
+    checks = {(c["name"], c["verdict"]): c["detail"] for c in json.loads(out)["checks"]}
+    assert checks.keys() == {
+        ("stack", "PASS"),
+        ("callback URL", "INFO"),
+        ("credentials", "PASS"),
+        ("token key", "PASS"),
+        ("table", "WARN"),  # moto's table has no point-in-time recovery and no TTL
+        ("alarms", "WARN"),  # moto creates no alarm
+        ("schedule", "FAIL"),  # moto creates no schedule
+        ("dead letters", "PASS"),
+        ("connections", "PASS"),
+        *(("errors", "PASS") for _ in FUNCTIONS),
+    }
+    assert checks["connections", "PASS"] == "1 connection(s), none needs reauthorization"
+    assert checks["callback URL", "INFO"].startswith(f"{second['outputs']['CallbackUrl']}\n")
+    assert code == 1
