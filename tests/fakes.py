@@ -76,12 +76,15 @@ class FakeApicbase:
 
     def _pair(self, scope: str, family: int | None = None) -> tuple[str, str]:
         n = next(self._counter)
-        access, refresh = f"access{n:06d}", f"refresh{n:06d}"
+        return self.grant(f"access{n:06d}", f"refresh{n:06d}", scope, n if family is None else family)
+
+    def grant(self, access: str, refresh: str, scope: str, family: int) -> tuple[str, str]:
+        """A live pair with these tokens (``_pair``'s, or a stored item's from an earlier layout)."""
         self.access_tokens[access] = self.now() + self.expires_in
         self.refresh_tokens[refresh] = scope
         self.pairs[refresh] = access
         self.issued_refresh_tokens.append(refresh)
-        self.family[access] = self.family[refresh] = n if family is None else family
+        self.family[access] = self.family[refresh] = family
         self.access_of[refresh] = access
         return access, refresh
 
