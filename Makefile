@@ -17,7 +17,7 @@ BUILD_DIR := .aws-sam/build
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help venv tools test lint unit pytest build run demo bench clean
+.PHONY: help venv tools test lint unit pytest build run demo bench clean deploy
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -63,6 +63,11 @@ lint: venv tools ## ruff, mypy, sam validate --lint, cfn-lint with serverless ru
 	@mkdir -p .aws-sam
 	$(PY) scripts/template-variant CallbackRateLimitPerIp=10 > .aws-sam/template-flood-rule-on.yaml
 	$(CHECKOV_VENV)/bin/checkov -f .aws-sam/template-flood-rule-on.yaml --framework cloudformation --quiet --compact --skip-download
+	@# ... and the stack that adopts a kept table, key and secret (docs/OPERATIONS.md).
+	$(PY) scripts/template-variant ExistingTableName=kept-table \
+	  ExistingKeyArn=arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000 \
+	  ExistingSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:kept-AbCdEf > .aws-sam/template-adopting.yaml
+	$(CHECKOV_VENV)/bin/checkov -f .aws-sam/template-adopting.yaml --framework cloudformation --quiet --compact --skip-download
 
 build: tools ## sam build for python3.13 on arm64 (pure-Python or manylinux aarch64 wheels)
 	PATH="$$(dirname "$$(scripts/find-python --exact 3.13)"):$$PATH" $(SAM) build --build-dir $(BUILD_DIR)
@@ -72,6 +77,9 @@ pytest: venv
 
 unit: venv ## Unit tests only (no network, no processes)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+deploy: venv tools ## sam build + sam deploy, asking only stack name and region (ARGS=--dry-run prints the commands)
+	$(PY) scripts/deploy $(ARGS)
 
 run: venv ## The broker on this machine against the sandbox (ARGS=... passes options)
 	$(PY) -m local.run $(ARGS)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib.util
 import io
 import json
 import re
@@ -42,6 +43,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -506,3 +508,57 @@ def test_a_connection_outlives_an_update_a_delete_and_a_redeploy_that_adopts_the
     assert checks["connections", "PASS"] == "1 connection(s), none needs reauthorization"
     assert checks["callback URL", "INFO"].startswith(f"{second['outputs']['CallbackUrl']}\n")
     assert code == 1
+
+
+# --- make deploy against moto's stacks (scripts/deploy in this process, sam's commands recorded) ---
+def _make_deploy(session: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any, stdin: str = "") -> Any:
+    path = str(ROOT / "scripts" / "deploy")  # no .py: the loader is named
+    spec = importlib.util.spec_from_file_location("make_deploy", path, loader=SourceFileLoader("make_deploy", path))
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ran: list[list[str]] = []
+
+    def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    capsys.readouterr()
+    code = script.main(["--stack-name", STACK, "--region", REGION], session=session, run=run)
+    return code, capsys.readouterr().out, ran
+
+
+def test_make_deploy_offers_to_adopt_what_a_deleted_stack_kept(deploy, capsys, monkeypatch):
+    # Given a stack that was deleted
+    first = deploy()
+    first["session"].client("cloudformation").delete_stack(StackName=STACK)
+    # When make deploy runs for that name, the offer to adopt taken with Enter
+    code, out, ran = _make_deploy(first["session"], monkeypatch, capsys, stdin="\n")
+    # Then it names what the deleted stack kept and sam deploy gets the adoption parameters (the
+    # secret here is a substitute outside the stack, so only the table and the key are found)
+    adopting = [
+        f"ExistingTableName={first['outputs']['TableName']}",
+        f"ExistingKeyArn={first['outputs']['TokenKeyArn']}",
+    ]
+    assert f"No stack {STACK} in {REGION}, but a deleted one kept these" in out
+    assert "Adopt them? [Y/n]: \n" in out
+    assert ran[0] == ["make", "--no-print-directory", "build"]
+    assert ran[1][:2] == [".venv-sam/bin/sam", "deploy"]
+    assert ran[1][-3:] == ["--parameter-overrides", *adopting]
+    # And as the recorded sam deploy created nothing, it says the stack was not deployed
+    assert (code, out.splitlines()[-1]) == (1, f"Stack {STACK} was not deployed (the changeset was not applied).")
+
+
+def test_make_deploy_updates_a_stack_and_points_to_the_next_steps(deploy, capsys, monkeypatch):
+    # Given a deployed stack
+    first = deploy()
+    # When make deploy runs again
+    code, out, ran = _make_deploy(first["session"], monkeypatch, capsys)
+    # Then it updates it, adopting nothing (the parameters keep their values), and prints the
+    # callback URL to register and the commands that come next
+    assert code == 0, out
+    assert f"Updating stack {STACK} (CREATE_COMPLETE) in {REGION}" in out
+    assert "--parameter-overrides" not in ran[1]
+    assert f"       {first['outputs']['CallbackUrl']}\n" in out
+    assert f"apicbase-broker set-credentials --stack-name {STACK} --region {REGION}" in out
