@@ -37,11 +37,15 @@ def broker(aws, apicbase, template, load_handler, lambda_context, monkeypatch) -
         yield served
 
 
-def runner(url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
+def runner(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *, naming: str = "--api-url"
+) -> Callable[..., Run]:
+    """``apicbase-broker <naming> <url> ARGS`` in-process (``naming``: how the broker is found)."""
+
     def run(*args: str, stdin: str = "") -> Run:
         capsys.readouterr()
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(["--api-url", url, *args])
+        code = main([naming, url, *args])
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 
@@ -74,12 +78,4 @@ def on_stack(deployed, capsys, monkeypatch) -> Callable[..., Run]:
     """Run ``apicbase-broker --stack-name <deployed> ARGS`` in-process, with ``stdin`` piped;
     only CloudFormation's answer is replaced (tests/deploy/test_rehearsal.py asks moto's)."""
     monkeypatch.setattr(target, "from_stack", lambda name, **_: deployed if name == STACK else None)
-
-    def run(*args: str, stdin: str = "") -> Run:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(["--stack-name", STACK, *args])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
+    return runner(STACK, capsys, monkeypatch, naming="--stack-name")

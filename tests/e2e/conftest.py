@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.localrun import ARTIFACTS, LocalRun
+from tests.e2e.localrun import ARTIFACTS, LocalRun, running
 
 
 @pytest.fixture(autouse=True)
@@ -28,9 +28,5 @@ def no_aws_call_refused() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def local_run() -> Iterator[LocalRun]:
     ARTIFACTS.mkdir(exist_ok=True)
-    run = LocalRun(ARTIFACTS / "e2e-local-run.log")
-    try:
-        run.wait_ready()
+    with running(ARTIFACTS / "e2e-local-run.log") as run:
         yield run
-    finally:
-        run.stop()

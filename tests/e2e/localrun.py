@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,17 @@ class Connected:
     callback: requests.Response
     state: str
     code: str
+
+
+@contextmanager
+def running(log_path: Path, **settings: str) -> Iterator[LocalRun]:
+    """A LocalRun, ready, stopped on the way out."""
+    run = LocalRun(log_path, **settings)
+    try:
+        run.wait_ready()
+        yield run
+    finally:
+        run.stop()
 
 
 class LocalRun:

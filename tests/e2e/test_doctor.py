@@ -13,20 +13,17 @@ import boto3
 import pytest
 from local import template as tpl
 
-from tests.e2e.localrun import ARTIFACTS, CLIENT_ID, CLIENT_SECRET, ROOT, LocalRun
+from tests.e2e.localrun import ARTIFACTS, CLIENT_ID, CLIENT_SECRET, ROOT, LocalRun, running
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def fresh_run() -> Iterator[LocalRun]:
+    """A run of its own: the test sets its secret back to the placeholder."""
     ARTIFACTS.mkdir(exist_ok=True)
-    run = LocalRun(ARTIFACTS / "e2e-doctor-run.log")
-    try:
-        run.wait_ready()
+    with running(ARTIFACTS / "e2e-doctor-run.log") as run:
         yield run
-    finally:
-        run.stop()
 
 
 def broker_cli(run: LocalRun, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
