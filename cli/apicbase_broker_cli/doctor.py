@@ -200,7 +200,7 @@ def check_schedule(broker: Target) -> Iterator[Check]:
         yield Check("schedule", FAIL, "no refresh schedule in the stack: tokens are refreshed on demand only")
     scheduler = broker.client("scheduler")
     for logical_id, name in schedules.items():
-        schedule = scheduler.get_schedule(Name=name)
+        schedule = scheduler.get_schedule(Name=name.rsplit("/", 1)[-1])  # a name (an ARN ends with it)
         expression = schedule.get("ScheduleExpression", "")
         if schedule.get("State") == "ENABLED":
             yield Check("schedule", PASS, f"{logical_id} enabled, {expression}")
