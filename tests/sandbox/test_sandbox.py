@@ -466,6 +466,7 @@ def test_stats_count_token_refresh_and_introspection_requests(sandbox: RunningSa
         "revocations": 0,
         "reused_refresh_tokens": 0,
         "throttled": 0,
+        "api_requests": 0,
     }
 
 
