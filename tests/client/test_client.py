@@ -24,6 +24,7 @@ from apicbase_broker import (
     ConfigurationError,
     ConnectionNotFound,
     NeedsReauthorization,
+    RateLimited,
 )
 from apicbase_broker.errors import retry_after
 from apicbase_broker.signing import sign
@@ -225,7 +226,11 @@ def test_a_failed_refresh_leaves_no_rejected_token_in_the_cache(client, http):
         (error(404, "connection_not_found"), ConnectionNotFound, "connection_not_found"),
         (error(409, "refresh_in_progress"), Busy, "refresh_in_progress"),
         (error(503, "dependency_unavailable", **{"Retry-After": "3"}), Busy, "dependency_unavailable"),
-        (responses.Response("GET", TOKEN_URL, status=429, json={"message": "Too Many Requests"}), Busy, "throttled"),
+        (
+            responses.Response("GET", TOKEN_URL, status=429, json={"message": "Too Many Requests"}),
+            RateLimited,
+            "throttled",
+        ),
         (responses.Response("GET", TOKEN_URL, status=403, json={"message": "Forbidden"}), BrokerError, "forbidden"),
         (error(500, "internal_error"), BrokerError, "internal_error"),
         (error(502, "invalid_client"), BrokerError, "invalid_client"),
