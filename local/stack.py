@@ -56,6 +56,7 @@ PARAMETER_SETTINGS = {
     "ApicbaseApiUrl": "APICBASE_API_URL",
     "ApicbaseRateLimitPerMinute": "APICBASE_RATE_LIMIT_PER_MINUTE",
     "ApicbaseRefreshReadTimeout": "APICBASE_REFRESH_READ_TIMEOUT",
+    "ApicbaseRevokeUrl": "APICBASE_REVOKE_URL",
 }
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 
@@ -101,6 +102,8 @@ class Config:
     rate_limit_per_minute: int | None = None
     # How long a refresh waits for the token endpoint (short in tests that outwait it).
     refresh_read_timeout: int | None = None
+    # RFC 7009 revocation for DELETE /connections/{id} (default: the sandbox's; none for another Apicbase).
+    revoke_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -162,6 +165,7 @@ class Config:
             api_url=env.get("APICBASE_API_URL", "").strip() or None,
             rate_limit_per_minute=parameter("ApicbaseRateLimitPerMinute"),
             refresh_read_timeout=parameter("ApicbaseRefreshReadTimeout"),
+            revoke_url=env.get("APICBASE_REVOKE_URL", "").strip() or None,
         )
 
 
@@ -400,9 +404,10 @@ class Stack:
             urls = (f"{base}/oauth/authorize/", f"{base}/oauth/token/", f"{base}/oauth/introspect/")
         parameters = dict(zip(("ApicbaseAuthorizeUrl", "ApicbaseTokenUrl", "ApicbaseIntrospectUrl"), urls, strict=True))
         parameters["CallbackUrlOverride"] = self.callback_url
-        if external is None:
-            # Never Apicbase's own revocation endpoint (the template's default) for sandbox tokens.
-            parameters["ApicbaseRevokeUrl"] = f"{self.sandbox_url}/oauth/revoke_token/"
+        # Never the template's default, Apicbase's production endpoint, for tokens another server issued:
+        # the sandbox's, or for another Apicbase only what APICBASE_REVOKE_URL names (else none).
+        sandbox_revoke_url = f"{self.sandbox_url}/oauth/revoke_token/" if external is None else ""
+        parameters["ApicbaseRevokeUrl"] = self.config.revoke_url or sandbox_revoke_url
         if self.config.refresh_window_hours is not None:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:
