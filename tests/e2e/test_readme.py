@@ -117,15 +117,11 @@ def as_written(code: str, run: LocalRun) -> str:
 
 
 def sh(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", code],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_process(["bash", "-euo", "pipefail", "-c", code], env, cwd)
+
+
+def run_process(command: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +207,7 @@ def test_the_integrator_quick_start(run, integrator, tmp_path):
     # When step 2's Python runs as written, then the token block after it
     code = block("from apicbase_broker import BrokerClient").code + 'print("products:", len(products))\n'
     code += block('token = client.token("lib-42")').code + 'print("token:", bool(token))\n'
-    result = subprocess.run(
-        ["python", "-c", code], env=integrator, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-    )
+    result = run_process(["python", "-c", code], integrator, tmp_path)
     # Then it paged through the sandbox's 450 products in 3 requests through the proxy, with no AWS
     # credentials anywhere, and got the token itself too
     assert result.returncode == 0, result.stderr
@@ -261,14 +255,7 @@ def test_the_admin_cli_examples(run, integrator, lib_42, tmp_path):
 def test_the_service_example_reads_every_product_through_the_broker(run, integrator, lib_42):
     # When the example runs for lib-42 and a library never connected
     example = ROOT / "examples" / "service_outside_lambda.py"
-    result = subprocess.run(
-        ["python", str(example), lib_42, "never-connected"],
-        env=integrator,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_process(["python", str(example), lib_42, "never-connected"], integrator)
     # Then it counted lib-42's 450 products, reported the other, and exits 1 for it
     assert "library lib-42: 450 products" in result.stderr
     assert "library never-connected was never connected" in result.stderr
@@ -287,9 +274,7 @@ def test_the_consumer_lambda_example_reads_recipes_with_a_token_from_the_broker(
     code = (
         "import json; from examples.consumer_lambda import lambda_handler; print(json.dumps(lambda_handler({}, None)))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    result = run_process([sys.executable, "-c", code], env)
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout)
     assert (page["count"], len(page["results"])) == (60, 10)
