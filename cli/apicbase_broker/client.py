@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import boto3
 import requests
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
@@ -64,7 +63,8 @@ class BrokerClient:
             if credentials is None:
                 session = session or aws_session(region=region)
                 credentials = session.get_credentials()
-            region = region or region_from_url(api_url) or getattr(session, "region_name", None)
+            # The API's host names its region, which the signature must name whatever else is given.
+            region = region_from_url(api_url) or region or getattr(session, "region_name", None)
             if credentials is None or not region:
                 raise ConfigurationError("no AWS credentials or region to sign with; set AWS_PROFILE or AWS_REGION")
             self.auth = ExecuteApiAuth(credentials, region)
@@ -105,7 +105,8 @@ class BrokerClient:
         if api_url and is_local(api_url):
             return cls(api_url, **options)
         if api_url:
-            return cls(api_url, session=aws_session(region=region, profile=profile), region=region, **options)
+            session = aws_session(region=region, profile=profile) if profile else None
+            return cls(api_url, session=session, region=region, **options)
         if stack_name:
             return cls.from_stack(stack_name, region=region, profile=profile, **options)
         raise ConfigurationError(
@@ -163,30 +164,28 @@ class BrokerClient:
         """A valid access token, cached in this process until ``token_margin`` s before it expires.
 
         ``rejected``: a token Apicbase just answered 401 to (the broker's scheduled refresh
-        revokes the old access token). A newer one is returned; if the broker still holds the
-        rejected one, it is refreshed now, once per process however many threads report it.
+        revokes the old access token). A newer one is returned: the broker refreshes first only
+        if it still holds the rejected one (``POST /connections/{id}/token``), so however many
+        callers report it Apicbase sees one refresh, and threads of this process that report it
+        together ask once.
         """
         with self.tokens.lock(connection_id):
             cached = self.tokens.get(connection_id)
             if cached is not None and cached != rejected:
                 return cached
             self.tokens.forget(connection_id)
-            token = self._fetch_token(connection_id)
-            if rejected is not None and token == rejected:
-                self.tokens.forget(connection_id)
-                self.request("POST", connection_path(connection_id, "/refresh"))
-                token = self._fetch_token(connection_id)
+            path = connection_path(connection_id, "/token")
+            if rejected is None:
+                view = self.request("GET", path)
+            else:
+                view = self.request("POST", path, body={"rejected_token": rejected})
+            token = view.get("access_token") if isinstance(view, dict) else None
+            expires_in = view.get("expires_in") if isinstance(view, dict) else None
+            if not isinstance(token, str) or not isinstance(expires_in, int):
+                # Nothing of the body in the message: it may hold a token.
+                raise BrokerError(200, "malformed_response", "the token answer lacks access_token or expires_in")
+            self.tokens.put(connection_id, token, expires_in)
             return token
-
-    def _fetch_token(self, connection_id: str) -> str:
-        view = self.request("GET", connection_path(connection_id, "/token"))
-        token = view.get("access_token") if isinstance(view, dict) else None
-        expires_in = view.get("expires_in") if isinstance(view, dict) else None
-        if not isinstance(token, str) or not isinstance(expires_in, int):
-            # Nothing of the body in the message: it may hold a token.
-            raise BrokerError(200, "malformed_response", "the token answer lacks access_token or expires_in")
-        self.tokens.put(connection_id, token, expires_in)
-        return token
 
     # --- Apicbase through the broker -------------------------------------------------------------
     def apicbase(self, connection_id: str) -> ApicbaseSession:
@@ -344,6 +343,8 @@ def stack_outputs(session: Any, stack_name: str) -> dict[str, str]:
 
 def aws_session(*, region: str | None = None, profile: str | None = None) -> Any:
     """A boto3 session; an unknown profile is a ConfigurationError."""
+    import boto3  # noqa: PLC0415 (only here: a caller that passes credentials never imports it)
+
     try:
         return boto3.session.Session(profile_name=profile, region_name=region)
     except ProfileNotFound as exc:
