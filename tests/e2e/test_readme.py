@@ -265,7 +265,7 @@ def test_the_service_example_reads_every_product_through_the_broker(run, integra
 def test_the_consumer_lambda_example_reads_recipes_with_a_token_from_the_broker(run, lib_42):
     # Given the example's variables: the broker's URL, Apicbase's (the sandbox's) and the library
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
-        "BROKER_API_URL": run.url,
+        "APICBASE_BROKER_API_URL": run.url,
         "APICBASE_API_BASE": f"{run.sandbox_url}/api/v2",
         "APICBASE_CONNECTION_ID": lib_42,
         "PYTHONPATH": f"{ROOT / 'layers' / 'apicbase_oauth'}:{ROOT}",
