@@ -14,6 +14,8 @@ run's callback URL) instead of the sandbox. APICBASE_API_URL is where the proxy 
 APICBASE_REFRESH_READ_TIMEOUT: seconds a refresh waits for the token endpoint (25).
 APICBASE_REVOKE_URL: where DELETE /connections/{id} revokes (RFC 7009; default: the sandbox's, and
 none at all with another Apicbase, so that its tokens never reach Apicbase's production host).
+BRAND_NAME, SUPPORT_URL, DEFAULT_RETURN_URL: the callback's pages in your product's name (the
+template's BrandName, SupportUrl and DefaultReturnUrl).
 
 State lasts for the run: moto and the sandbox keep it in memory and a temporary directory, so
 connections and tokens are gone when it stops.

@@ -57,7 +57,12 @@ PARAMETER_SETTINGS = {
     "ApicbaseRateLimitPerMinute": "APICBASE_RATE_LIMIT_PER_MINUTE",
     "ApicbaseRefreshReadTimeout": "APICBASE_REFRESH_READ_TIMEOUT",
     "ApicbaseRevokeUrl": "APICBASE_REVOKE_URL",
+    "BrandName": "BRAND_NAME",
+    "SupportUrl": "SUPPORT_URL",
+    "DefaultReturnUrl": "DEFAULT_RETURN_URL",
 }
+# Parameters of the callback's pages, passed on as the environment gives them.
+PAGE_PARAMETERS = ("BrandName", "SupportUrl", "DefaultReturnUrl")
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 
 
@@ -104,6 +109,8 @@ class Config:
     refresh_read_timeout: int | None = None
     # RFC 7009 revocation for DELETE /connections/{id} (default: the sandbox's; none for another Apicbase).
     revoke_url: str | None = None
+    # The integrator's name, support link and way back on the callback's pages, by parameter.
+    pages: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -166,6 +173,11 @@ class Config:
             rate_limit_per_minute=parameter("ApicbaseRateLimitPerMinute"),
             refresh_read_timeout=parameter("ApicbaseRefreshReadTimeout"),
             revoke_url=env.get("APICBASE_REVOKE_URL", "").strip() or None,
+            pages={
+                name: env[PARAMETER_SETTINGS[name]].strip()
+                for name in PAGE_PARAMETERS
+                if env.get(PARAMETER_SETTINGS[name], "").strip()
+            },
         )
 
 
@@ -408,6 +420,7 @@ class Stack:
         # the sandbox's, or for another Apicbase only what APICBASE_REVOKE_URL names (else none).
         sandbox_revoke_url = f"{self.sandbox_url}/oauth/revoke_token/" if external is None else ""
         parameters["ApicbaseRevokeUrl"] = self.config.revoke_url or sandbox_revoke_url
+        parameters.update(self.config.pages)
         if self.config.refresh_window_hours is not None:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:

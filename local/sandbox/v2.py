@@ -1,6 +1,7 @@
 """A slice of Apicbase's v2 API (developers.apicbase.com), behind the sandbox's Bearer check.
 
-- ``accounts/user_info/``: the token's user and scope.
+- ``accounts/user_info/``: the token's user, scope and active library (the broker's callback page
+  names the library).
 - ``products/`` (450 seeded), ``products/recipes/`` (scope ``library``) and ``suppliers/`` (scope
   ``procurement``): lists paginated as Django REST framework's PageNumberPagination does: ``page``,
   ``page_size`` (10 by default, at most 200: larger asks get 200), ``count``/``next``/``previous``/
@@ -119,7 +120,9 @@ class ApiView(OAuthLibMixin, View):
 
 class UserInfo(ApiView):
     def answer(self, request: HttpRequest, oauth: Any) -> HttpResponse:
-        return JsonResponse({"username": oauth.user.get_username(), "scope": oauth.access_token.scope})
+        username = oauth.user.get_username()
+        library = {"id": str(uuid.uuid5(_IDS, f"library-{username}")), "name": f"{username.capitalize()}'s kitchen"}
+        return JsonResponse({"username": username, "scope": oauth.access_token.scope, "active_library": library})
 
 
 class ListView(ApiView):

@@ -19,7 +19,7 @@ def test_happy_path_stores_a_connection_whose_token_works_at_apicbase(local_run:
     # Then the callback page says the library is connected
     assert connected.callback.status_code == 200
     assert "Apicbase connected" in connected.callback.text
-    assert "connected as demo (connection e2e-happy)" in connected.callback.text
+    assert "is connected, signed in as demo." in connected.callback.text
     # And the admin API shows the connection without its tokens
     view = local_run.api("GET", "/connections/e2e-happy").json()
     assert view["status"] == "active"

@@ -42,3 +42,10 @@ def test_apicbase_revoke_url_is_honoured(sandbox):
     if not sandbox:
         env |= ANOTHER_APICBASE
     assert parameters(env)["ApicbaseRevokeUrl"] == env["APICBASE_REVOKE_URL"]
+
+
+def test_the_pages_settings_reach_the_template_s_parameters():
+    env = {"BRAND_NAME": "Acme Kitchen", "SUPPORT_URL": "https://acme.example/help", "DEFAULT_RETURN_URL": ""}
+    sent = parameters(env)
+    assert (sent["BrandName"], sent["SupportUrl"]) == ("Acme Kitchen", "https://acme.example/help")
+    assert "DefaultReturnUrl" not in sent  # empty: the template's default (none)
