@@ -39,8 +39,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from apicbase_broker import BrokerClient
 
-OLDER_ENV_API_URL = "BROKER_API_URL"
-
 _lock = threading.Lock()
 _client: BrokerClient | None = None
 
@@ -54,11 +52,12 @@ def _get_client() -> BrokerClient:
             import botocore.session  # noqa: PLC0415
 
             from apicbase_broker import BrokerClient  # noqa: PLC0415
-            from apicbase_broker.client import ENV_API_URL  # noqa: PLC0415
 
             session = botocore.session.get_session()
+            # The client's variable first, then the name this helper read before it wrapped the client.
+            api_url = os.environ.get("APICBASE_BROKER_API_URL", "") or os.environ.get("BROKER_API_URL", "")
             _client = BrokerClient.from_env(
-                api_url=os.environ.get(ENV_API_URL, "").strip() or os.environ.get(OLDER_ENV_API_URL, "").strip(),
+                api_url=api_url.strip(),
                 credentials=session.get_credentials(),
                 region=session.get_config_variable("region"),
             )
