@@ -21,7 +21,9 @@ def only_python_3_11(tmp_path: Path) -> dict[str, str]:
     stub = tmp_path / "python3"
     stub.write_text('#!/bin/sh\ncase "$2" in *print*) echo "$0 3.11" ;; esac\nexit 0\n')
     stub.chmod(0o755)
-    return {**os.environ, "FIND_PYTHON_CANDIDATES": str(stub)}
+    # As a person's shell: not inside another make (make test), whose variables change make's output.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
+    return {**env, "FIND_PYTHON_CANDIDATES": str(stub)}
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
