@@ -19,6 +19,15 @@ ARGS ?=
 
 .PHONY: help venv tools test lint unit pytest build run demo bench clean deploy
 
+# make test and make build run sam build, which needs the Lambda runtime's Python: say so at once, in
+# one line, before any venv is made or check run (make run, unit and demo need only 3.11+).
+NEEDS_313 := $(filter test build,$(MAKECMDGOALS))
+ifneq ($(NEEDS_313),)
+ifeq ($(shell scripts/find-python --exact 3.13 2>/dev/null),)
+$(error Python 3.13 is needed for make $(NEEDS_313) (sam build targets the python3.13 Lambda runtime); none found on PATH or in pyenv. Install it, or use make run, make unit or make demo, which need 3.11 or newer)
+endif
+endif
+
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 

@@ -1,7 +1,7 @@
 """An integrator's Lambda function that calls the Apicbase API with a token from the broker.
 
-Deploy it with the broker's layer attached and two variables: ``BROKER_API_URL`` (the broker
-stack's ``ApiUrl`` output) and ``APICBASE_CONNECTION_ID`` naming the library to read. Its role
+Deploy it with the broker's layer attached and two variables: ``APICBASE_BROKER_API_URL`` (the
+broker stack's ``ApiUrl`` output) and ``APICBASE_CONNECTION_ID`` naming the library to read. Its role
 needs execute-api:Invoke on the broker's token routes and nothing else: the policy is in the
 README ("Lambda functions of your own"), and tests/unit/test_consumer.py checks that it is
 enough. On a 401 it asks for a fresh token once and retries once: a token can be revoked or

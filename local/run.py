@@ -14,6 +14,13 @@ run's callback URL) instead of the sandbox. APICBASE_API_URL is where the proxy 
 APICBASE_REFRESH_READ_TIMEOUT: seconds a refresh waits for the token endpoint (25).
 LOCAL_STATE_FILE: where this run says where it is, for apicbase-broker --local-run (doctor,
 set-credentials); default .local-data/local-run.json.
+APICBASE_REVOKE_URL: where DELETE /connections/{id} revokes (RFC 7009; default: the sandbox's, and
+none at all with another Apicbase, so that its tokens never reach Apicbase's production host).
+BRAND_NAME, SUPPORT_URL, DEFAULT_RETURN_URL: the callback's pages in your product's name (the
+template's BrandName, SupportUrl and DefaultReturnUrl).
+
+State lasts for the run: moto and the sandbox keep it in memory and a temporary directory, so
+connections and tokens are gone when it stops.
 
 The sandbox's switches (Apicbase at its worst; python -m local.sandbox --help says more):
 SANDBOX_REUSE_PROTECTION=1 (a used refresh token revokes its whole family),
@@ -80,6 +87,7 @@ def banner(stack: Any, started: float, state_file: Any = None) -> str:
         f"  refresh schedule: every {stack.config.refresh_tick_seconds:g} s, worker fed from the local queue",
         f"  IAM:              each function's role from the template, enforced on every AWS call it makes; "
         f"refused so far: {stack.iam_refused} (each refusal is logged: 'IAM refused ...')",
+        "  state:            for this run only: connections and tokens are gone when it stops",
         "",
         "  NOTE: admin routes are served WITHOUT SigV4 (no IAM auth) here; everything listens on 127.0.0.1 only.",
         "",
@@ -100,7 +108,8 @@ def banner(stack: Any, started: float, state_file: Any = None) -> str:
         """-d '{"connection_id": "lib-42"}'""",
         f"  curl -s -X POST {url}/connections/{CONNECTION_ID}/refresh",
         f"  curl -s {url}/connections/{CONNECTION_ID}/token   # prints the access token itself",
-        f"  curl -s {url}/connections/{CONNECTION_ID}/apicbase/api/v1/me/   # Apicbase's API through the broker",
+        f"  curl -s '{url}/connections/{CONNECTION_ID}/apicbase/api/v2/products/?page_size=2'"
+        "   # Apicbase's API through the broker",
         "",
         "Ctrl-C stops everything.",
     ]

@@ -56,7 +56,13 @@ PARAMETER_SETTINGS = {
     "ApicbaseApiUrl": "APICBASE_API_URL",
     "ApicbaseRateLimitPerMinute": "APICBASE_RATE_LIMIT_PER_MINUTE",
     "ApicbaseRefreshReadTimeout": "APICBASE_REFRESH_READ_TIMEOUT",
+    "ApicbaseRevokeUrl": "APICBASE_REVOKE_URL",
+    "BrandName": "BRAND_NAME",
+    "SupportUrl": "SUPPORT_URL",
+    "DefaultReturnUrl": "DEFAULT_RETURN_URL",
 }
+# Parameters of the callback's pages, passed on as the environment gives them.
+PAGE_PARAMETERS = ("BrandName", "SupportUrl", "DefaultReturnUrl")
 REQUIRED_RESOURCES = ("ConnectionsTable", "TokenKey", "ClientCredentialsSecret", "RefreshQueue", "HttpApi")
 
 
@@ -101,6 +107,10 @@ class Config:
     rate_limit_per_minute: int | None = None
     # How long a refresh waits for the token endpoint (short in tests that outwait it).
     refresh_read_timeout: int | None = None
+    # RFC 7009 revocation for DELETE /connections/{id} (default: the sandbox's; none for another Apicbase).
+    revoke_url: str | None = None
+    # The integrator's name, support link and way back on the callback's pages, by parameter.
+    pages: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -162,6 +172,12 @@ class Config:
             api_url=env.get("APICBASE_API_URL", "").strip() or None,
             rate_limit_per_minute=parameter("ApicbaseRateLimitPerMinute"),
             refresh_read_timeout=parameter("ApicbaseRefreshReadTimeout"),
+            revoke_url=env.get("APICBASE_REVOKE_URL", "").strip() or None,
+            pages={
+                name: env[PARAMETER_SETTINGS[name]].strip()
+                for name in PAGE_PARAMETERS
+                if env.get(PARAMETER_SETTINGS[name], "").strip()
+            },
         )
 
 
@@ -400,9 +416,11 @@ class Stack:
             urls = (f"{base}/oauth/authorize/", f"{base}/oauth/token/", f"{base}/oauth/introspect/")
         parameters = dict(zip(("ApicbaseAuthorizeUrl", "ApicbaseTokenUrl", "ApicbaseIntrospectUrl"), urls, strict=True))
         parameters["CallbackUrlOverride"] = self.callback_url
-        if external is None:
-            # Never Apicbase's own revocation endpoint (the template's default) for sandbox tokens.
-            parameters["ApicbaseRevokeUrl"] = f"{self.sandbox_url}/oauth/revoke_token/"
+        # Never the template's default, Apicbase's production endpoint, for tokens another server issued:
+        # the sandbox's, or for another Apicbase only what APICBASE_REVOKE_URL names (else none).
+        sandbox_revoke_url = f"{self.sandbox_url}/oauth/revoke_token/" if external is None else ""
+        parameters["ApicbaseRevokeUrl"] = self.config.revoke_url or sandbox_revoke_url
+        parameters.update(self.config.pages)
         if self.config.refresh_window_hours is not None:
             parameters["RefreshWindowHours"] = str(self.config.refresh_window_hours)
         if self.config.log_level:

@@ -24,6 +24,8 @@ AUTHORIZE_URL = "https://app.apicbase.test/oauth/authorize/"
 TOKEN_URL = "https://api.apicbase.test/oauth/token/"
 INTROSPECT_URL = "https://api.apicbase.test/oauth/introspect/"
 REVOKE_URL = "https://api.apicbase.test/oauth/revoke_token/"
+# Under the settings' API URL (Apicbase's own by default): who a token is for, and its library.
+USER_INFO_URL = "https://api.apicbase.com/api/v2/accounts/user_info/"
 CLIENT_ID = "client-default"
 CLIENT_SECRET = "secret-default-0123456789"
 APPLICATIONS = {"default": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}}
@@ -35,6 +37,7 @@ class FakeApicbase:
     client_secret: str = CLIENT_SECRET
     expires_in: int = 604800
     username: str = "chef@example.com"
+    library: str = "Chef's kitchen"
     rotate: bool = True
     now: Callable[[], float] = time.time
     codes: dict[str, str] = field(default_factory=dict)  # code -> scope
@@ -53,6 +56,7 @@ class FakeApicbase:
     refresh_requests: int = 0
     introspections: int = 0
     revocations: int = 0
+    user_infos: int = 0
     pairs: dict[str, str] = field(default_factory=dict)  # refresh token -> its access token
     issued_refresh_tokens: list[str] = field(default_factory=list)
     # Scripted answers for the next token requests: (status, body or text, headers)
@@ -105,6 +109,7 @@ class FakeApicbase:
         mock.add_callback(responses.POST, TOKEN_URL, callback=self._token)
         mock.add_callback(responses.POST, INTROSPECT_URL, callback=self._introspect)
         mock.add_callback(responses.POST, REVOKE_URL, callback=self._revoke)
+        mock.add_callback(responses.GET, USER_INFO_URL, callback=self._user_info)
 
     def _client_ok(self, form: dict[str, str]) -> bool:
         return form.get("client_id") == self.client_id and form.get("client_secret") == self.client_secret
@@ -185,6 +190,15 @@ class FakeApicbase:
                 "client_id": self.client_id,
                 "username": self.username,
             }
+            return 200, {}, json.dumps(body)
+
+    def _user_info(self, request: Any) -> tuple[int, dict[str, str], str]:
+        with self._lock:
+            self.user_infos += 1
+            exp = self.access_tokens.get(request.headers.get("Authorization", "").removeprefix("Bearer "))
+            if exp is None or exp < self.now():
+                return 401, {"WWW-Authenticate": "Bearer"}, json.dumps({"detail": "Invalid token."})
+            body = {"username": self.username, "active_library": {"id": "lib-0001", "name": self.library}}
             return 200, {}, json.dumps(body)
 
     def _revoke(self, request: Any) -> tuple[int, dict[str, str], str]:

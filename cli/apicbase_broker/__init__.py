@@ -2,16 +2,17 @@
 
     from apicbase_broker import BrokerClient
 
-    client = BrokerClient.from_stack("apicbase-oauth-broker")   # or BrokerClient(api_url)
-    api = client.apicbase("lib-42")                              # a requests.Session
-    products = api.get("api/v2/products/").json()
+    client = BrokerClient.from_env()  # $APICBASE_BROKER_API_URL, or BrokerClient(api_url)
+    api = client.apicbase("lib-42")   # a requests.Session through the broker's proxy
+    products = list(api.paginate("api/v2/products/", params={"page_size": 200}))
 
 ``client.token("lib-42")`` gives the access token itself, cached in the process. Errors:
-``NeedsReauthorization``, ``ConnectionNotFound``, ``Busy`` (``retry_after``), all ``BrokerError``.
+``NeedsReauthorization``, ``ConnectionNotFound``, ``Busy`` (``retry_after``) and its
+``RateLimited``, all ``BrokerError``.
 """
 
 from .client import ApicbaseSession, BrokerClient
-from .errors import BrokerError, Busy, ConfigurationError, ConnectionNotFound, NeedsReauthorization
+from .errors import BrokerError, Busy, ConfigurationError, ConnectionNotFound, NeedsReauthorization, RateLimited
 from .signing import ExecuteApiAuth
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "ConnectionNotFound",
     "ExecuteApiAuth",
     "NeedsReauthorization",
+    "RateLimited",
 ]

@@ -39,10 +39,11 @@ def _restore(kind: type[BrokerError], state: dict[str, Any]) -> BrokerError:
 
 
 class ConfigurationError(BrokerError):
-    """No usable API URL, stack, region or AWS credentials: nothing was sent."""
+    """No usable API URL, stack, region or AWS credentials: nothing was sent. ``code``:
+    ``no_api_url`` (nothing names the broker), ``stack_unreadable``, else ``configuration``."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(0, "configuration", message)
+    def __init__(self, message: str, code: str = "configuration") -> None:
+        super().__init__(0, code, message)
 
 
 class NeedsReauthorization(BrokerError):
@@ -55,6 +56,11 @@ class ConnectionNotFound(BrokerError):
 
 class Busy(BrokerError):
     """A refresh is in flight, or the broker, AWS or Apicbase is overloaded: retry after ``retry_after`` s."""
+
+
+class RateLimited(Busy):
+    """429: the broker's budget per Apicbase user, API Gateway's throttle, or (from ``paginate``,
+    after waiting as long as it may) Apicbase's own limit: retry after ``retry_after`` s."""
 
 
 # Answered while something else is in flight or overloaded; worth a retry later, not a fix.
@@ -81,7 +87,9 @@ def error_from(status: int, body: Any, headers: Mapping[str, str]) -> BrokerErro
         kind = NeedsReauthorization
     elif code == "connection_not_found":
         kind = ConnectionNotFound
-    elif code in BUSY_CODES or status in {429, 503}:
+    elif status == 429:
+        kind = RateLimited
+    elif code in BUSY_CODES or status == 503:
         kind = Busy
     return kind(status, code, message, retry_after=retry_after(headers.get("Retry-After")))
 
@@ -91,7 +99,7 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() also takes
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

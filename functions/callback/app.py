@@ -16,6 +16,7 @@ from apicbase_oauth.errors import BrokerError
 from apicbase_oauth.observability import logger, metrics
 
 DEPS = deps.build(Settings.from_env())
+BRAND = DEPS.settings.brand
 Page = tuple[int, dict[str, str], str, list[str]]
 
 
@@ -41,7 +42,15 @@ def callback(event: dict) -> Page:
     if outcome.error is not None:
         return cleared(failed(outcome.error, return_url=outcome.return_url, connection_id=outcome.connection_id))
     assert outcome.connection is not None
-    return cleared(pages.connected(outcome.connection_id, outcome.connection.username, outcome.return_url))
+    connection = outcome.connection
+    page = pages.connected(
+        outcome.connection_id,
+        username=connection.username,
+        library=connection.library,
+        return_url=outcome.return_url,
+        brand=BRAND,
+    )
+    return cleared(page)
 
 
 def cookie(event: dict, name: str) -> str | None:
@@ -68,7 +77,7 @@ def failed(
     status = edge.status_of(exc)
     logger.info("callback failed", error=exc.code, status=status, connection_id=connection_id)
     metrics.add_metric(name=f"Callback{status // 100}xx", unit="Count", value=1)
-    return pages.failure(exc.code, status, return_url=return_url, connection_id=connection_id)
+    return pages.failure(exc.code, status, return_url=return_url, connection_id=connection_id, brand=BRAND)
 
 
 ROUTES = {"GET /oauth/start": start, "GET /oauth/callback": callback}
@@ -101,12 +110,12 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)
     route = ROUTES.get(route_key(event))
     try:
-        status, headers, body, cookies = route(event) if route else (*pages.not_found(), [])
+        status, headers, body, cookies = route(event) if route else (*pages.not_found(BRAND), [])
     except Exception as exc:
         # The exception's text could in theory carry request data: log its type, not its message.
         logger.error("callback crashed", error_type=type(exc).__name__)
         metrics.add_metric(name="Callback5xx", unit="Count", value=1)
-        status, headers, body, cookies = (*pages.unexpected(), [])
+        status, headers, body, cookies = (*pages.unexpected(BRAND), [])
     answer = {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
     if cookies and "httpMethod" in event:  # payload 1.0
         answer["multiValueHeaders"] = {"Set-Cookie": cookies}

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.auth.views import LoginView
 from django.urls import URLPattern, path
 
-from local.sandbox import api, views
+from local.sandbox import api, v2, views
 
 # Apicbase's paths, trailing slashes included.
 urlpatterns: list[URLPattern] = [
@@ -12,7 +12,7 @@ urlpatterns: list[URLPattern] = [
     path("oauth/token/", views.CountingTokenView.as_view()),
     path("oauth/introspect/", views.IntrospectView.as_view()),
     path("oauth/revoke_token/", views.CountingRevokeView.as_view()),
-    path("api/v2/accounts/user_info/", views.UserInfoView.as_view()),
+    *v2.urlpatterns,
     *api.urlpatterns,
 ]
 

@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +36,8 @@ STAT_NAMES = (
     "reused_refresh_tokens",
     # Requests answered 429 (not counted above).
     "throttled",
+    # Requests to the v2 API with a live token, not refused by the rate limit.
+    "api_requests",
 )
 RATE_WINDOW_SECONDS = 60
 
@@ -78,6 +80,16 @@ class _Switches:
 SWITCHES = _Switches(settings.SANDBOX["switches"])
 
 
+@dataclass(frozen=True)
+class Window:
+    """A user's minute after one request: what the rate-limit headers say."""
+
+    limit: int
+    remaining: int
+    reset: int  # seconds until the oldest request counted leaves the minute
+    retry_after: int | None  # set when the request was refused
+
+
 class _RateLimit:
     """A sliding minute per key; a request refused with 429 does not count."""
 
@@ -85,17 +97,18 @@ class _RateLimit:
         self._lock = threading.Lock()
         self._seen: dict[str, deque[float]] = {}
 
-    def retry_after(self, key: str, limit: int) -> int | None:
-        """Seconds to wait, or None when the request may go on (and is counted)."""
+    def take(self, key: str, limit: int) -> Window:
+        """Count the request unless ``limit`` (0: none) is reached; the window either way."""
         now = time.monotonic()
         with self._lock:
             seen = self._seen.setdefault(key, deque())
             while seen and seen[0] <= now - RATE_WINDOW_SECONDS:
                 seen.popleft()
-            if limit and len(seen) >= limit:
-                return max(1, math.ceil(seen[0] + RATE_WINDOW_SECONDS - now))
-            seen.append(now)
-            return None
+            refused = bool(limit) and len(seen) >= limit
+            if not refused:
+                seen.append(now)
+            reset = max(1, math.ceil(seen[0] + RATE_WINDOW_SECONDS - now)) if seen else 0
+            return Window(limit, max(0, limit - len(seen)), reset, reset if refused else None)
 
     def reset(self) -> None:
         with self._lock:
@@ -107,9 +120,13 @@ RATE_LIMIT = _RateLimit()
 
 def _throttled(key: str) -> HttpResponse | None:
     """Apicbase's answer once a user made too many requests this minute (Django REST framework's)."""
-    wait = RATE_LIMIT.retry_after(key, SWITCHES.current.rate_limit)
-    if wait is None:
+    window = RATE_LIMIT.take(key, SWITCHES.current.rate_limit)
+    if window.retry_after is None:
         return None
+    return too_many_requests(window.retry_after)
+
+
+def too_many_requests(wait: int) -> HttpResponse:
     STATS.count("throttled")
     response = JsonResponse({"detail": f"Request was throttled. Expected available in {wait} seconds."}, status=429)
     response["Retry-After"] = str(wait)
@@ -221,30 +238,6 @@ class IntrospectView(OAuthLibMixin, View):
             return JsonResponse({"error": "invalid_client"}, status=401)
         response: HttpResponse = IntrospectTokenView.get_token_response(request.POST.get("token"))
         return response
-
-
-class UserInfoView(OAuthLibMixin, View):
-    """A tiny protected resource, so consumers' examples have something to call."""
-
-    http_method_names = ["get"]
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        throttled = _throttled(_user_key(bearer, request))
-        if throttled is not None:
-            return throttled
-        valid, oauthlib_request = self.verify_request(request)
-        if not valid:
-            error = dict(getattr(oauthlib_request, "oauth2_error", None) or {"error": "invalid_token"})
-            response = JsonResponse(error, status=401)
-            response["WWW-Authenticate"] = f'Bearer error="{error["error"]}"'
-            return response
-        return JsonResponse(
-            {
-                "username": oauthlib_request.user.get_username(),
-                "scope": oauthlib_request.access_token.scope,
-            }
-        )
 
 
 # Test hooks: routed only with --test-hooks (see urls.py).

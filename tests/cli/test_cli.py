@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from local.browser import browser_session, open_connect_url
 
+from apicbase_broker_cli.main import _parser, main
 from tests import fakes
 from tests.conftest import CALLBACK_URL
 
@@ -217,3 +219,60 @@ def test_disconnect_with_yes_deletes_the_connection(cli, apicbase):
 def test_bad_arguments_exit_2(offline_cli, args):
     # When the arguments are wrong, Then the exit code is 2
     assert offline_cli(*args).code == 2
+
+
+@pytest.mark.parametrize("scopes", [["accounts library"], ["accounts,library"], ["accounts", "library"]])
+def test_scopes_may_be_one_argument_as_the_readme_writes_them(cli, scopes):
+    # When connect names its scopes in one argument, comma-separated, or apart
+    run = cli("--json", "connect", "lib-1", "--scopes", *scopes)
+    # Then the session asks for both
+    assert run.code == 0, run.err
+    assert json.loads(run.out)["scopes"] == ["accounts", "library"]
+
+
+def test_a_request_the_api_refuses_exits_2_and_says_what_to_change(cli):
+    # When connect asks for a scope Apicbase does not have
+    run = cli("connect", "lib-1", "--scopes", "accounts", "kitchen")
+    # Then exit code 2, one line: the API's reason, and where the options are explained
+    assert run.code == 2
+    assert run.err.count("\n") == 1
+    assert "unknown scope(s) kitchen" in run.err
+    assert "apicbase-broker connect --help" in run.err
+
+
+def test_an_unknown_application_exits_2_with_the_option_to_change(cli):
+    run = cli("connect", "lib-1", "--application", "nope")
+    assert run.code == 2
+    assert "--application" in run.err
+
+
+def test_a_missing_file_is_named(offline_cli, tmp_path):
+    # When import-tokens is given a file that does not exist
+    run = offline_cli("import-tokens", "lib-1", "--file", str(tmp_path / "missing.json"))
+    # Then exit code 2 and one line naming the file and why
+    assert run.code == 2
+    assert run.err.count("\n") == 1
+    assert "missing.json" in run.err and "No such file" in run.err
+
+
+def test_reconnect_hints_do_not_repeat_the_message(cli, apicbase):
+    # Given a revoked connection, and a code used once already
+    imported(cli, apicbase)
+    apicbase.revoke_all()
+    code = apicbase.issue_code()
+    cli("paste-code", "lib-9", stdin=code)
+    # When each fails, Then the line says "again" and "expired" once each
+    revoked = cli("refresh", "lib-1").err
+    reused = cli("paste-code", "lib-9", stdin=code).err
+    assert revoked.count("again") == 1
+    assert (reused.count("expired"), reused.count("again")) == (1, 1)
+
+
+def test_every_command_s_help_shows_an_example(capsys):
+    # Given every command of the CLI
+    commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(commands) == 8
+    for name in commands:
+        # When its --help is read, Then it shows how to run it
+        assert main([name, "--help"]) == 0
+        assert f"example:\n  apicbase-broker {name}" in capsys.readouterr().out

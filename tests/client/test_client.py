@@ -24,6 +24,7 @@ from apicbase_broker import (
     ConfigurationError,
     ConnectionNotFound,
     NeedsReauthorization,
+    RateLimited,
 )
 from apicbase_broker.errors import retry_after
 from apicbase_broker.signing import sign
@@ -31,7 +32,6 @@ from apicbase_broker.signing import sign
 API = "https://abc123.execute-api.eu-west-1.amazonaws.com"
 PROXY = f"{API}/connections/lib-42/apicbase/"
 TOKEN_URL = f"{API}/connections/lib-42/token"
-REFRESH_URL = f"{API}/connections/lib-42/refresh"
 CREDENTIALS = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token="session-token")
 WEEK = 604800
 
@@ -175,21 +175,22 @@ def test_the_cache_is_per_connection(client, http):
     assert len(http.calls) == 2
 
 
-def test_a_rejected_token_already_replaced_at_the_broker_is_fetched_without_a_refresh(client, http):
+def test_a_rejected_token_is_reported_to_the_broker_which_answers_a_newer_one(client, http):
     # Given a cached token that Apicbase then refused (the broker's scheduled refresh replaced it)
     http.get(TOKEN_URL, json=token_answer("old"))
     client.token("lib-42")
-    http.replace(responses.GET, TOKEN_URL, json=token_answer("new"))
-    # When the caller reports it, Then the newer one comes back and nothing was refreshed
+    http.post(TOKEN_URL, json=token_answer("new"))
+    # When the caller reports it, Then the broker is told which token was refused (in the body,
+    # never a URL: it decides whether to refresh), and its newer one comes back
     assert client.token("lib-42", rejected="old") == "new"
-    assert [c.request.method for c in http.calls] == ["GET", "GET"]
+    assert [c.request.method for c in http.calls] == ["GET", "POST"]
+    assert json.loads(http.calls[1].request.body) == {"rejected_token": "old"}
 
 
-def test_a_rejected_token_the_broker_still_holds_is_refreshed_once_for_all_threads(client, http):
-    # Given the broker still holds the token Apicbase refused
-    tokens = iter(["old", "old", "new"])
-    http.add_callback(responses.GET, TOKEN_URL, callback=lambda _: (200, {}, json.dumps(token_answer(next(tokens)))))
-    http.post(REFRESH_URL, json={"outcome": "refreshed"})
+def test_a_rejected_token_is_reported_once_for_all_threads(client, http):
+    # Given a cached token Apicbase refused, and the broker answering a newer one when told
+    http.get(TOKEN_URL, json=token_answer("old"))
+    http.post(TOKEN_URL, json=token_answer("new"))
     client.token("lib-42")
     # When eight threads report it at once
     results: list[str] = []
@@ -200,7 +201,7 @@ def test_a_rejected_token_the_broker_still_holds_is_refreshed_once_for_all_threa
         thread.start()
     for thread in threads:
         thread.join()
-    # Then one refresh was asked for, and every thread got the new token
+    # Then the broker was told once, and every thread got the new token
     assert results == ["new"] * 8
     assert sum(c.request.method == "POST" for c in http.calls) == 1
 
@@ -208,7 +209,8 @@ def test_a_rejected_token_the_broker_still_holds_is_refreshed_once_for_all_threa
 def test_a_failed_refresh_leaves_no_rejected_token_in_the_cache(client, http):
     # Given a rejected token whose refresh the broker refuses (the grant is gone)
     http.get(TOKEN_URL, json=token_answer("old"))
-    http.post(REFRESH_URL, status=409, json={"error": {"code": "needs_reauthorization", "message": "reconnect"}})
+    client.token("lib-42")
+    http.post(TOKEN_URL, status=409, json={"error": {"code": "needs_reauthorization", "message": "reconnect"}})
     with pytest.raises(NeedsReauthorization) as raised:
         client.token("lib-42", rejected="old")
     # Then the error names no token, and the next call asks the broker again
@@ -225,7 +227,11 @@ def test_a_failed_refresh_leaves_no_rejected_token_in_the_cache(client, http):
         (error(404, "connection_not_found"), ConnectionNotFound, "connection_not_found"),
         (error(409, "refresh_in_progress"), Busy, "refresh_in_progress"),
         (error(503, "dependency_unavailable", **{"Retry-After": "3"}), Busy, "dependency_unavailable"),
-        (responses.Response("GET", TOKEN_URL, status=429, json={"message": "Too Many Requests"}), Busy, "throttled"),
+        (
+            responses.Response("GET", TOKEN_URL, status=429, json={"message": "Too Many Requests"}),
+            RateLimited,
+            "throttled",
+        ),
         (responses.Response("GET", TOKEN_URL, status=403, json={"message": "Forbidden"}), BrokerError, "forbidden"),
         (error(500, "internal_error"), BrokerError, "internal_error"),
         (error(502, "invalid_client"), BrokerError, "invalid_client"),

@@ -410,6 +410,16 @@ def test_each_deployed_role_is_the_role_the_local_run_enforces(deploy, template)
         assert deployed == iam.statements(template, logical_id, refs), logical_id
 
 
+def test_the_layer_ships_the_client_its_helper_wraps(rehearsal):
+    # Given the layer as sam build zipped it (get_access_token is a wrapper over apicbase_broker)
+    with zipfile.ZipFile(io.BytesIO(rehearsal["artifacts"]["BrokerLayer"])) as layer:
+        shipped = set(layer.namelist())
+    # Then the client's package is there, beside the layer's own, from the same source
+    for module in ("__init__", "client", "errors", "signing", "tokens"):
+        assert f"python/apicbase_broker/{module}.py" in shipped
+    assert "python/apicbase_oauth/consumer.py" in shipped
+
+
 # --- a stack's life: connect, update, delete, deploy again adopting what was kept ---------------
 APICBASE = {
     "ApicbaseAuthorizeUrl": fakes.AUTHORIZE_URL,

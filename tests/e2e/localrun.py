@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,14 +96,16 @@ def running(log_path: Path, **settings: str) -> Iterator[LocalRun]:
 
 
 class LocalRun:
-    """One ``python -m local.run`` with the sandbox's test hooks and reuse protection on (Apicbase
-    at its strictest); ``settings`` add to or replace its environment. stop() ends it and its
-    children. Every run is kept in ``started``: the e2e suite fails a test during which a run
-    logged a refused AWS call, unless the run ``expects_refusals``."""
+    """One ``python -m local.run`` (or ``command``, e.g. ``make run``) with the sandbox's test hooks
+    and reuse protection on (Apicbase at its strictest); ``settings`` add to or replace its
+    environment. stop() ends it and its children. Every run is kept in ``started``: the e2e suite
+    fails a test during which a run logged a refused AWS call, unless the run ``expects_refusals``."""
 
     started: list[LocalRun] = []
 
-    def __init__(self, log_path: Path, *, expects_refusals: bool = False, **settings: str) -> None:
+    def __init__(
+        self, log_path: Path, *, command: Sequence[str] = (), expects_refusals: bool = False, **settings: str
+    ) -> None:
         self.expects_refusals = expects_refusals
         self.port, self.moto_port, self.sandbox_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -132,9 +134,10 @@ class LocalRun:
             }
         )
         self._log = open(log_path, "w")  # noqa: SIM115 (open for the process's whole life)
+        self.command = list(command) or [sys.executable, "-m", "local.run"]
         # Its own process group, so that stop() can end the sandbox too if the run does not.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "local.run"],
+            self.command,
             cwd=ROOT,
             env=env,
             stdout=self._log,
@@ -155,7 +158,10 @@ class LocalRun:
 
     def stop(self) -> int | None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if self.command[0] == "make":  # Ctrl-C in a terminal: make passes no signal on
+                os.killpg(self.process.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -78,7 +78,7 @@ def test_a_person_connects_through_login_and_consent(local_run: LocalRun, browse
     assert browser.title == "Apicbase connected"
     assert browser.find_element(By.TAG_NAME, "h1").text == "Apicbase connected"
     page = browser.find_element(By.TAG_NAME, "main").text
-    assert "Your Apicbase library is connected as demo (connection e2e-browser)." in page
+    assert "Your Apicbase library Demo's kitchen is connected, signed in as demo." in page
     assert "You can close this window." in page
     # And the broker stored the connection
     assert local_run.api("GET", "/connections/e2e-browser").json()["status"] == "active"

@@ -19,11 +19,11 @@ def test_happy_path_stores_a_connection_whose_token_works_at_apicbase(local_run:
     # Then the callback page says the library is connected
     assert connected.callback.status_code == 200
     assert "Apicbase connected" in connected.callback.text
-    assert "connected as demo (connection e2e-happy)" in connected.callback.text
-    # And the admin API shows the connection without its tokens
+    assert "Your Apicbase library Demo&#x27;s kitchen is connected, signed in as demo." in connected.callback.text
+    # And the admin API shows the connection without its tokens, with the user's library
     view = local_run.api("GET", "/connections/e2e-happy").json()
     assert view["status"] == "active"
-    assert view["username"] == "demo"
+    assert (view["username"], view["library"]) == ("demo", "Demo's kitchen")
     assert view["scope"] == "accounts library"
     assert not {"access_token", "refresh_token"} & set(view)
     # And the token it hands out is accepted by the sandbox's API
@@ -33,7 +33,7 @@ def test_happy_path_stores_a_connection_whose_token_works_at_apicbase(local_run:
         headers={"Authorization": f"Bearer {token}"},
         timeout=TIMEOUT,
     )
-    assert me.json() == {"username": "demo", "scope": "accounts library"}
+    assert (me.json()["username"], me.json()["scope"]) == ("demo", "accounts library")
 
 
 def test_an_expired_code_gives_a_page_that_says_start_again(local_run: LocalRun) -> None:

@@ -420,9 +420,13 @@ def test_user_info_answers_with_a_valid_token(sandbox: RunningSandbox) -> None:
         timeout=TIMEOUT,
     )
 
-    # Then it tells who and what scope
+    # Then it tells who, what scope and which library
     assert response.status_code == 200
-    assert response.json() == {"username": "demo", "scope": "library inventory"}
+    assert response.json() == {
+        "username": "demo",
+        "scope": "library inventory",
+        "active_library": {"id": response.json()["active_library"]["id"], "name": "Demo's kitchen"},
+    }
 
 
 def test_user_info_refuses_an_invalid_token(sandbox: RunningSandbox) -> None:
@@ -466,6 +470,7 @@ def test_stats_count_token_refresh_and_introspection_requests(sandbox: RunningSa
         "revocations": 0,
         "reused_refresh_tokens": 0,
         "throttled": 0,
+        "api_requests": 0,
     }
 
 

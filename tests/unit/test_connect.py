@@ -79,8 +79,9 @@ def assert_page(response: dict[str, Any], status: int) -> str:
 # --- success -----------------------------------------------------------------------------------
 def test_callback_stores_the_connection_and_answers_a_page(callback, deps, apicbase) -> None:
     """Given a connect session, when Apicbase redirects back with a code, then the code is
-    exchanged once, the tokens are stored encrypted with the introspected username, and the
-    person sees a no-store page saying the library is connected."""
+    exchanged once, the tokens are stored encrypted with the introspected username and the
+    user's library, and the person sees a no-store page saying that library is connected, and
+    as whom (not the connection id: that is the integrator's own)."""
     state = start(deps)
     code = apicbase.issue_code()
 
@@ -90,10 +91,12 @@ def test_callback_stores_the_connection_and_answers_a_page(callback, deps, apicb
     access, refresh = next(iter(apicbase.access_tokens)), apicbase.issued_refresh_tokens[-1]
     assert apicbase.token_requests == 1
     assert (connection.status, connection.username, connection.version) == ("active", "chef@example.com", 1)
+    assert connection.library == "Chef's kitchen"
     pair = deps.cipher.decrypt(CID, connection.tokens)
     assert (pair.access_token, pair.refresh_token) == (access, refresh)
     assert access.encode() not in connection.tokens and refresh.encode() not in connection.tokens
-    assert "connected" in body and CID in body and "chef@example.com" in body
+    assert "Your Apicbase library Chef&#x27;s kitchen is connected, signed in as chef@example.com." in body
+    assert CID not in body
     assert access not in body and refresh not in body and code not in body and state not in body
 
 

@@ -1,5 +1,5 @@
-"""get_access_token for integrators' Lambdas (a SigV4 client of the broker's API), its documented
-IAM policy, and examples/consumer_lambda.py.
+"""get_access_token for integrators' Lambdas (a thin wrapper over apicbase_broker's BrokerClient,
+which the layer ships), its documented IAM policy, and examples/consumer_lambda.py.
 
 The broker's API is the real ConnectionsFunction on moto, behind API Gateway's stand-in
 (local.adapter's events) on ``responses``; every request the helper makes is checked against
@@ -25,8 +25,8 @@ import responses
 from local import adapter as gateway
 from local import template as tpl
 
+from apicbase_broker import BrokerError, Busy, ConfigurationError, ConnectionNotFound, NeedsReauthorization
 from apicbase_oauth import connect, consumer, get_access_token
-from apicbase_oauth.errors import BrokerError, ConfigurationError, ConnectionNotFound, NeedsReauthorization
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = "https://api.apicbase.com/api/v2/products/recipes/"
@@ -109,8 +109,8 @@ def broker(load_handler, deps, lambda_context, apicbase, monkeypatch) -> Broker:
     fake = Broker(module.lambda_handler, lambda_context)
     for method in (responses.GET, responses.POST):
         apicbase.mock.add_callback(method, re.compile(re.escape(API_URL) + "/.*"), callback=fake)
-    # The integrator's function: BROKER_API_URL and its role's credentials, none of the broker's settings.
-    monkeypatch.setenv("BROKER_API_URL", API_URL)
+    # The integrator's function: the broker's URL and its role's credentials, none of the broker's settings.
+    monkeypatch.setenv("APICBASE_BROKER_API_URL", API_URL)
     for name in ("TABLE_NAME", "TOKEN_KEY_ID", "CLIENT_SECRET_ID", "APICBASE_TOKEN_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(consumer, "_client", None)
@@ -144,8 +144,8 @@ def test_importing_the_package_builds_nothing():
 
 def test_importing_the_helper_loads_no_use_case_and_no_boto3():
     code = (
-        "import sys, apicbase_oauth.consumer; "
-        "print(any(m in sys.modules for m in ('apicbase_oauth.tokens', 'apicbase_oauth.deps', 'boto3')))"
+        "import sys, apicbase_oauth.consumer; print(any(m in sys.modules for m in "
+        "('apicbase_oauth.tokens', 'apicbase_oauth.deps', 'boto3', 'botocore', 'apicbase_broker')))"
     )
     env_path = str(ROOT / "layers" / "apicbase_oauth")
     out = subprocess.run(
@@ -179,12 +179,15 @@ def test_the_documented_policy_grants_execute_api_invoke_and_nothing_else():
 def test_the_documented_policy_is_enough_for_every_call_the_helper_makes(broker, deps, apicbase):
     # Given a connection, and a function that holds only the documented policy
     old = seed(deps, apicbase)
-    # When it gets a token, reports it rejected, and reports the same old token again
+    # When it gets a token, reports it rejected, and (another container) reports it again
     first = get_access_token("lib-1")
     newer = get_access_token("lib-1", rejected_token=old)
+    cached = get_access_token("lib-1", rejected_token=old)
+    consumer._client = None
     again = get_access_token("lib-1", rejected_token=old)
-    # Then every call was allowed (no 403), signed, and these are exactly the routes it used
-    assert (first, again) == (old, newer) and newer != old
+    # Then every call was allowed (no 403), signed, and these are exactly the routes it used: the
+    # container's cache answered the repeated report, the broker the other container's, unrefreshed
+    assert (first, cached, again) == (old, newer, newer) and newer != old
     assert broker.calls == [
         ("GET", "/connections/lib-1/token"),
         ("POST", "/connections/lib-1/token"),
@@ -200,7 +203,7 @@ def test_a_route_the_policy_does_not_allow_is_api_gateway_s_403(broker, deps, ap
     # When the helper asks, Then API Gateway's refusal is a BrokerError that says so
     with pytest.raises(BrokerError) as refused:
         get_access_token("lib-1")
-    assert refused.value.code == "broker_refused" and "403" in refused.value.message
+    assert (refused.value.status, refused.value.code) == (403, "forbidden")
 
 
 # --- signing and errors --------------------------------------------------------------------------
@@ -213,10 +216,10 @@ def test_requests_are_signed_with_sigv4_for_execute_api_in_the_url_s_region(brok
         r"SignedHeaders=[a-z0-9;-]*host[a-z0-9;-]*, Signature=[0-9a-f]{64}",
         signature,
     ), signature
-    assert consumer._client is not None and consumer._client.region == REGION
+    assert consumer._client is not None and consumer._client.auth.region == REGION
 
 
-def test_the_broker_s_errors_become_the_layer_s(broker, deps, apicbase):
+def test_the_broker_s_errors_are_the_client_s_one_taxonomy(broker, deps, apicbase):
     with pytest.raises(ConnectionNotFound):
         get_access_token("lib-nobody")
     access = seed(deps, apicbase, "lib-gone")
@@ -225,32 +228,52 @@ def test_the_broker_s_errors_become_the_layer_s(broker, deps, apicbase):
         get_access_token("lib-gone", rejected_token=access)
 
 
-def test_a_rejected_token_that_is_not_a_token_is_refused_before_any_call(broker):
+def test_a_refresh_in_flight_is_busy_with_its_retry_after(broker, deps, apicbase, monkeypatch):
+    # Given the broker answers that another refresh holds the connection
+    seed(deps, apicbase)
+    refusal = {"error": {"code": "refresh_in_progress", "message": "being refreshed"}}
+    monkeypatch.setattr(broker, "handler", lambda *_: {"statusCode": 409, "body": json.dumps(refusal)})
+    # Then the helper raises the client's Busy, as BrokerClient does
+    with pytest.raises(Busy) as busy:
+        get_access_token("lib-1")
+    assert busy.value.code == "refresh_in_progress"
+
+
+def test_a_rejected_token_that_is_not_a_token_is_refused_by_the_broker(broker, deps, apicbase):
+    seed(deps, apicbase)
     with pytest.raises(BrokerError) as refused:
         get_access_token("lib-1", rejected_token="has spaces\n")
-    assert refused.value.code == "invalid_rejected_token"
-    assert broker.calls == []
+    assert (refused.value.status, refused.value.code) == (400, "invalid_rejected_token")
+    assert apicbase.refresh_requests == 0
 
 
-def test_without_broker_api_url_the_helper_says_what_to_set(monkeypatch):
-    monkeypatch.delenv("BROKER_API_URL", raising=False)
+@pytest.mark.parametrize("variable", ["APICBASE_BROKER_API_URL", "BROKER_API_URL"])
+def test_the_broker_s_url_comes_from_its_variable_or_the_older_name(monkeypatch, variable):
+    for name in ("APICBASE_BROKER_API_URL", "BROKER_API_URL", "APICBASE_BROKER_STACK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "http://127.0.0.1:3000")
     monkeypatch.setattr(consumer, "_client", None)
-    with pytest.raises(ConfigurationError, match="BROKER_API_URL"):
+    with responses.RequestsMock() as mock:
+        mock.get("http://127.0.0.1:3000/connections/lib-1/token", json={"access_token": "tok", "expires_in": 60})
+        assert get_access_token("lib-1") == "tok"
+        # The local run is called unsigned
+        assert "Authorization" not in mock.calls[0].request.headers
+
+
+def test_without_the_broker_s_url_the_helper_says_what_to_set(monkeypatch):
+    for name in ("APICBASE_BROKER_API_URL", "BROKER_API_URL", "APICBASE_BROKER_STACK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(consumer, "_client", None)
+    with pytest.raises(ConfigurationError, match="APICBASE_BROKER_API_URL"):
         get_access_token("lib-1")
 
 
 @pytest.mark.parametrize("url", ["http://broker.example.com", "ftp://x", "not a url"])
-def test_a_broker_url_that_is_not_https_is_refused(url):
+def test_a_broker_url_that_is_not_https_is_refused(monkeypatch, url):
+    monkeypatch.setenv("APICBASE_BROKER_API_URL", url)
+    monkeypatch.setattr(consumer, "_client", None)
     with pytest.raises(ConfigurationError):
-        consumer.BrokerApi(url, credentials=object(), region=REGION)
-
-
-def test_the_local_run_is_called_unsigned():
-    api = consumer.BrokerApi("http://127.0.0.1:3000", credentials=None, region=None)
-    with responses.RequestsMock() as mock:
-        mock.get("http://127.0.0.1:3000/connections/lib-1/token", json={"access_token": "tok"})
-        assert api.token("lib-1") == "tok"
-        assert "Authorization" not in mock.calls[0].request.headers
+        get_access_token("lib-1")
 
 
 # --- the example ------------------------------------------------------------------------------------
@@ -283,11 +306,11 @@ def test_example_gives_up_after_one_retry(broker, deps, apicbase):
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [(b"{}", "missing_field"), (b'{"rejected_token": "x", "scope": "all"}', "unknown_field"), (b"[]", "invalid_body")],
+    [({}, "missing_field"), ({"rejected_token": "x", "scope": "all"}, "unknown_field"), ([], "invalid_body")],
 )
 def test_the_rejected_token_route_takes_exactly_one_field(broker, deps, apicbase, body, code):
     seed(deps, apicbase)
     with pytest.raises(BrokerError) as refused:
-        consumer._get_client()._call("POST", "/connections/lib-1/token", body)
+        consumer._get_client().request("POST", "/connections/lib-1/token", body=body)
     assert refused.value.code == code
     assert apicbase.refresh_requests == 0

@@ -18,6 +18,18 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LEASE_SECONDS = 180
 # Apicbase's API, where the proxy route forwards.
 APICBASE_API_URL = "https://api.apicbase.com/"
+BRAND_NAME_MAX_LENGTH = 60
+
+
+@dataclass(frozen=True)
+class Brand:
+    """What the callback's pages say of the integrator: their product's name ("Connect <name> to
+    Apicbase"), where people get help on an error page, and the way back to their application
+    when a connect session names no return_url. Set by the operator, never by a request."""
+
+    name: str | None = None
+    support_url: str | None = None
+    return_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,7 @@ class Settings:
     api_url: str = APICBASE_API_URL
     api_budget_per_minute: int = TUNABLES["api_budget_per_minute"].default
     refresh_read_timeout_seconds: int = TUNABLES["refresh_read_timeout_seconds"].default
+    brand: Brand = Brand()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +158,9 @@ class Settings:
         pkce = env.get("PKCE_ENABLED", "false").strip().lower()
         if pkce not in {"true", "false"}:
             problems.append("PKCE_ENABLED must be true or false")
+        brand_name = env.get("BRAND_NAME", "").strip()
+        if len(brand_name) > BRAND_NAME_MAX_LENGTH or not brand_name.isprintable():
+            problems.append(f"BRAND_NAME must be printable text of at most {BRAND_NAME_MAX_LENGTH} characters")
 
         settings = cls(
             table_name=required("TABLE_NAME"),
@@ -168,6 +184,11 @@ class Settings:
             api_url=url("APICBASE_API_URL", optional=True) or APICBASE_API_URL,
             api_budget_per_minute=integer("api_budget_per_minute"),
             refresh_read_timeout_seconds=integer("refresh_read_timeout_seconds"),
+            brand=Brand(
+                name=brand_name or None,
+                support_url=url("SUPPORT_URL", optional=True) or None,
+                return_url=url("DEFAULT_RETURN_URL", optional=True) or None,
+            ),
         )
         if problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(problems))

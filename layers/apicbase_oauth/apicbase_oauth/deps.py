@@ -92,6 +92,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
             token_url=settings.token_url,
             introspect_url=settings.introspect_url,
             revoke_url=settings.revoke_url,
+            api_url=settings.api_url,
             refresh_read_timeout=settings.refresh_read_timeout_seconds,
             now=now,
         ),

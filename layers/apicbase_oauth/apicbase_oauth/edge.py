@@ -99,6 +99,7 @@ def connection_view(connection: Connection) -> dict[str, Any]:
         "status": connection.status,
         "scope": connection.scope,
         "username": connection.username,
+        "library": connection.library,
         "expires_at": iso(connection.expires_at),
         "created_at": iso(connection.created_at),
         "updated_at": iso(connection.updated_at),

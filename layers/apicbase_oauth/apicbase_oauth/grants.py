@@ -25,6 +25,8 @@ from .observability import logger, metrics
 
 # Issue 12: how long the identity check waits for introspection before it fails closed.
 IDENTITY_READ_TIMEOUT = 5.0
+# How long the callback's page waits for the library's name (nice to have).
+LIBRARY_READ_TIMEOUT = 3.0
 
 
 def exchange_and_store(
@@ -79,10 +81,12 @@ def exchange_and_store(
     )
     report_oddities(tokens, connection_id)
     introspection = introspect_quietly(deps, credentials, tokens.access_token, connection_id)
-    if introspection and introspection.active and (introspection.username or introspection.scope):
-        connection = deps.connections.record_identity(
-            connection, username=introspection.username, scope=None if tokens.scope else introspection.scope
-        )
+    identity = introspection if introspection and introspection.active else None
+    username = identity.username if identity else None
+    scope = identity.scope if identity and not tokens.scope else None
+    library = library_quietly(deps, tokens.access_token, connection_id)
+    if username or scope or library:
+        connection = deps.connections.record_identity(connection, username=username, scope=scope, library=library)
     announce_created(deps, connection)
     return connection
 
@@ -165,6 +169,16 @@ def introspect_quietly(
         return deps.apicbase.introspect(credentials, token=access_token)
     except ApicbaseError as exc:
         logger.warning("introspection failed", connection_id=connection_id, error=exc.code)
+        return None
+
+
+def library_quietly(deps: Deps, access_token: str, connection_id: str) -> str | None:
+    """The library's name is nice to have (the callback's page names it): failing to read it does
+    not fail a connect."""
+    try:
+        return deps.apicbase.active_library(token=access_token, read_timeout=LIBRARY_READ_TIMEOUT)
+    except ApicbaseError as exc:
+        logger.warning("library not read", connection_id=connection_id, error=exc.code)
         return None
 
 

@@ -93,6 +93,8 @@ class Connection:
     source: str | None = None
     # The username the grant that this one replaced was introspected as (reconnects).
     previous_username: str | None = None
+    # The name of the library the grant acts on (the user's active library), as Apicbase said.
+    library: str | None = None
 
     def __repr__(self) -> str:
         return f"Connection(connection_id={self.connection_id!r}, status={self.status!r}, version={self.version})"

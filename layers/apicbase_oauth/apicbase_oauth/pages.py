@@ -1,12 +1,18 @@
-"""The small HTML pages the public callback answers with. Every reflected value is escaped."""
+"""The small HTML pages the public callback answers with, in the integrator's name (``Brand``).
+
+Texts are fixed, by error code; what varies comes from the operator's settings (the brand) or
+from Apicbase (the user and the library), never from the request, and every value is escaped.
+"""
 
 from __future__ import annotations
 
 from html import escape
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from .config import Brand
 from .model import REDIRECT_ERRORS
 
+NO_BRAND = Brand()
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
@@ -31,13 +37,15 @@ h1 {{ font-size: 1.4rem; margin-top: 0; color: {colour}; }}
 p {{ line-height: 1.5; }}
 .hint {{ color: #4a5568; }}
 code {{ background: #eef0f4; padding: .1rem .3rem; border-radius: 4px; }}
+.brand {{ color: #4a5568; font-size: .9rem; margin: 0 0 .75rem; }}
 </style>
 </head>
 <body>
 <main>
+<p class="brand">{heading}</p>
 <h1>{title}</h1>
 <p>{message}</p>
-{hint}
+{hint}{links}
 </main>
 </body>
 </html>
@@ -136,11 +144,39 @@ def clear_binder_cookie() -> str:
     return f"{BINDER_COOKIE}=; {_COOKIE_ATTRIBUTES}; Max-Age=0"
 
 
-def render(status: int, title: str, message: str, hint: str | None = None) -> tuple[int, dict[str, str], str]:
+def render(
+    status: int,
+    title: str,
+    message: str,
+    hint: str | None = None,
+    *,
+    brand: Brand = NO_BRAND,
+    way_back: str | None = None,
+) -> tuple[int, dict[str, str], str]:
+    """A page under "Connect <brand> to Apicbase": an error page links to the brand's support, and
+    every page leads back to ``way_back`` (the session's return_url) or the brand's default."""
     colour = "#1f7a4d" if status < 400 else "#b42318"
     hint_html = f'<p class="hint">{escape(hint)}</p>' if hint else ""
-    body = _TEMPLATE.format(title=escape(title), message=escape(message), hint=hint_html, colour=colour)
+    links = []
+    if status >= 400 and brand.support_url:
+        links.append(_link(brand.support_url, f"Get help from {brand.name}" if brand.name else "Get help"))
+    back = way_back or brand.return_url
+    if back:
+        links.append(_link(back, f"Back to {brand.name}" if brand.name else "Back to the application"))
+    body = _TEMPLATE.format(
+        heading=escape(f"Connect {brand.name} to Apicbase" if brand.name else "Connect to Apicbase"),
+        title=escape(title),
+        message=escape(message),
+        hint=hint_html,
+        links="".join(links),
+        colour=colour,
+    )
     return status, {"Content-Type": "text/html; charset=utf-8", **SECURITY_HEADERS}, body
+
+
+def _link(url: str, text: str) -> str:
+    # The URLs are the operator's or the integrator's, checked as https (or loopback http) URLs.
+    return f'\n<p><a href="{escape(url)}" rel="noopener noreferrer">{escape(text)}</a></p>'
 
 
 def with_query(url: str, params: dict[str, str]) -> str:
@@ -153,20 +189,36 @@ def redirect(url: str) -> tuple[int, dict[str, str], str]:
     return 302, {"Location": url, **SECURITY_HEADERS}, ""
 
 
-def connected(connection_id: str, username: str | None, return_url: str | None) -> tuple[int, dict[str, str], str]:
+def connected(
+    connection_id: str,
+    *,
+    username: str | None,
+    library: str | None,
+    return_url: str | None,
+    brand: Brand = NO_BRAND,
+) -> tuple[int, dict[str, str], str]:
+    """The integrator's return_url takes over; else a page that names the Apicbase user and
+    library (as Apicbase told them), not the connection id, which is the integrator's own."""
     if return_url:
         return redirect(with_query(return_url, {"connection_id": connection_id, "status": "connected"}))
-    who = f" as {username}" if username else ""
+    library_name = f" {library}" if library else ""
+    who = f", signed in as {username}" if username else ""
     return render(
         200,
         "Apicbase connected",
-        f"Your Apicbase library is connected{who} (connection {connection_id}).",
+        f"Your Apicbase library{library_name} is connected{who}.",
         "You can close this window.",
+        brand=brand,
     )
 
 
 def failure(
-    code: str, status: int, *, return_url: str | None = None, connection_id: str | None = None
+    code: str,
+    status: int,
+    *,
+    return_url: str | None = None,
+    connection_id: str | None = None,
+    brand: Brand = NO_BRAND,
 ) -> tuple[int, dict[str, str], str]:
     """The page for an error ``code``; a 4xx after the session was known hands over to its return_url."""
     if return_url and connection_id and status < 500:
@@ -178,17 +230,18 @@ def failure(
     else:
         title, message, hint = _CLIENT_ERROR if status < 500 else _SERVER_ERROR
     # Codes are ours or from a fixed set (never request data), and render() escapes anyway.
-    return render(status, title, message.format(code=code), hint)
+    return render(status, title, message.format(code=code), hint, brand=brand, way_back=return_url)
 
 
-def unexpected() -> tuple[int, dict[str, str], str]:
+def unexpected(brand: Brand = NO_BRAND) -> tuple[int, dict[str, str], str]:
     return render(
         500,
         "Something went wrong",
         "The connection could not be completed because of an unexpected error.",
         "Try again in a minute. If it keeps happening, tell the broker's operator.",
+        brand=brand,
     )
 
 
-def not_found() -> tuple[int, dict[str, str], str]:
-    return render(404, "Not found", "There is nothing here.", "Start connecting from your application.")
+def not_found(brand: Brand = NO_BRAND) -> tuple[int, dict[str, str], str]:
+    return render(404, "Not found", "There is nothing here.", "Start connecting from your application.", brand=brand)

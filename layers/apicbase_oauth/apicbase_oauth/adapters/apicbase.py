@@ -1,5 +1,5 @@
 """Adapter for Apicbase's OAuth endpoints: authorize URL, code exchange, refresh, introspection,
-revocation.
+revocation; and who a fresh grant is for (the user's library, from its API's user_info).
 
 Every way an answer can go wrong is classified here, once, into the exceptions of
 ``errors`` (the answers themselves are read in ``apicbase_answers``). Nothing here logs a token,
@@ -39,6 +39,9 @@ from .apicbase_answers import (
 
 __all__ = ["ApicbaseClient", "ClientCredentials", "Introspection", "TokenResponse", "parse_token_response"]
 _ERROR_CODE_RE = re.compile(r"[a-z_]{1,64}")
+# Under Apicbase's API URL: the token's user, and the library the token acts on.
+USER_INFO_PATH = "api/v2/accounts/user_info/"
+LIBRARY_NAME_MAX_LENGTH = 100
 
 
 class ApicbaseClient:
@@ -51,6 +54,7 @@ class ApicbaseClient:
         token_url: str,
         introspect_url: str,
         revoke_url: str | None = None,
+        api_url: str | None = None,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
         refresh_read_timeout: float = 25.0,
@@ -63,6 +67,7 @@ class ApicbaseClient:
         self.introspect_url = introspect_url
         # RFC 7009. Apicbase does not document it; django-oauth-toolkit serves /oauth/revoke_token/.
         self.revoke_url = revoke_url or None
+        self.user_info_url = api_url.rstrip("/") + "/" + USER_INFO_PATH if api_url else None
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         # Generous: after a read timeout the refresh token may already be rotated.
@@ -162,6 +167,26 @@ class ApicbaseClient:
             raise ApicbaseRejected("no revocation endpoint is configured", code="revocation_not_configured")
         form = {"token": token, "token_type_hint": token_type_hint}
         self._post(self.revoke_url, credentials, form, self.read_timeout)
+
+    def active_library(self, *, token: str, read_timeout: float) -> str | None:
+        """The name of the library ``token`` acts on (the user's active library), as Apicbase's
+        user_info names it (``active_library.name``; the sandbox answers so); None when it names
+        none or refuses. One line of text, at most LIBRARY_NAME_MAX_LENGTH characters."""
+        if not self.user_info_url:
+            return None
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        try:
+            response = self.session.get(
+                self.user_info_url, headers=headers, timeout=(self.connect_timeout, read_timeout), allow_redirects=False
+            )
+        except requests.exceptions.RequestException:
+            raise ApicbaseUnavailable("Apicbase's user_info could not be read", request_sent=True) from None
+        body = json_object(response) if response.status_code == 200 else None
+        library = (body or {}).get("active_library")
+        name = library.get("name") if isinstance(library, dict) else None
+        if not isinstance(name, str):
+            return None
+        return " ".join("".join(c for c in name if c.isprintable()).split())[:LIBRARY_NAME_MAX_LENGTH] or None
 
     def _post(
         self,

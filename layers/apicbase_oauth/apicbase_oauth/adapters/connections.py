@@ -175,12 +175,15 @@ class ConnectionRepository:
         version, so a refresh in flight for the previous grant cannot overwrite it."""
         return self._write_grant(grant)
 
-    def record_identity(self, connection: Connection, *, username: str | None, scope: str | None) -> Connection:
-        """Add what introspection told after the grant was stored. Best effort: a newer grant
-        (version moved on) or a failing table leaves the connection as it is."""
+    def record_identity(
+        self, connection: Connection, *, username: str | None, scope: str | None, library: str | None = None
+    ) -> Connection:
+        """Add what Apicbase told of the grant after it was stored (introspection, the user's
+        library). Best effort: a newer grant (version moved on) or a failing table leaves the
+        connection as it is."""
         sets: list[str] = []
         values: dict[str, Any] = {}
-        for name, value in (("username", username), ("granted_scope", scope)):
+        for name, value in (("username", username), ("granted_scope", scope), ("library", library)):
             if value is not None:
                 sets.append(f"{name} = :{name}")
                 values[f":{name}"] = value
@@ -434,6 +437,7 @@ class ConnectionRepository:
             "lease_owner",
             "lease_until",
             "interrupted_lease_until",
+            "library",  # the new grant's is told after it is stored
         ]
         # `scope` is a DynamoDB reserved word.
         for name, value in (("granted_scope", grant.scope), ("username", grant.username)):

@@ -109,6 +109,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         interrupted_lease_until=num("interrupted_lease_until") or None,
         source=item.get("source"),
         previous_username=item.get("previous_username") or None,
+        library=item.get("library"),
     )
 
 
