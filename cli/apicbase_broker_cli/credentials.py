@@ -77,6 +77,7 @@ def add_command(command: Callable[..., argparse.ArgumentParser]) -> None:
         "set-credentials",
         cmd_set_credentials,
         "write an Apicbase application's client id and secret (prompt or stdin), checked with Apicbase first",
+        "set-credentials --stack-name apicbase-oauth-broker --application default   # then answer the prompts",
     )
     sub.add_argument("--application", default="default", help="the application's name in the secret (default: default)")
     sub.add_argument("--force", action="store_true", help="write them even if Apicbase does not accept them")

@@ -369,6 +369,12 @@ def cmd_doctor(args: argparse.Namespace, _api: Any) -> output.Result:
 
 
 def add_command(command: Callable[..., argparse.ArgumentParser]) -> None:
-    sub = command("doctor", cmd_doctor, "check a deployed stack (or the local run): a verdict per line")
+    sub = command(
+        "doctor",
+        cmd_doctor,
+        "check a deployed stack (or the local run): a verdict per line",
+        "doctor --stack-name apicbase-oauth-broker --region eu-west-1",
+        "doctor --local-run",
+    )
     target.add_options(sub)
     sub.set_defaults(uses_api=False)

@@ -271,7 +271,7 @@ def test_reconnect_hints_do_not_repeat_the_message(cli, apicbase):
 def test_every_command_s_help_shows_an_example(capsys):
     # Given every command of the CLI
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert len(commands) == 8
+    assert len(commands) == 10
     for name in commands:
         # When its --help is read, Then it shows how to run it
         assert main([name, "--help"]) == 0
