@@ -78,8 +78,8 @@ RUN_BY = {
 }
 LEFT_OUT = {
     "APICBASE_CLIENT_ID=... APICBASE_CLIENT_SECRET=... \\": "needs a real Apicbase application",
-    "sam build": "needs an AWS account",
-    "aws secretsmanager put-secret-value --secret-id <SecretArn> --secret-string \\": "needs an AWS account",
+    "make deploy": "needs an AWS account",
+    "pip install -e .": "needs an AWS account",
 }
 
 
