@@ -16,7 +16,6 @@ round not measured; only they run an invocation (the build's native wheels are a
 
 from __future__ import annotations
 
-import compileall
 import importlib.util
 import json
 import os
@@ -118,7 +117,7 @@ def _runtime_packages(into: Path) -> Path:
         else:
             into.mkdir(parents=True, exist_ok=True)
             shutil.copy2(spec.origin, into)
-    compileall.compile_dir(into, quiet=1, workers=0)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", str(into)], check=True)
     return into
 
 

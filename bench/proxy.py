@@ -124,8 +124,6 @@ def _per_call(calls: int, run: Callable[[], Any]) -> tuple[float, float]:
 def measure(calls: int) -> dict[str, Any]:
     import boto3  # noqa: PLC0415
     import requests  # noqa: PLC0415
-    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
-    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS  # noqa: PLC0415
     from local import aws as local_aws  # noqa: PLC0415
     from local import template as tpl  # noqa: PLC0415
     from local.lambda_context import LambdaContext  # noqa: PLC0415
@@ -178,9 +176,6 @@ def measure(calls: int) -> dict[str, Any]:
         )
         env = local_aws.function_environment(template, "ConnectionsFunction", refs)
         os.environ.update(env)
-        # A provider built earlier in this process (make bench's other steps) reads another moto.
-        parameters.clear_caches()
-        DEFAULT_PROVIDERS.clear()
         module = tpl.functions(template)["ConnectionsFunction"].import_module("bench_proxy_connections")
         deps = deps_module.build(Settings.from_env(env), session=session)
         module.DEPS, module.PROXY = deps, proxy.build(deps)

@@ -86,7 +86,9 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
         sessions=SessionStore(table, now=now),
         connections=ConnectionRepository(table, now=now),
         cipher=TokenCipher(client("kms"), settings.token_key_id),
-        credentials=CredentialStore(settings.client_secret_id, max_age=settings.secret_max_age_seconds),
+        credentials=CredentialStore(
+            client("secretsmanager"), settings.client_secret_id, max_age=settings.secret_max_age_seconds
+        ),
         apicbase=ApicbaseClient(
             authorize_url=settings.authorize_url,
             token_url=settings.token_url,
