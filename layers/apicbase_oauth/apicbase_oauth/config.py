@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .model import immutable
 
 # Apicbase's scopes, from its documentation.
 APICBASE_SCOPES = frozenset({"accounts", "library", "inventory", "procurement", "sales", "media"})
@@ -32,7 +32,7 @@ class Brand:
     return_url: str | None = None
 
 
-@dataclass(frozen=True)
+@immutable
 class Tunable:
     """A whole-number setting: its environment variable, default and range, and the template
     parameter that sets it (if any: a test holds template.yaml's Default and range to these)."""
@@ -92,7 +92,7 @@ def parse_scopes(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-@dataclass(frozen=True)
+@immutable
 class Settings:
     table_name: str
     token_key_id: str

@@ -51,7 +51,8 @@ class LazyClient:
         return getattr(self._target, name)
 
 
-@dataclass
+# Mutable on purpose (handlers bind the deadline, tests swap the clock); nothing compares two.
+@dataclass(eq=False)
 class Deps:
     settings: Settings
     sessions: SessionStore

@@ -23,7 +23,7 @@ import binascii
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -32,6 +32,7 @@ from .adapters.apicbase_api import ApicbaseApi, ApiResponse
 from .adapters.budget import RequestBudget, spender
 from .deps import Deps
 from .errors import InvalidRequest, OverBudget, ResponseTooLarge
+from .model import immutable
 from .observability import logger, metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -65,7 +66,7 @@ _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 _FIRST_SEGMENTS_REFUSED = frozenset({"oauth"})  # the OAuth endpoints are the broker's business
 
 
-@dataclass(frozen=True)
+@immutable
 class ProxyRequest:
     connection_id: str
     method: str
@@ -74,7 +75,7 @@ class ProxyRequest:
     body: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
+@immutable
 class ProxyResponse:
     status: int
     headers: dict[str, str]
