@@ -217,6 +217,27 @@ def test_the_expected_user_connects_as_usual(deps, apicbase, browser) -> None:
     assert apicbase.revocations == 0
 
 
+def test_the_identity_check_is_the_callbacks_only_introspection_and_one_write_stores_it(
+    deps, apicbase, browser
+) -> None:
+    """Given a session expecting the Apicbase user who then signs in, then Apicbase is asked twice
+    in all (the code, then who signed in) and one write stores the grant with its username."""
+    started = session(deps, expected_username="chef@example.com")
+    browser.open(started.connect_url)
+    calls: list[str] = []
+    deps.connections.table.meta.client.meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+    asked = apicbase.token_requests, apicbase.introspections
+
+    response = browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
+
+    assert response["statusCode"] == 200
+    assert (apicbase.token_requests - asked[0], apicbase.introspections - asked[1]) == (1, 1)
+    assert calls == ["DeleteItem", "UpdateItem"]  # the state taken, the connection written
+    assert deps.connections.get(CID).username == "chef@example.com"
+
+
 def test_another_apicbase_user_than_expected_stores_nothing_and_revokes_the_grant(deps, apicbase, browser) -> None:
     """Given a session expecting one Apicbase user, when another signs in, then nothing is
     stored, the refresh token just issued is revoked at Apicbase (its access token with it), and
