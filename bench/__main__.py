@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         results.cold, results.profile = coldstart.run(stack, sizes.rounds)
         step("2. warm callbacks")
         results.callback, results.callback_connections = callback.run(stack, counter, sizes.callbacks)
+        results.callback_expecting = callback.expecting_user(stack, counter, sizes.callbacks)
         step("3. warm GET /connections/{id}/token")
         cost_stack = h.Stack.provision(emulator, stub, "bench-costs")
         results.token = costs.token_gets(cost_stack, counter, sizes.token_gets)

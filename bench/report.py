@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import harness as h
-from .callback import EXTRA_REASONS, MINIMUM
+from .callback import MINIMUM, REASONS
 from .coldstart import BARE, BASELINE, CALLBACK, SHIPPED, TRACER, ImportProfile, Samples
 from .costs import QueryFigures, RefreshCosts
 from .harness import Warm, median
@@ -19,6 +19,7 @@ from .harness import Warm, median
 COLD_RATIO_TARGET = 1.15
 FUNCTION_RATIO_TARGET = 1.3
 CALLBACK_CPU_TARGET_MS = 10.0
+CALLBACK_CALLS_TARGET = 6
 PROFILE_ROWS = 12
 Row = tuple[str, str, str, str]  # figure, measured, target, met
 
@@ -32,6 +33,7 @@ class Results:
     profile: ImportProfile | None = None
     callback: Warm | None = None
     callback_connections: int = 0  # new TCP connections to Apicbase in all the callbacks
+    callback_expecting: Warm | None = None  # the same, sessions naming the Apicbase user
     token: Warm | None = None
     refresh: RefreshCosts | None = None
     proxy: str | None = None  # bench.proxy's report: the proxy route's overhead per call
@@ -126,22 +128,26 @@ def rows(results: Results) -> list[Row]:
     out, cold = _Rows(), results.cold
     if cold:
         _cold_rows(out, cold, results.profile)
-    if cb := results.callback:
-        cpu = median(cb.cpu)
+    for label, cb in (("", results.callback), (" with expected_username", results.callback_expecting)):
+        if cb is None:
+            continue
+        cpu, calls = median(cb.cpu), sum(cb.calls.values())
+        apicbase = cb.calls[("http", "token")] + cb.calls[("http", "introspect")]
         extra = sorted(k for k, n in cb.calls.items() if n > MINIMUM.get(k, 0))
         beyond = ", ".join(f"{s}:{o}" for s, o in extra) or "none"
-        out.add("2. warm callback, wall", _ms(median(cb.wall)))
+        out.add(f"2. warm callback{label}, wall", _ms(median(cb.wall)))
         out.add(
-            "2. warm callback, our CPU",
+            f"2. warm callback{label}, our CPU",
             _ms(cpu),
             f"<= {CALLBACK_CPU_TARGET_MS:g} ms",
             cpu * 1000 <= CALLBACK_CPU_TARGET_MS,
         )
+        target = f"<= {CALLBACK_CALLS_TARGET}" + (", 2 to Apicbase" if label else "")
         out.add(
-            "2. calls per callback",
-            f"{sum(cb.calls.values()):g} ({beyond} beyond the minimum)",
-            f"minimum {sum(MINIMUM.values())}",
-            met="see below" if extra else "at the minimum",
+            f"2. calls per callback{label}",
+            f"{calls:g}, {apicbase:g} to Apicbase ({beyond} beyond the minimum of {sum(MINIMUM.values())})",
+            target,
+            calls <= CALLBACK_CALLS_TARGET and (not label or apicbase == 2),
         )
     if tk := results.token:
         per = h.by_kind(tk.calls, tk.count)
@@ -201,7 +207,7 @@ def table(results: Results) -> str:
 def _profile_section(p: ImportProfile) -> str:
     lines = [
         f"\n### The callback's import beyond the baseline\n\n`python -X importtime`, median of {p.rounds} rounds, "
-        "with .pyc; a module counts only if the baseline does not import it (see Method). importtime's own "
+        "as shipped; a module counts only if the baseline as shipped does not import it (see Method). importtime's own "
         "overhead inflates every figure; their proportions hold.\n",
         "| Module | Imported by | Extra cumulative (us) | Self (us) |",
         "|---|---|---|---|",
@@ -224,11 +230,10 @@ def markdown(results: Results) -> str:
     if cb := results.callback:
         connections = f"new TCP connections to Apicbase in all {cb.count + 3}: {results.callback_connections}"
         parts.append(f"\nCalls per warm callback: {h.describe_calls(cb.calls)}; {connections}.")
-        parts += [
-            f"Beyond the minimum, {s}:{o}: {EXTRA_REASONS.get((s, o), 'not explained by the benchmark')}."
-            for (s, o), n in sorted(cb.calls.items())
-            if n > MINIMUM.get((s, o), 0)
-        ]
+        if expecting := results.callback_expecting:
+            parts.append(f"With expected_username: {h.describe_calls(expecting.calls)}.")
+        seen = sorted(set(cb.calls) | set(expecting.calls if expecting else ()))
+        parts += [f"- {s}:{o}: {REASONS.get((s, o), 'not explained by the benchmark')}." for s, o in seen]
     if tk := results.token:
         calls = h.describe_calls(tk.calls, tk.count)
         parts.append(f"\nCalls per warm GET /connections/{{id}}/token ({tk.count} requests): {calls}.")
@@ -259,6 +264,13 @@ def notes(results: Results) -> str:
     cold, profile, cb, tk = results.cold, results.profile, results.callback, results.token
     if cold and profile:
         out += [_cold_note(cold, fn, profile) for fn in functions(cold) if shipped_ratio(cold, fn) > ratio_target(fn)]
+    if cb and sum(cb.calls.values()) > CALLBACK_CALLS_TARGET:
+        out.append(
+            f"- **Calls per callback** ({sum(cb.calls.values()):g}, target {CALLBACK_CALLS_TARGET}): without "
+            "expected_username the username is written by a second UpdateItem after the grant is stored (see the "
+            "reasons above); writing it with the grant would put an introspection between Apicbase's answer and "
+            "durability, which the custody rules forbid."
+        )
     if cb and median(cb.cpu) * 1000 > CALLBACK_CPU_TARGET_MS:
         out.append(
             f"- **Callback CPU** ({_ms(median(cb.cpu))}). Most of it is botocore's and the HTTP stack's work "
