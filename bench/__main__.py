@@ -70,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         step(f"3. {sizes.refreshes} refreshes, scheduler and one worker container")
         results.refresh = costs.refreshes(cost_stack, counter, sizes.refreshes)
     step("5. the proxy route's overhead per call (its own stub and moto)")
-    results.proxy = proxy.report(proxy.measure(sizes.proxy_calls))
+    results.proxy = proxy.measure(sizes.proxy_calls)
     results.seconds = time.perf_counter() - started
     step("done")
     print(report.table(results))
-    print(results.proxy)
+    print(proxy.report(results.proxy))
     if output:
         report.write(output, results)
         print(f"\nwrote {output}")

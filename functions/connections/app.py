@@ -234,4 +234,5 @@ def _whole_path(event: dict) -> bool:
     """A path with whitespace or a control character is no route at all: '/connections/x\n'
     must not reach connection 'x'."""
     path = str(event.get("rawPath") or "")
-    return not any(c.isspace() or not c.isprintable() for c in path)
+    # Of the whitespace characters only the space is printable: one C loop, not a Python one.
+    return path.isprintable() and " " not in path
