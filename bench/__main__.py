@@ -10,7 +10,6 @@ import argparse
 import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else h.ROOT / "docs" / "BENCHMARKS.md")
     # Stopped with SIGTERM, the servers this run started are stopped too (as on Ctrl-C).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    # The scheduler flushes Metrics with nothing in them when no connection is due.
-    warnings.filterwarnings("ignore", message="No application metrics to publish")
     started = time.perf_counter()
     counter = h.CallCounter()
     counter.install()

@@ -14,13 +14,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from apicbase_oauth import admin, connect, deps, edge, proxy, tokens, validation
 from apicbase_oauth.config import Settings
 from apicbase_oauth.errors import BrokerError, InvalidRequest, OverBudget, RateLimited
-from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.observability import API_GATEWAY_HTTP, LambdaContext, logger, metrics
 
 DEPS = deps.build(Settings.from_env())
 PROXY = proxy.build(DEPS)
@@ -210,7 +207,7 @@ def route(event: dict) -> tuple[Callable[..., Answer], dict[str, str]] | None:
     return None
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@logger.inject_lambda_context(correlation_id_path=API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> Answer:
     DEPS.bind(context)

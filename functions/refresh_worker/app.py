@@ -5,11 +5,9 @@ utility, whose import (asyncio, every event data class) cost this function's col
 anything else it imports (docs/BENCHMARKS.md).
 """
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from apicbase_oauth import deps
 from apicbase_oauth.config import Settings
-from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.observability import LambdaContext, logger, metrics
 from apicbase_oauth.schedule import refresh_from_message
 
 DEPS = deps.build(Settings.from_env())
