@@ -38,6 +38,7 @@ import importlib.util
 import io
 import json
 import re
+import subprocess
 import time
 import warnings
 import zipfile
@@ -65,6 +66,7 @@ from tests.deploy.served import ServedStack
 
 # moto says so for each skipped type on every read of the stack; the create step records it once.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported:UserWarning")
+ROOT = Path(__file__).resolve().parents[2]
 STACK = "apicbase-oauth-broker"
 BUCKET = "rehearsal-artifacts"
 SKIPPED_BY_MOTO = {"AWS::ApiGatewayV2::Stage", "AWS::CloudWatch::Alarm", "AWS::Scheduler::Schedule"}
