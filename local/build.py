@@ -3,6 +3,7 @@ built afresh, so that tests and benchmarks look at what the current sources depl
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -11,12 +12,14 @@ BUILD_DIR = ROOT / ".aws-sam" / "build"
 
 
 def _sources_mtime() -> float:
-    paths = [
-        ROOT / "template.yaml",
-        # Links followed: each CodeUri's Makefile is scripts/lambda-build.mk.
-        *(p for d in ("functions", "layers") for p in (ROOT / d).rglob("*") if p.is_file()),
-    ]
-    return max(p.stat().st_mtime for p in paths if "__pycache__" not in p.parts)
+    # Links followed, as sam build follows them: each CodeUri's Makefile is scripts/lambda-build.mk,
+    # and the layer's apicbase_broker is cli/'s.
+    paths = [ROOT / "template.yaml"]
+    for top in ("functions", "layers"):
+        for folder, dirs, files in os.walk(ROOT / top, followlinks=True):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            paths += [Path(folder, name) for name in files]
+    return max(p.stat().st_mtime for p in paths)
 
 
 def current_build(fresh_dir: Path) -> Path:

@@ -21,7 +21,7 @@ APICBASE_API_URL = "https://api.apicbase.com/"
 BRAND_NAME_MAX_LENGTH = 60
 
 
-@dataclass(frozen=True)
+@immutable
 class Brand:
     """What the callback's pages say of the integrator: their product's name ("Connect <name> to
     Apicbase"), where people get help on an error page, and the way back to their application
