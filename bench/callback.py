@@ -30,11 +30,13 @@ REASONS = {
     "before the code is presented",
     ("http", "token"): "the authorization code exchanged (it lives 60 seconds)",
     ("dynamodb", "UpdateItem"): "the sealed grant written, the only step between Apicbase's answer and "
-    "durability; without expected_username a second write adds the username once introspection "
-    "answers, after the grant is stored, so that a slow introspection cannot outlast the function while "
-    "the fresh refresh token is only in memory",
+    "durability; a second write adds what introspection (without expected_username) and user_info "
+    "answered after the grant was stored, so that a slow answer cannot outlast the function while the "
+    "fresh refresh token is only in memory",
     ("http", "introspect"): "who signed in: the username the proxy's per-user budget and the integrator "
     "need; with expected_username the same answer is the identity check, made before the grant is stored",
+    ("http", "user_info"): "the active library's name, which the success page shows and the connection "
+    "records (best effort, after the grant is stored)",
     ("events", "PutEvents"): "the Connection Created event for the integrator",
 }
 
@@ -49,6 +51,7 @@ def run(stack: Stack, counter: CallCounter, count: int, expected_username: str |
     after = stack.stub.stats()
     warm.calls[("http", "token")] = after["token_requests"] - before["token_requests"] - 3  # less the warm-up
     warm.calls[("http", "introspect")] = after["introspections"] - before["introspections"] - 3
+    warm.calls[("http", "user_info")] = after["user_infos"] - before["user_infos"] - 3
     warm.calls = Counter({k: v / count for k, v in warm.calls.items()})
     return warm, after["connections_opened"] - before["connections_opened"] - 1  # less the stats call's own
 

@@ -133,6 +133,7 @@ class Stack:
             parameters={
                 "ApicbaseTokenUrl": stub.url + "/oauth/token/",
                 "ApicbaseIntrospectUrl": stub.url + "/oauth/introspect/",
+                "ApicbaseApiUrl": stub.url + "/",  # the callback reads user_info there
                 "CallbackUrlOverride": "https://broker.example.com/oauth/callback",
             },
         )

@@ -217,16 +217,18 @@ def test_the_expected_user_connects_as_usual(deps, apicbase, browser) -> None:
     assert apicbase.revocations == 0
 
 
-def test_the_identity_check_is_the_callbacks_only_introspection_and_one_write_stores_it(
+def test_the_identity_check_is_the_callbacks_only_introspection_and_its_answer_is_stored_with_the_grant(
     deps, apicbase, browser
 ) -> None:
-    """Given a session expecting the Apicbase user who then signs in, then Apicbase is asked twice
-    in all (the code, then who signed in) and one write stores the grant with its username."""
+    """Given a session expecting the Apicbase user who then signs in, then Apicbase is asked who
+    signed in once, and the write that stores the grant already holds the username (the second
+    write records the library's name, which user_info tells after the grant is stored)."""
     started = session(deps, expected_username="chef@example.com")
     browser.open(started.connect_url)
-    calls: list[str] = []
+    writes: list[tuple[str, bool]] = []
     deps.connections.table.meta.client.meta.events.register(
-        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+        "before-call.dynamodb",
+        lambda model, params, **_: writes.append((model.name, ":username" in str(params.get("body")))),
     )
     asked = apicbase.token_requests, apicbase.introspections
 
@@ -234,7 +236,7 @@ def test_the_identity_check_is_the_callbacks_only_introspection_and_one_write_st
 
     assert response["statusCode"] == 200
     assert (apicbase.token_requests - asked[0], apicbase.introspections - asked[1]) == (1, 1)
-    assert calls == ["DeleteItem", "UpdateItem"]  # the state taken, the connection written
+    assert writes[:2] == [("DeleteItem", False), ("UpdateItem", True)]  # the state taken, the grant stored
     assert deps.connections.get(CID).username == "chef@example.com"
 
 
