@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -21,7 +22,7 @@ APICBASE_API_URL = "https://api.apicbase.com/"
 BRAND_NAME_MAX_LENGTH = 60
 
 
-@immutable
+@dataclass(frozen=True)  # compared by value
 class Brand:
     """What the callback's pages say of the integrator: their product's name ("Connect <name> to
     Apicbase"), where people get help on an error page, and the way back to their application
