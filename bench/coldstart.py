@@ -146,7 +146,14 @@ class _Runner:
 
     def __init__(self, stack: Stack, cache: Path) -> None:
         self.stack, self.functions = stack, h.tpl.functions(stack.template)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHON"))}
+        # Nothing another function's environment left in this process (the scheduler's queue URL
+        # would make the callback import the queue's adapter): each child gets its own below.
+        theirs = {name for fn in self.functions.values() for name in fn.environment}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHON")) and k not in theirs
+        }
         base.update(h.FAKE_CREDENTIALS)
         # where Lambda puts the layer: /opt/python
         self.compiled = {**base, "PYTHONPATH": str(h.LAYER), "PYTHONPYCACHEPREFIX": str(cache / "pyc")}
