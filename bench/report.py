@@ -295,12 +295,14 @@ def notes(results: Results) -> str:
             "after the target was set; the Connection Created event could come from the table's stream instead "
             "of a PutEvents."
         )
-    if cb and median(cb.cpu) * 1000 > CALLBACK_CPU_TARGET_MS:
+    for label, c in (("", cb), (" with expected_username", expecting)):
+        if c is None or median(c.cpu) * 1000 <= CALLBACK_CPU_TARGET_MS:
+            continue
         out.append(
-            f"- **Callback CPU** ({_ms(median(cb.cpu))}). Most of it is botocore's and the HTTP stack's work "
-            f"for the {sum(cb.calls.values()):g} calls (signing, serialising, parsing; see Retired). moto's server "
-            "closes every connection, so each AWS call here also opens a TCP connection that botocore would "
-            "keep alive on AWS."
+            f"- **Callback CPU{label}** ({_ms(median(c.cpu))}). Most of it is botocore's and the HTTP stack's "
+            f"work for the {sum(c.calls.values()):g} calls (signing, serialising, parsing; see Retired). moto's "
+            "server closes every connection, so each AWS call here also opens a TCP connection that botocore "
+            "would keep alive on AWS."
         )
     if tk and h.by_kind(tk.calls, tk.count).get("kms", 0) > 0:
         out.append(
