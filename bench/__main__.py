@@ -10,7 +10,6 @@ import argparse
 import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -44,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (None if args.quick else h.ROOT / "docs" / "BENCHMARKS.md")
     # Stopped with SIGTERM, the servers this run started are stopped too (as on Ctrl-C).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    # The scheduler flushes Metrics with nothing in them when no connection is due.
-    warnings.filterwarnings("ignore", message="No application metrics to publish")
     started = time.perf_counter()
     counter = h.CallCounter()
     counter.install()
@@ -63,17 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         results.cold, results.profile = coldstart.run(stack, sizes.rounds)
         step("2. warm callbacks")
         results.callback, results.callback_connections = callback.run(stack, counter, sizes.callbacks)
+        results.callback_expecting = callback.expecting_user(stack, counter, sizes.callbacks)
         step("3. warm GET /connections/{id}/token")
         cost_stack = h.Stack.provision(emulator, stub, "bench-costs")
         results.token = costs.token_gets(cost_stack, counter, sizes.token_gets)
         step(f"3. {sizes.refreshes} refreshes, scheduler and one worker container")
         results.refresh = costs.refreshes(cost_stack, counter, sizes.refreshes)
     step("5. the proxy route's overhead per call (its own stub and moto)")
-    results.proxy = proxy.report(proxy.measure(sizes.proxy_calls))
+    results.proxy = proxy.measure(sizes.proxy_calls)
     results.seconds = time.perf_counter() - started
     step("done")
     print(report.table(results))
-    print(results.proxy)
+    print(proxy.report(results.proxy))
     if output:
         report.write(output, results)
         print(f"\nwrote {output}")

@@ -133,6 +133,7 @@ class Stack:
             parameters={
                 "ApicbaseTokenUrl": stub.url + "/oauth/token/",
                 "ApicbaseIntrospectUrl": stub.url + "/oauth/introspect/",
+                "ApicbaseApiUrl": stub.url + "/",  # the callback reads user_info there
                 "CallbackUrlOverride": "https://broker.example.com/oauth/callback",
             },
         )
@@ -161,7 +162,7 @@ class Stack:
     def cipher(self) -> TokenCipher:
         return TokenCipher(self.session.client("kms"), self.refs["TokenKey.Arn"])
 
-    def new_state(self) -> tuple[str, str]:
+    def new_state(self, expected_username: str | None = None) -> tuple[str, str]:
         """A connect session whose connect_url a browser opened: its state and the binder cookie."""
         state, start_id, binder = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         session = ConnectSession(
@@ -173,6 +174,7 @@ class Stack:
             return_url=None,
             code_verifier=None,
             expires_at=int(time.time()) + 600,
+            expected_username=expected_username,
         )
         self.sessions.put(state, session, start_id=start_id, authorize_url="https://app.apicbase.test/?state=x")
         pending = self.sessions.take_start(start_id)
@@ -319,10 +321,10 @@ def http_event(
     )
 
 
-def callback_event(stack: Stack) -> dict:
+def callback_event(stack: Stack, expected_username: str | None = None) -> dict:
     """A redirect back from Apicbase, with a fresh code and the state of a new connect session,
     in the browser that opened its connect_url (the binder cookie)."""
-    state, binder = stack.new_state()
+    state, binder = stack.new_state(expected_username)
     query = {"code": "code-" + uuid.uuid4().hex, "state": state}
     return http_event(stack.template, "GET", "/oauth/callback", query, [f"{pages.BINDER_COOKIE}={binder}"])
 

@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from . import harness as h
-from .callback import EXTRA_REASONS, MINIMUM
-from .coldstart import BASELINE, CALLBACK, SOURCE, TRACER, ImportProfile, Samples
+from . import proxy
+from .callback import MINIMUM, REASONS
+from .coldstart import BARE, BASELINE, CALLBACK, SHIPPED, TRACER, ImportProfile, Samples
 from .costs import QueryFigures, RefreshCosts
 from .harness import Warm, median
 
-COLD_RATIO_TARGET = 1.2  # the callback's cold import against `import boto3, requests` (issue 10)
+# Cold imports as shipped against `import boto3, requests` as shipped: the callback, every function.
+COLD_RATIO_TARGET = 1.15
+FUNCTION_RATIO_TARGET = 1.3
 CALLBACK_CPU_TARGET_MS = 10.0
+CALLBACK_CALLS_TARGET = 6
+PROXY_OWN_TARGET_MS = 0.5
 PROFILE_ROWS = 12
 Row = tuple[str, str, str, str]  # figure, measured, target, met
 
@@ -30,9 +35,10 @@ class Results:
     profile: ImportProfile | None = None
     callback: Warm | None = None
     callback_connections: int = 0  # new TCP connections to Apicbase in all the callbacks
+    callback_expecting: Warm | None = None  # the same, sessions naming the Apicbase user
     token: Warm | None = None
     refresh: RefreshCosts | None = None
-    proxy: str | None = None  # bench.proxy's report: the proxy route's overhead per call
+    proxy: dict[str, Any] | None = None  # bench.proxy's figures: the proxy route's overhead per call
     seconds: float = 0.0
 
 
@@ -53,13 +59,17 @@ def ratio(cold: dict[str, Samples], variant: str, key: str = "import_cpu", base:
     return median(ratios(cold, variant, key, base))
 
 
-def paired_extra(cold: dict[str, Samples], variant: str, key: str = "import_cpu") -> float:
+def paired_extra(cold: dict[str, Samples], variant: str, key: str = "import_cpu", base: str = BASELINE) -> float:
     """The median of per-round differences, each against the baseline of the same round."""
-    return median([run[key] - b[key] for run, b in zip(cold[variant].runs, cold[BASELINE].runs, strict=True)])
+    return median([run[key] - b[key] for run, b in zip(cold[variant].runs, cold[base].runs, strict=True)])
 
 
 def functions(cold: dict[str, Samples]) -> list[str]:
-    return [v for v in cold if v not in (BASELINE, TRACER) and not v.endswith(SOURCE)]
+    return [v for v in cold if v not in (BASELINE, TRACER) and not v.endswith((SHIPPED, BARE))]
+
+
+def ratio_target(fn: str) -> float:
+    return COLD_RATIO_TARGET if fn == CALLBACK else FUNCTION_RATIO_TARGET
 
 
 def memory_sizes() -> dict[str, int]:
@@ -77,34 +87,35 @@ def _cold_rows(out: _Rows, cold: dict[str, Samples], profile: ImportProfile | No
     def cpu(v: str) -> str:
         return _ms(cold[v].median("import_cpu"))
 
+    base = BASELINE + SHIPPED
     out.add(
-        "1. baseline `import boto3, requests`", f"{cpu(BASELINE)} CPU, {_ms(cold[BASELINE].median('import_wall'))} wall"
+        "1. baseline `import boto3, requests` as shipped",
+        f"{cpu(base)} CPU, {_ms(cold[base].median('import_wall'))} wall; with .pyc {cpu(BASELINE)} CPU",
     )
     for fn in functions(cold):
-        r, spread, wall = ratio(cold, fn), ratios(cold, fn), f"{_ms(cold[fn].median('import_wall'))} wall"
+        shipped = fn + SHIPPED
+        r, spread = ratio(cold, shipped, base=base), ratios(cold, shipped, base=base)
         measured = (
-            f"{cpu(fn)} CPU, {wall}; **x{r:.2f}** CPU (rounds x{min(spread):.2f}-x{max(spread):.2f}), "
-            f"x{ratio(cold, fn, 'import_wall'):.2f} wall"
+            f"{cpu(shipped)} CPU; **x{r:.2f}** CPU (rounds x{min(spread):.2f}-x{max(spread):.2f}), "
+            f"x{ratio(cold, shipped, 'import_wall', base):.2f} wall; with .pyc x{ratio(cold, fn):.2f}"
         )
-        if fn == CALLBACK:
-            out.add(f"1. cold import {fn}", measured, f"x{COLD_RATIO_TARGET} of baseline", r <= COLD_RATIO_TARGET)
-        else:
-            out.add(f"1. cold import {fn}", measured)
+        target = ratio_target(fn)
+        out.add(f"1. cold import {fn} as shipped", measured, f"x{target} of baseline", r <= target)
     if profile:
         top = ", ".join(f"{p} {us / 1000:.0f} ms" for p, us in list(profile.packages.items())[:4])
         classes = f"creating our {profile.dataclass_count} dataclasses {_ms(profile.dataclasses)} CPU"
         out.add("1. callback import beyond the baseline (-X importtime)", f"{top}; {classes}", "see below")
-    src = CALLBACK + SOURCE
-    over = cold[src].median("import_cpu") - cold[CALLBACK].median("import_cpu")
+    bare = CALLBACK + BARE
+    saved = cold[bare].median("import_cpu") - cold[CALLBACK + SHIPPED].median("import_cpu")
     out.add(
-        "1. the same, the layer compiled at import (as `sam build` ships it)",
-        f"baseline {cpu(BASELINE + SOURCE)}, callback {cpu(src)} CPU: "
-        f"x{ratio(cold, src, base=BASELINE + SOURCE):.2f}; callback +{_ms(over)} over .pyc",
+        "1. the same without bytecode (as SAM's python builder shipped it)",
+        f"baseline {cpu(BASELINE + BARE)}, callback {cpu(bare)} CPU: "
+        f"x{ratio(cold, bare, base=BASELINE + BARE):.2f}; the build's bytecode saves the callback {_ms(saved)}",
     )
     tracer = paired_extra(cold, TRACER)
     out.add(
         "1. Powertools Tracer (imports aws_xray_sdk)",
-        f"+{_ms(tracer)} CPU (x{ratio(cold, TRACER):.2f})",
+        f"+{_ms(tracer)} CPU (x{ratio(cold, TRACER):.2f} with .pyc)",
         "decide",
         met="not used",
     )
@@ -119,22 +130,26 @@ def rows(results: Results) -> list[Row]:
     out, cold = _Rows(), results.cold
     if cold:
         _cold_rows(out, cold, results.profile)
-    if cb := results.callback:
-        cpu = median(cb.cpu)
+    for label, cb in (("", results.callback), (" with expected_username", results.callback_expecting)):
+        if cb is None:
+            continue
+        cpu, calls = median(cb.cpu), sum(cb.calls.values())
+        apicbase = sum(n for (service, _), n in cb.calls.items() if service == "http")
         extra = sorted(k for k, n in cb.calls.items() if n > MINIMUM.get(k, 0))
         beyond = ", ".join(f"{s}:{o}" for s, o in extra) or "none"
-        out.add("2. warm callback, wall", _ms(median(cb.wall)))
+        out.add(f"2. warm callback{label}, wall", _ms(median(cb.wall)))
         out.add(
-            "2. warm callback, our CPU",
+            f"2. warm callback{label}, our CPU",
             _ms(cpu),
             f"<= {CALLBACK_CPU_TARGET_MS:g} ms",
             cpu * 1000 <= CALLBACK_CPU_TARGET_MS,
         )
+        target = f"<= {CALLBACK_CALLS_TARGET}" + (", 2 to Apicbase" if label else "")
         out.add(
-            "2. calls per callback",
-            f"{sum(cb.calls.values()):g} ({beyond} beyond the minimum)",
-            f"minimum {sum(MINIMUM.values())}",
-            met="see below" if extra else "at the minimum",
+            f"2. calls per callback{label}",
+            f"{calls:g}, {apicbase:g} to Apicbase ({beyond} beyond the minimum of {sum(MINIMUM.values())})",
+            target,
+            calls <= CALLBACK_CALLS_TARGET and (not label or apicbase == 2),
         )
     if tk := results.token:
         per = h.by_kind(tk.calls, tk.count)
@@ -183,6 +198,23 @@ def rows(results: Results) -> list[Row]:
                 f"MemorySize {sizes[fn]} MB",
                 mb * 1.5 <= sizes[fn],
             )
+    if px := results.proxy:
+        own, calls = proxy.own_code_ms(px), px["aws_calls_per_call"]
+        reads = sum(n for name, n in calls.items() if name in ("dynamodb:GetItem", "dynamodb:Query"))
+        kms = sum(n for name, n in calls.items() if name.startswith("kms:"))
+        out.add(
+            "5. the proxy's own code per warm call",
+            f"{own:.2f} ms CPU (its AWS calls {px['aws_cpu_ms']:.2f} ms; "
+            f"by subtraction {proxy.subtracted_ms(px):.2f} ms)",
+            f"<= {PROXY_OWN_TARGET_MS} ms",
+            own <= PROXY_OWN_TARGET_MS,
+        )
+        out.add(
+            "5. the proxy's AWS calls per warm call",
+            ", ".join(f"{name} {n:g}" for name, n in calls.items()),
+            "1 read, 1 budget write, 0 KMS",
+            reads == 1 and calls.get("dynamodb:UpdateItem") == 1 and kms == 0 and sum(calls.values()) == 2,
+        )
     return out
 
 
@@ -194,7 +226,7 @@ def table(results: Results) -> str:
 def _profile_section(p: ImportProfile) -> str:
     lines = [
         f"\n### The callback's import beyond the baseline\n\n`python -X importtime`, median of {p.rounds} rounds, "
-        "with .pyc; a module counts only if the baseline does not import it (see Method). importtime's own "
+        "as shipped; a module counts only if the baseline as shipped does not import it (see Method). importtime's own "
         "overhead inflates every figure; their proportions hold.\n",
         "| Module | Imported by | Extra cumulative (us) | Self (us) |",
         "|---|---|---|---|",
@@ -217,11 +249,10 @@ def markdown(results: Results) -> str:
     if cb := results.callback:
         connections = f"new TCP connections to Apicbase in all {cb.count + 3}: {results.callback_connections}"
         parts.append(f"\nCalls per warm callback: {h.describe_calls(cb.calls)}; {connections}.")
-        parts += [
-            f"Beyond the minimum, {s}:{o}: {EXTRA_REASONS.get((s, o), 'not explained by the benchmark')}."
-            for (s, o), n in sorted(cb.calls.items())
-            if n > MINIMUM.get((s, o), 0)
-        ]
+        if expecting := results.callback_expecting:
+            parts.append(f"With expected_username: {h.describe_calls(expecting.calls)}.")
+        seen = sorted(set(cb.calls) | set(expecting.calls if expecting else ()))
+        parts += [f"- {s}:{o}: {REASONS.get((s, o), 'not explained by the benchmark')}." for s, o in seen]
     if tk := results.token:
         calls = h.describe_calls(tk.calls, tk.count)
         parts.append(f"\nCalls per warm GET /connections/{{id}}/token ({tk.count} requests): {calls}.")
@@ -229,7 +260,7 @@ def markdown(results: Results) -> str:
         calls = h.describe_calls(rf.calls)
         parts.append(f"\nCalls for {rf.n} refreshes (the scheduler and one worker container): {calls}.")
     if results.proxy:
-        parts.append(f"\nThe proxy route (`python -m bench.proxy`):\n\n```\n{results.proxy}\n```")
+        parts.append(f"\nThe proxy route (`python -m bench.proxy`):\n\n```\n{proxy.report(results.proxy)}\n```")
     if q := results.query:
         parts.append(
             f"\nSeeding {q.total:,} items took {q.seed_seconds:.1f} s; the scheduler's run {q.query_seconds:.1f} s in "
@@ -250,14 +281,28 @@ def notes(results: Results) -> str:
     """What holds each missed target back, in the run's own numbers."""
     out = ["\n## Where a target is missed, and why\n"]
     cold, profile, cb, tk = results.cold, results.profile, results.callback, results.token
-    if cold and profile and ratio(cold, CALLBACK) > COLD_RATIO_TARGET:
-        out.append(_cold_note(cold, profile))
-    if cb and median(cb.cpu) * 1000 > CALLBACK_CPU_TARGET_MS:
+    if cold and profile:
+        out += [_cold_note(cold, fn, profile) for fn in functions(cold) if shipped_ratio(cold, fn) > ratio_target(fn)]
+    expecting = results.callback_expecting
+    if cb and max(sum(c.calls.values()) for c in (cb, expecting or cb)) > CALLBACK_CALLS_TARGET:
+        counts = " and ".join(f"{sum(c.calls.values()):g}" for c in (cb, expecting) if c)
         out.append(
-            f"- **Callback CPU** ({_ms(median(cb.cpu))}). Most of it is botocore's and the HTTP stack's work "
-            f"for the {sum(cb.calls.values()):g} calls (signing, serialising, parsing; see Retired). moto's server "
-            "closes every connection, so each AWS call here also opens a TCP connection that botocore would "
-            "keep alive on AWS."
+            f"- **Calls per callback** ({counts} with expected_username; target {CALLBACK_CALLS_TARGET}, 2 to "
+            "Apicbase): what introspection (without expected_username) and user_info (the library's name on the "
+            "success page) answer is written by a second UpdateItem after the grant is stored (the reasons "
+            "above); writing it with the grant would put those answers between Apicbase's token and its "
+            "durability, which the custody rules forbid. user_info and its write came with the branded pages, "
+            "after the target was set; the Connection Created event could come from the table's stream instead "
+            "of a PutEvents."
+        )
+    for label, c in (("", cb), (" with expected_username", expecting)):
+        if c is None or median(c.cpu) * 1000 <= CALLBACK_CPU_TARGET_MS:
+            continue
+        out.append(
+            f"- **Callback CPU{label}** ({_ms(median(c.cpu))}). Most of it is botocore's and the HTTP stack's "
+            f"work for the {sum(c.calls.values()):g} calls (signing, serialising, parsing; see Retired). moto's "
+            "server closes every connection, so each AWS call here also opens a TCP connection that botocore "
+            "would keep alive on AWS."
         )
     if tk and h.by_kind(tk.calls, tk.count).get("kms", 0) > 0:
         out.append(
@@ -269,15 +314,23 @@ def notes(results: Results) -> str:
     return "\n".join(out)
 
 
-def _cold_note(cold: dict[str, Samples], p: ImportProfile) -> str:
-    base = cold[BASELINE].median("import_cpu")
-    return (
-        f"- **Callback cold import** (x{ratio(cold, CALLBACK):.2f} CPU, target x{COLD_RATIO_TARGET}): it adds "
-        f"{_ms(paired_extra(cold, CALLBACK))} to the baseline's {_ms(base)}, where "
-        f"x{COLD_RATIO_TARGET} allows {_ms(base * (COLD_RATIO_TARGET - 1))}. Powertools' resolver is gone from "
-        f"it; what is left is in the profile above (creating our dataclasses {_ms(p.dataclasses)}, app.py's own "
-        f'code {_ms(p.body)}), and what would have to change in the layer under "The callback\'s cold import".'
+def shipped_ratio(cold: dict[str, Samples], fn: str) -> float:
+    return ratio(cold, fn + SHIPPED, base=BASELINE + SHIPPED)
+
+
+def _cold_note(cold: dict[str, Samples], fn: str, p: ImportProfile) -> str:
+    base, target = cold[BASELINE + SHIPPED].median("import_cpu"), ratio_target(fn)
+    extra = paired_extra(cold, fn + SHIPPED, base=BASELINE + SHIPPED)
+    note = (
+        f"- **{fn} cold import** (x{shipped_ratio(cold, fn):.2f} CPU as shipped, target x{target}): it adds "
+        f"{_ms(extra)} to the baseline's {_ms(base)}, where x{target} allows {_ms(base * (target - 1))}."
     )
+    if fn == CALLBACK:
+        note += (
+            f" The profile above says where (creating our dataclasses {_ms(p.dataclasses)}, app.py's own code "
+            f"{_ms(p.body)})."
+        )
+    return note
 
 
 BEGIN, END = "<!-- bench: figures begin -->", "<!-- bench: figures end -->"

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 EXPIRES_IN = 604800
 SCOPE = "accounts library"
 USERNAME = "chef@example.com"
+LIBRARY = "Bench Kitchen"
 
 
 class Apicbase:
@@ -64,6 +65,12 @@ class Apicbase:
         exp = int(time.time()) + EXPIRES_IN
         return 200, {"active": True, "scope": SCOPE, "exp": exp, "client_id": self.client[0], "username": USERNAME}
 
+    def user_info(self) -> tuple[int, dict[str, Any]]:
+        """The API's user_info: the active library the callback's page names."""
+        with self.lock:
+            self.stats["user_infos"] += 1
+        return 200, {"username": USERNAME, "active_library": {"id": 1, "name": LIBRARY}}
+
     def answer(self, path: str, raw: str) -> tuple[int, dict[str, Any]]:
         if path == "/oauth/token/":
             return self.token({k: v[0] for k, v in parse_qs(raw).items()})
@@ -91,7 +98,13 @@ def make_handler(apicbase: Apicbase) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            status, body = apicbase.answer(self.path, raw)
+            self._send(*apicbase.answer(self.path, raw))
+
+        def do_GET(self) -> None:
+            user_info = self.path.split("?")[0].endswith("/user_info/")
+            self._send(*(apicbase.user_info() if user_info else (404, {"error": "not_found"})))
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

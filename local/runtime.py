@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,8 +50,6 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    # No CloudWatch here: Powertools warns on every invocation that adds no metric.
-    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
     import boto3  # noqa: F401, PLC0415 (the Lambda runtime's own SDK, loaded while the environment is awaited)
 
     setup_line = sys.stdin.readline()

@@ -17,7 +17,6 @@ import botocore.loaders
 import botocore.session
 import pytest
 import responses
-from aws_lambda_powertools.utilities import parameters
 from local import aws as local_aws
 from local import template as tpl
 from local.lambda_context import LambdaContext
@@ -66,13 +65,6 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture(autouse=True)
-def clear_parameter_caches() -> Iterator[None]:
-    parameters.clear_caches()
-    yield
-    parameters.clear_caches()
 
 
 @pytest.fixture(scope="session")

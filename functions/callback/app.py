@@ -6,14 +6,11 @@ cold start with a 60-second authorization code in hand (the resolver's import co
 its routing saves here; docs/BENCHMARKS.md).
 """
 
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from apicbase_oauth import deps, edge, pages
 from apicbase_oauth.config import Settings
 from apicbase_oauth.connect import begin_sign_in, complete_callback
 from apicbase_oauth.errors import BrokerError
-from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.observability import API_GATEWAY_HTTP, LambdaContext, logger, metrics
 
 DEPS = deps.build(Settings.from_env())
 BRAND = DEPS.settings.brand
@@ -104,7 +101,7 @@ def route_key(event: dict) -> str:
     return f"{method} {event.get('rawPath')}"
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@logger.inject_lambda_context(correlation_id_path=API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)

@@ -1,44 +1,46 @@
 """Admin API (AWS_IAM): connect sessions, connections, tokens.
 
 Each route parses its HTTP input into typed arguments (``validation``, ``edge``), calls one use
-case, and renders the model it returns; errors become answers in one exception handler.
+case, and renders the model it returns; errors become answers in one exception handler. The
+routes are a table of our own, not Powertools' resolver: importing its event handler package
+cost this function's cold start more than everything else it imports (docs/BENCHMARKS.md).
 """
 
+import base64
 import json
 import math
+import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
-
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from apicbase_oauth import admin, connect, deps, edge, proxy, tokens, validation
 from apicbase_oauth.config import Settings
 from apicbase_oauth.errors import BrokerError, InvalidRequest, OverBudget, RateLimited
-from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.observability import API_GATEWAY_HTTP, LambdaContext, logger, metrics
 
 DEPS = deps.build(Settings.from_env())
 PROXY = proxy.build(DEPS)
-app = APIGatewayHttpResolver()
 PROXY_ROUTE_KEY = "ANY /connections/{connection_id}/apicbase/{proxy+}"
 MAX_BODY_BYTES = 16 * 1024
 MAX_CURSOR_LENGTH = 1024
 NO_STORE = {"Cache-Control": "no-store"}
+JSON = "application/json"
+# What a path parameter may hold (Powertools' resolver took the same): one outside it is no route.
+PATH_PARAMETER = re.compile(r"[-._~()'!*:@,;=+&$%<> \[\]{}|^\w]+")
+Answer = dict[str, Any]
 
 
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps(payload),
-        headers={**NO_STORE, **(headers or {})},
-    )
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Answer:
+    headers = {**NO_STORE, **(headers or {}), "Content-Type": JSON}
+    return {"statusCode": status, "headers": headers, "body": json.dumps(payload), "isBase64Encoded": False}
 
 
-def _body(*, required: set[str], optional: set[str]) -> Any:
+def _body(event: dict, *, required: set[str], optional: set[str]) -> Any:
+    raw = event.get("body") or ""
     try:
-        raw = app.current_event.decoded_body or ""
+        if event.get("isBase64Encoded"):
+            raw = base64.b64decode(raw).decode("utf-8")
     except ValueError:  # base64 that is invalid, or decodes to bytes that are not UTF-8
         raise InvalidRequest("the request body is not valid base64 of UTF-8 text", code="invalid_body") from None
     if len(raw.encode()) > MAX_BODY_BYTES:
@@ -50,46 +52,45 @@ def _body(*, required: set[str], optional: set[str]) -> Any:
     return edge.body_fields(body, required=required, optional=optional)
 
 
-def _query(name: str) -> str | None:
-    return (app.current_event.query_string_parameters or {}).get(name)
+def _query(event: dict, name: str) -> str | None:
+    return (event.get("queryStringParameters") or {}).get(name)
 
 
 def _path_id(raw: str) -> str:
-    # API Gateway hands Powertools the raw path: a client that percent-encodes ':' means ':'.
+    # The raw path's segment: a client that percent-encodes ':' means ':'.
     try:
         return validation.connection_id(unquote(raw, errors="strict"))
     except UnicodeDecodeError:
         raise InvalidRequest("connection_id is not valid UTF-8", code="invalid_connection_id") from None
 
 
-@app.post("/connect-sessions")
-def create_connect_session() -> Response:
-    fields = _body(required={"connection_id"}, optional={"scopes", "return_url", "application", "expected_username"})
+def create_connect_session(event: dict) -> Answer:
+    fields = _body(
+        event, required={"connection_id"}, optional={"scopes", "return_url", "application", "expected_username"}
+    )
     started = connect.start_connect_session(
         DEPS,
         validation.connection_id(fields["connection_id"]),
         scopes=validation.scopes(fields.get("scopes")),
         return_url=validation.return_url(fields.get("return_url")),
         application=validation.application(fields.get("application")),
-        request_domain=app.current_event.request_context.domain_name,
+        request_domain=(event.get("requestContext") or {}).get("domainName"),
         expected_username=validation.expected_username(fields.get("expected_username")),
     )
     return _json(201, edge.session_view(started))
 
 
-@app.get("/connections")
-def list_connections() -> Response:
-    raw_limit = _query("limit")  # absent: 50; present, even empty: checked
+def list_connections(event: dict) -> Answer:
+    raw_limit = _query(event, "limit")  # absent: 50; present, even empty: checked
     limit = 50 if raw_limit is None else validation.whole_number(raw_limit, name="limit", low=1, high=100)
-    cursor = _query("cursor")
+    cursor = _query(event, "cursor")
     if cursor is not None and not 0 < len(cursor) <= MAX_CURSOR_LENGTH:
         raise InvalidRequest("cursor is not one this API handed out", code="invalid_cursor")
     return _json(200, edge.page_view(admin.list_connections(DEPS, limit=limit, cursor=cursor)))
 
 
-@app.get("/connections/<connection_id>")
-def describe_connection(connection_id: str) -> Response:
-    introspect = edge.flag(_query("introspect"), "introspect")
+def describe_connection(event: dict, connection_id: str) -> Answer:
+    introspect = edge.flag(_query(event, "introspect"), "introspect")
     connection = admin.describe_connection(DEPS, _path_id(connection_id))
     view = edge.connection_view(connection)
     if introspect:
@@ -97,33 +98,29 @@ def describe_connection(connection_id: str) -> Response:
     return _json(200, view)
 
 
-@app.delete("/connections/<connection_id>")
-def delete_connection(connection_id: str) -> Response:
+def delete_connection(event: dict, connection_id: str) -> Answer:
     return _json(200, edge.disconnection_view(admin.disconnect(DEPS, _path_id(connection_id))))
 
 
-@app.get("/connections/<connection_id>/token")
-def get_token(connection_id: str) -> Response:
+def get_token(event: dict, connection_id: str) -> Answer:
     return _json(200, edge.token_view(tokens.get_token(DEPS, _path_id(connection_id)), DEPS.now()))
 
 
-@app.post("/connections/<connection_id>/token")
-def replace_rejected_token(connection_id: str) -> Response:
+def replace_rejected_token(event: dict, connection_id: str) -> Answer:
     """A token Apicbase answered 401 to: a newer one, refreshing only if the broker still holds it."""
     connection_id = _path_id(connection_id)
-    rejected = validation.token(_body(required={"rejected_token"}, optional=set())["rejected_token"], "rejected_token")
+    fields = _body(event, required={"rejected_token"}, optional=set())
+    rejected = validation.token(fields["rejected_token"], "rejected_token")
     return _json(200, edge.token_view(tokens.replace_rejected_token(DEPS, connection_id, rejected), DEPS.now()))
 
 
-@app.post("/connections/<connection_id>/refresh")
-def refresh(connection_id: str) -> Response:
+def refresh(event: dict, connection_id: str) -> Answer:
     return _json(200, edge.refresh_view(admin.force_refresh(DEPS, _path_id(connection_id))))
 
 
-@app.post("/connections/<connection_id>/authorization-code")
-def exchange_code(connection_id: str) -> Response:
+def exchange_code(event: dict, connection_id: str) -> Answer:
     connection_id = _path_id(connection_id)
-    fields = _body(required={"code"}, optional={"application", "redirect_uri"})
+    fields = _body(event, required={"code"}, optional={"application", "redirect_uri"})
     connection = connect.exchange_pasted_code(
         DEPS,
         connection_id,
@@ -134,10 +131,9 @@ def exchange_code(connection_id: str) -> Response:
     return _json(201, edge.connection_view(connection))
 
 
-@app.put("/connections/<connection_id>/tokens")
-def import_tokens(connection_id: str) -> Response:
+def import_tokens(event: dict, connection_id: str) -> Answer:
     connection_id = _path_id(connection_id)
-    fields = _body(required={"access_token", "refresh_token"}, optional={"expires_in", "application"})
+    fields = _body(event, required={"access_token", "refresh_token"}, optional={"expires_in", "application"})
     connection = connect.import_tokens(
         DEPS,
         connection_id,
@@ -149,23 +145,20 @@ def import_tokens(connection_id: str) -> Response:
     return _json(200, edge.connection_view(connection))
 
 
-def proxy_apicbase(event: dict) -> dict:
-    """ANY /connections/{id}/apicbase/{proxy+}, outside the resolver: its path spans segments and
+def proxy_apicbase(event: dict) -> Answer:
+    """ANY /connections/{id}/apicbase/{proxy+}, apart from the table: its path spans segments and
     its answers are Apicbase's (bytes, headers), not this API's JSON."""
     try:
         raw_id, method, url, headers, body = proxy.request_from_event(event, DEPS.settings.api_url)
         request = proxy.ProxyRequest(_path_id(raw_id), method, url, headers, body)
         return proxy.lambda_answer(PROXY.forward(request), head=method == "HEAD")
     except BrokerError as exc:
-        answer = broker_error(exc)
+        return broker_error(exc)
     except Exception as exc:
-        answer = unexpected_error(exc)
-    headers = {**answer.headers, "Content-Type": answer.content_type}
-    return {"statusCode": answer.status_code, "headers": headers, "body": answer.body, "isBase64Encoded": False}
+        return unexpected_error(exc)
 
 
-@app.exception_handler(BrokerError)
-def broker_error(exc: BrokerError) -> Response:
+def broker_error(exc: BrokerError) -> Answer:
     status = edge.status_of(exc)
     logger.info("admin request failed", error=exc.code, status=status)
     headers = {"Retry-After": "5"} if status == 503 else None
@@ -174,34 +167,69 @@ def broker_error(exc: BrokerError) -> Response:
     return _json(status, {"error": {"code": exc.code, "message": exc.message}}, headers)
 
 
-@app.exception_handler(Exception)
-def unexpected_error(exc: Exception) -> Response:
+def unexpected_error(exc: Exception) -> Answer:
     logger.error("admin request crashed", error_type=type(exc).__name__)
     return _json(500, {"error": {"code": "internal_error", "message": "unexpected error; see the logs"}})
 
 
-@app.not_found
-def route_not_found(exc: Exception) -> Response:
-    return _json(404, {"error": {"code": "route_not_found", "message": "no such route"}})
+ROUTES: dict[str, Callable[..., Answer]] = {
+    "POST /connect-sessions": create_connect_session,
+    "GET /connections": list_connections,
+    "GET /connections/{connection_id}": describe_connection,
+    "DELETE /connections/{connection_id}": delete_connection,
+    "GET /connections/{connection_id}/token": get_token,
+    "POST /connections/{connection_id}/token": replace_rejected_token,
+    "POST /connections/{connection_id}/refresh": refresh,
+    "POST /connections/{connection_id}/authorization-code": exchange_code,
+    "PUT /connections/{connection_id}/tokens": import_tokens,
+}
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+def route(event: dict) -> tuple[Callable[..., Answer], dict[str, str]] | None:
+    """The route of the request's method and raw path, and its path parameters (raw segments)."""
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
+    segments = str(event.get("rawPath") or "").split("/")
+    for key, handler in ROUTES.items():
+        route_method, path = key.split(" ")
+        pattern = path.split("/")
+        if route_method != method or len(pattern) != len(segments):
+            continue
+        parameters = {}
+        for want, got in zip(pattern, segments, strict=True):
+            if want.startswith("{"):
+                if not PATH_PARAMETER.fullmatch(got):
+                    break
+                parameters[want[1:-1]] = got
+            elif want != got:
+                break
+        else:
+            return handler, parameters
+    return None
+
+
+@logger.inject_lambda_context(correlation_id_path=API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
-def lambda_handler(event: dict, context: LambdaContext) -> dict:
+def lambda_handler(event: dict, context: LambdaContext) -> Answer:
     DEPS.bind(context)
     caller = (((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}).get("userArn")
     logger.append_keys(caller=caller)
-    if not _whole_path(event):
-        body = json.dumps({"error": {"code": "route_not_found", "message": "no such route"}})
-        headers = {"Content-Type": content_types.APPLICATION_JSON, **NO_STORE}
-        return {"statusCode": 404, "headers": headers, "body": body, "isBase64Encoded": False}
-    if event.get("routeKey") == PROXY_ROUTE_KEY:
+    if event.get("routeKey") == PROXY_ROUTE_KEY and _whole_path(event):
         return proxy_apicbase(event)
-    return app.resolve(event, context)
+    found = route(event) if _whole_path(event) else None
+    if found is None:
+        return _json(404, {"error": {"code": "route_not_found", "message": "no such route"}})
+    handler, parameters = found
+    try:
+        return handler(event, **parameters)
+    except BrokerError as exc:
+        return broker_error(exc)
+    except Exception as exc:
+        return unexpected_error(exc)
 
 
 def _whole_path(event: dict) -> bool:
-    """Powertools matches routes with ``re.match(...$)``, which lets '/connections/x\n' reach
-    connection 'x': a path with whitespace or a control character is no route at all."""
+    """A path with whitespace or a control character is no route at all: '/connections/x\n'
+    must not reach connection 'x'."""
     path = str(event.get("rawPath") or "")
-    return not any(c.isspace() or not c.isprintable() for c in path)
+    # Of the whitespace characters only the space is printable: one C loop, not a Python one.
+    return path.isprintable() and " " not in path

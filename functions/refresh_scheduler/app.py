@@ -2,11 +2,9 @@
 
 from dataclasses import asdict
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from apicbase_oauth import deps
 from apicbase_oauth.config import Settings
-from apicbase_oauth.observability import logger, metrics
+from apicbase_oauth.observability import LambdaContext, logger, metrics
 from apicbase_oauth.schedule import queue_due_refreshes
 
 DEPS = deps.build(Settings.from_env())

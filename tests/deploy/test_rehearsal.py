@@ -67,7 +67,6 @@ from tests.deploy.served import ServedStack
 # moto says so for each skipped type on every read of the stack; the create step records it once.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported:UserWarning")
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_DIR = ROOT / ".aws-sam" / "build"
 STACK = "apicbase-oauth-broker"
 BUCKET = "rehearsal-artifacts"
 SKIPPED_BY_MOTO = {"AWS::ApiGatewayV2::Stage", "AWS::CloudWatch::Alarm", "AWS::Scheduler::Schedule"}
@@ -88,36 +87,17 @@ class NoManagedPolicies:
         raise AssertionError("the template names a managed policy; the rehearsal would need IAM")
 
 
-def _sources_mtime() -> float:
-    paths = [
-        ROOT / "template.yaml",
-        *(p for d in ("functions", "layers") for p in (ROOT / d).rglob("*") if p.is_file()),
-    ]
-    return max(p.stat().st_mtime for p in paths if "__pycache__" not in p.parts)
-
-
-def _build(tmp: Path) -> Path:
-    """``make build``'s output when it is newer than every source; else a fresh ``sam build`` in ``tmp``."""
-    built = BUILD_DIR / "template.yaml"
-    if built.exists() and built.stat().st_mtime >= _sources_mtime():
-        return BUILD_DIR
-    # The Makefile's own target (pinned SAM CLI, Python 3.13 on PATH), into a directory of ours.
-    subprocess.run(["make", "--no-print-directory", "build", f"BUILD_DIR={tmp}"], cwd=ROOT, check=True, timeout=600)
-    return tmp
-
-
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def rehearsal(sam_build: Path) -> dict[str, Any]:
     """The built template translated to CloudFormation, and its artifacts zipped for S3 (once per run)."""
     started = time.monotonic()
-    build = _build(tmp_path_factory.mktemp("sam-build"))
-    template = yaml_parse((build / "template.yaml").read_text())
+    template = yaml_parse((sam_build / "template.yaml").read_text())
     artifacts: dict[str, bytes] = {}
     for logical_id, resource in template["Resources"].items():
         properties = resource.get("Properties", {})
         for key in ("CodeUri", "ContentUri"):
             if isinstance(properties.get(key), str):  # a built directory, as sam package finds it
-                artifacts[logical_id] = _zip(build / properties[key])
+                artifacts[logical_id] = _zip(sam_build / properties[key])
                 properties[key] = f"s3://{BUCKET}/{logical_id}.zip"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_DEFAULT_REGION", REGION)  # the translator's pseudo parameters
@@ -311,7 +291,7 @@ def test_a_new_account_deploys_with_the_defaults_and_the_outputs_resolve(deploy,
     (layer,) = lambda_.list_layers()["Layers"]
     assert layer["LatestMatchingVersion"]["CompatibleRuntimes"] == ["python3.13"]
     prepared, create = rehearsal["prepared_seconds"], created["create_seconds"]
-    print(f"rehearsal: built, packaged and translated in {prepared:.1f} s; created in {create:.1f} s")
+    print(f"rehearsal: packaged and translated in {prepared:.1f} s; created in {create:.1f} s")
 
 
 def test_the_translated_api_has_every_route_of_the_template(deploy, rehearsal, template):

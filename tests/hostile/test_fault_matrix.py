@@ -24,8 +24,6 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from apicbase_oauth import custody, pages
@@ -239,15 +237,14 @@ def rig(handlers, apicbase, watch):
     callback = handlers.module("CallbackFunction")
     admin = handlers.module("ConnectionsFunction")
     injector = Injector(handlers.aws.session.client("dynamodb"), handlers.clock)
-    provider = parameters.SecretsProvider()
     for module in (callback, admin):
         deps = module.DEPS
         injector.attach_aws(deps.connections.table.meta.client)
         injector.attach_aws(deps.cipher.kms)
         injector.attach_aws(deps.events.events)
+        injector.attach_aws(deps.credentials.secrets)
         injector.attach_apicbase(deps.apicbase.session)
-    injector.attach_aws(provider.client)
-    return Rig(handlers, apicbase, watch, callback, admin, injector, provider)
+    return Rig(handlers, apicbase, watch, callback, admin, injector)
 
 
 @dataclass
@@ -258,11 +255,11 @@ class Rig:
     callback: Any
     admin: Any
     injector: Injector
-    provider: Any
 
     def fresh_secret_cache(self) -> None:
-        self.provider.clear_cache()
-        DEFAULT_PROVIDERS["secrets"] = self.provider
+        for module in (self.callback, self.admin):
+            store = module.DEPS.credentials
+            module.DEPS.credentials = type(store)(store.secrets, store.secret_id, max_age=store.max_age)
 
     def connect(self, fault: Fault | None = None) -> dict[str, Any]:
         """A browser coming back from Apicbase with a good code and state."""

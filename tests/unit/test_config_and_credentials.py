@@ -7,8 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.constants import DEFAULT_PROVIDERS
 from local import template as tpl
 
 from apicbase_oauth import edge
@@ -145,19 +143,22 @@ def secret(aws, env: dict[str, str]) -> Any:
 
 
 @pytest.fixture
-def store(env: dict[str, str]) -> CredentialStore:
-    return CredentialStore(env["CLIENT_SECRET_ID"], max_age=300)
+def secrets_client(aws) -> Any:
+    return aws.session.client("secretsmanager")
 
 
 @pytest.fixture
-def secret_reads(aws, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """GetSecretValue calls made by Powertools, counted with a botocore event hook."""
-    client = aws.session.client("secretsmanager")
+def store(secrets_client, env: dict[str, str]) -> CredentialStore:
+    return CredentialStore(secrets_client, env["CLIENT_SECRET_ID"], max_age=300)
+
+
+@pytest.fixture
+def secret_reads(secrets_client) -> list[str]:
+    """GetSecretValue calls made by the store, counted with a botocore event hook."""
     reads: list[str] = []
-    client.meta.events.register(
+    secrets_client.meta.events.register(
         "before-parameter-build.secrets-manager.GetSecretValue", lambda params, **_: reads.append(params["SecretId"])
     )
-    monkeypatch.setitem(DEFAULT_PROVIDERS, "secrets", SecretsProvider(boto3_client=client))
     return reads
 
 
@@ -234,10 +235,12 @@ def test_a_secret_that_is_not_a_json_object_is_a_configuration_error(
     assert "s3cret-value" not in str(raised.value)
 
 
-def test_a_missing_secret_is_a_dependency_failure() -> None:
+def test_a_missing_secret_is_a_dependency_failure(secrets_client) -> None:
     """Given a secret that does not exist, then it is a dependency failure, not a bad request."""
     with pytest.raises(DependencyUnavailable):
-        CredentialStore("arn:aws:secretsmanager:eu-west-1:123456789012:secret:gone-AbCdEf").get("default")
+        CredentialStore(secrets_client, "arn:aws:secretsmanager:eu-west-1:123456789012:secret:gone-AbCdEf").get(
+            "default"
+        )
 
 
 def test_the_secret_is_read_once_then_cached(store: CredentialStore, secret_reads: list[str]) -> None:

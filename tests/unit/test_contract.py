@@ -26,11 +26,13 @@ START_ROUTE = "GET /oauth/start"  # connect_url (issue 12): sets the browser bin
 # The only variable that may be set for some functions only: the queue's URL stays with the one
 # function allowed to send to it. Every other variable the code reads must reach every function.
 # APICBASE_BROKER_API_URL (or its older name BROKER_API_URL) is read by the layer's helper in
-# integrators' own functions (consumer.py), never by the broker's.
+# integrators' own functions (consumer.py), never by the broker's; POWERTOOLS_METRICS_DISABLED is
+# set by the local run only (no CloudWatch there).
 ONLY_FOR = {
     "REFRESH_QUEUE_URL": {"RefreshSchedulerFunction"},
     "BROKER_API_URL": set(),
     "APICBASE_BROKER_API_URL": set(),
+    "POWERTOOLS_METRICS_DISABLED": set(),
 }
 ENV_READ = re.compile(
     r"""(?:env\.get|required|url|integer|os\.getenv|os\.environ\.get)\(\s*"([A-Z][A-Z0-9_]*)"|"""

@@ -17,8 +17,6 @@ from typing import Any
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from local import iam
@@ -107,7 +105,6 @@ class Flows:
         module.DEPS.sleep = self.clock.sleep
         if hasattr(module, "PROXY"):
             module.PROXY = proxy.build(module.DEPS)
-        DEFAULT_PROVIDERS["secrets"] = parameters.SecretsProvider(boto3_session=session)
         self.sources.setdefault(logical_id, set()).add(event_source(event))
         timeout, memory = limits(self.template, tpl.functions(self.template)[logical_id])
         return module.lambda_handler(event, LambdaContext(logical_id, memory, timeout, clock=self.clock))

@@ -217,6 +217,29 @@ def test_the_expected_user_connects_as_usual(deps, apicbase, browser) -> None:
     assert apicbase.revocations == 0
 
 
+def test_the_identity_check_is_the_callbacks_only_introspection_and_its_answer_is_stored_with_the_grant(
+    deps, apicbase, browser
+) -> None:
+    """Given a session expecting the Apicbase user who then signs in, then Apicbase is asked who
+    signed in once, and the write that stores the grant already holds the username (the second
+    write records the library's name, which user_info tells after the grant is stored)."""
+    started = session(deps, expected_username="chef@example.com")
+    browser.open(started.connect_url)
+    writes: list[tuple[str, bool]] = []
+    deps.connections.table.meta.client.meta.events.register(
+        "before-call.dynamodb",
+        lambda model, params, **_: writes.append((model.name, ":username" in str(params.get("body")))),
+    )
+    asked = apicbase.token_requests, apicbase.introspections
+
+    response = browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
+
+    assert response["statusCode"] == 200
+    assert (apicbase.token_requests - asked[0], apicbase.introspections - asked[1]) == (1, 1)
+    assert writes[:2] == [("DeleteItem", False), ("UpdateItem", True)]  # the state taken, the grant stored
+    assert deps.connections.get(CID).username == "chef@example.com"
+
+
 def test_another_apicbase_user_than_expected_stores_nothing_and_revokes_the_grant(deps, apicbase, browser) -> None:
     """Given a session expecting one Apicbase user, when another signs in, then nothing is
     stored, the refresh token just issued is revoked at Apicbase (its access token with it), and

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from .adapters.apicbase import Introspection
 from .adapters.events import CONNECTION_DISCONNECTED
@@ -11,12 +10,12 @@ from .deps import Deps
 from .errors import BrokerError
 from .freshness import ADMIN
 from .grants import revoke_quietly
-from .model import Connection, ConnectionSummary, RefreshResult
+from .model import Connection, ConnectionSummary, RefreshResult, immutable
 from .observability import logger, metrics
 from .refresh import refresh_connection
 
 
-@dataclass(frozen=True)
+@immutable
 class ConnectionPage:
     connections: list[ConnectionSummary]
     next_cursor: str | None
@@ -47,7 +46,7 @@ def force_refresh(deps: Deps, connection_id: str) -> RefreshResult:
 REVOKED, REVOCATION_FAILED, REVOCATION_NOT_CONFIGURED = "revoked", "failed", "not_configured"
 
 
-@dataclass(frozen=True)
+@immutable
 class Disconnection:
     connection: Connection
     revocation: str  # REVOKED, REVOCATION_FAILED or REVOCATION_NOT_CONFIGURED

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .model import immutable
 
 # Apicbase's scopes, from its documentation.
 APICBASE_SCOPES = frozenset({"accounts", "library", "inventory", "procurement", "sales", "media"})
@@ -21,7 +22,7 @@ APICBASE_API_URL = "https://api.apicbase.com/"
 BRAND_NAME_MAX_LENGTH = 60
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # compared by value
 class Brand:
     """What the callback's pages say of the integrator: their product's name ("Connect <name> to
     Apicbase"), where people get help on an error page, and the way back to their application
@@ -32,7 +33,7 @@ class Brand:
     return_url: str | None = None
 
 
-@dataclass(frozen=True)
+@immutable
 class Tunable:
     """A whole-number setting: its environment variable, default and range, and the template
     parameter that sets it (if any: a test holds template.yaml's Default and range to these)."""
@@ -92,7 +93,7 @@ def parse_scopes(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-@dataclass(frozen=True)
+@immutable
 class Settings:
     table_name: str
     token_key_id: str

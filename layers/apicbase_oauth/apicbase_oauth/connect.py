@@ -5,13 +5,11 @@ The session and its browser are ``signin``'s; every path ends in ``grants.store_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import validation
 from .deps import Deps
 from .errors import AuthorizationDenied, BrokerError, BrowserMismatch, InvalidState
 from .grants import announce_created, announce_identity_change, exchange_and_store, introspect_quietly, store_grant
-from .model import REDIRECT_ERRORS, Connection, TokenPair
+from .model import REDIRECT_ERRORS, Connection, TokenPair, immutable
 from .observability import logger, metrics
 
 # The connect flow's entry points, where integrators and the handlers look for them.
@@ -28,7 +26,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@immutable
 class CallbackOutcome:
     """What the callback page shows: the connection, or the error after the session was used.
 

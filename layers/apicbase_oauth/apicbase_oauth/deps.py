@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -17,9 +17,11 @@ from .adapters.connections import ConnectionRepository
 from .adapters.credentials import CredentialStore
 from .adapters.crypto import TokenCipher
 from .adapters.events import EventPublisher
-from .adapters.queue import RefreshQueue
 from .adapters.sessions import SessionStore
 from .config import Settings
+
+if TYPE_CHECKING:  # only the scheduler has a queue: the other functions never import it
+    from .adapters.queue import RefreshQueue
 
 # Short timeouts: a Lambda behind API Gateway has 30 s in all. botocore's standard mode retries
 # throttling and 5xx with backoff; our own backoff covers the writes that must land.
@@ -51,7 +53,8 @@ class LazyClient:
         return getattr(self._target, name)
 
 
-@dataclass
+# Mutable on purpose (handlers bind the deadline, tests swap the clock); nothing compares two.
+@dataclass(eq=False)
 class Deps:
     settings: Settings
     sessions: SessionStore
@@ -80,13 +83,17 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
     table = LazyClient(lambda: session.resource("dynamodb", config=AWS_CONFIG).Table(settings.table_name))
     queue = None
     if settings.refresh_queue_url:
+        from .adapters.queue import RefreshQueue  # noqa: PLC0415 (see the imports)
+
         queue = RefreshQueue(client("sqs"), settings.refresh_queue_url)
     return Deps(
         settings=settings,
         sessions=SessionStore(table, now=now),
         connections=ConnectionRepository(table, now=now),
         cipher=TokenCipher(client("kms"), settings.token_key_id),
-        credentials=CredentialStore(settings.client_secret_id, max_age=settings.secret_max_age_seconds),
+        credentials=CredentialStore(
+            client("secretsmanager"), settings.client_secret_id, max_age=settings.secret_max_age_seconds
+        ),
         apicbase=ApicbaseClient(
             authorize_url=settings.authorize_url,
             token_url=settings.token_url,

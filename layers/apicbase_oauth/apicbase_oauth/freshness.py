@@ -8,11 +8,9 @@ serves when a refresh cannot happen now. The defaults and ranges are ``config.TU
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .config import Settings
 from .errors import RateLimited
-from .model import NEEDS_REAUTHORIZATION, Connection
+from .model import NEEDS_REAUTHORIZATION, Connection, immutable
 
 # A token that expires later than this is still worth handing out when a refresh cannot happen.
 SERVING_MARGIN_SECONDS = 30
@@ -25,7 +23,7 @@ RATE_LIMITED = "rate_limited"
 NEEDS_REAUTHORIZATION_REASON = NEEDS_REAUTHORIZATION
 
 
-@dataclass(frozen=True)
+@immutable
 class Purpose:
     """Why a refresh is asked for, and the margin it asks with."""
 

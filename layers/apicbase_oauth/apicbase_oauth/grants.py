@@ -64,26 +64,31 @@ def exchange_and_store(
         ) from None
     if tokens.refresh_token is None:
         raise MalformedResponse("Apicbase's token response has no refresh_token; the connection cannot be kept alive")
-    # Issue 12 (identity): a grant for another user than expected is revoked, never stored.
+    # Issue 12 (identity): a grant for another user than expected is revoked, never stored; the
+    # introspection that named the expected user also gives the grant its username.
+    identity = None
     if expected_username is not None:
-        _verify_identity(deps, credentials, tokens, expected_username, connection_id)
-    # Store the grant before asking who the user is: a slow introspection must not be able to
-    # outlast the function's timeout while the only copy of a fresh refresh token is in memory.
+        identity = _verify_identity(deps, credentials, tokens, expected_username, connection_id)
+    # Otherwise store the grant before asking who the user is: a slow introspection must not be able
+    # to outlast the function's timeout while the only copy of a fresh refresh token is in memory.
     connection = store_grant(
         deps,
         key,
         credentials=credentials,
         pair=TokenPair(tokens.access_token, tokens.refresh_token),
         expires_at=tokens.expires_at,
-        scope=tokens.scope,
-        username=None,
+        scope=_scope(tokens, identity),
+        username=identity.username if identity else None,
         source=source,
     )
     report_oddities(tokens, connection_id)
-    introspection = introspect_quietly(deps, credentials, tokens.access_token, connection_id)
-    identity = introspection if introspection and introspection.active else None
-    username = identity.username if identity else None
-    scope = identity.scope if identity and not tokens.scope else None
+    if identity is None:
+        introspection = introspect_quietly(deps, credentials, tokens.access_token, connection_id)
+        identity = introspection if introspection and introspection.active else None
+        username = identity.username if identity else None
+        scope = identity.scope if identity and not tokens.scope else None
+    else:
+        username = scope = None  # the identity check's answer is stored with the grant
     library = library_quietly(deps, tokens.access_token, connection_id)
     if username or scope or library:
         connection = deps.connections.record_identity(connection, username=username, scope=scope, library=library)
@@ -91,11 +96,19 @@ def exchange_and_store(
     return connection
 
 
+def _scope(tokens: TokenResponse, identity: Introspection | None) -> str | None:
+    """The token response's scope; introspection's when the response names none."""
+    if tokens.scope or identity is None or identity.scope is None:
+        return tokens.scope
+    return identity.scope
+
+
 def _verify_identity(
     deps: Deps, credentials: ClientCredentials, tokens: TokenResponse, expected: str, connection_id: str
-) -> None:
+) -> Introspection:
     """Issue 12: the session named who must sign in. Ask Apicbase who did before the grant is
     stored; another user, or no answer (fail closed), revokes the grant and stores nothing.
+    Returns the introspection that named the expected user.
 
     This is the one path where a fresh refresh token is not stored before introspection: the
     grant is for the wrong identity, or an unverified one, so losing it is the intended outcome.
@@ -110,7 +123,7 @@ def _verify_identity(
         logger.warning("introspection failed", connection_id=connection_id, error=exc.code)
         username = None
     if username == expected:
-        return
+        return introspection
     assert tokens.refresh_token is not None
     revoked = revoke_quietly(deps, connection_id, credentials.application, tokens.refresh_token) is None
     metrics.add_metric(name="IdentityMismatch", unit="Count", value=1)

@@ -1,6 +1,6 @@
 """The broker's domain model: connect sessions, connections and token pairs.
 
-Plain frozen dataclasses, no AWS: adapters build them, use cases pass them around, and the HTTP
+Immutable dataclasses, no AWS: adapters build them, use cases pass them around, and the HTTP
 edge turns them into JSON.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
 
 ACTIVE = "active"
 NEEDS_REAUTHORIZATION = "needs_reauthorization"
@@ -34,6 +34,18 @@ MAX_TOKEN_LENGTH = 2040
 TOKEN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, eq_default=False, field_specifiers=(field,))
+def immutable(cls: type[_T]) -> type[_T]:
+    """A dataclass whose fields nobody assigns (mypy holds it frozen) and whose instances nobody
+    compares or hashes: at run time it gets ``__init__`` and ``__repr__`` only. The generated
+    ``__eq__``, ``__hash__``, ``__setattr__`` and ``__delattr__`` of a frozen dataclass cost every
+    cold start their creation (docs/BENCHMARKS.md). Compared by value? ``@dataclass(frozen=True)``."""
+    return dataclass(eq=False)(cls)
+
+
 # Whole matches: re.match(...$) would accept a trailing newline.
 def is_connection_id(value: str) -> bool:
     return CONNECTION_ID_RE.fullmatch(value) is not None
@@ -52,7 +64,7 @@ class TokenPair:
         return "TokenPair(<redacted>)"
 
 
-@dataclass(frozen=True)
+@immutable
 class ConnectSession:
     connection_id: str
     application: str
@@ -68,7 +80,7 @@ class ConnectSession:
     binder_hash: str | None = None
 
 
-@dataclass(frozen=True)
+@immutable
 class Connection:
     connection_id: str
     application: str
@@ -100,7 +112,7 @@ class Connection:
         return f"Connection(connection_id={self.connection_id!r}, status={self.status!r}, version={self.version})"
 
 
-@dataclass(frozen=True)
+@immutable
 class ConnectionSummary:
     connection_id: str
     status: str
@@ -110,7 +122,7 @@ class ConnectionSummary:
     updated_at: int | None
 
 
-@dataclass(frozen=True)
+@immutable
 class StartedSession:
     """A connect session just stored: where to send the person, and until when it works.
 
@@ -132,7 +144,7 @@ class StartedSession:
         return f"StartedSession(connection_id={self.connection_id!r}, expires_at={self.expires_at})"
 
 
-@dataclass(frozen=True)
+@immutable
 class AccessToken:
     connection_id: str
     access_token: str
@@ -143,7 +155,7 @@ class AccessToken:
         return f"AccessToken(connection_id={self.connection_id!r}, expires_at={self.expires_at})"
 
 
-@dataclass(frozen=True)
+@immutable
 class Grant:
     """A pair Apicbase issued (a code exchanged, tokens imported, a parked pair), sealed, with
     what the connection records of it."""
@@ -158,7 +170,7 @@ class Grant:
     source: str
 
 
-@dataclass(frozen=True)
+@immutable
 class Rescue:
     """A sealed pair that Apicbase issued but that could not be written to its connection.
 
@@ -195,7 +207,7 @@ def _grant_fields(source: Grant | Rescue) -> dict[str, Any]:
     return {f.name: getattr(source, f.name) for f in fields(Grant)}
 
 
-@dataclass(frozen=True)
+@immutable
 class RefreshResult:
     outcome: str
     connection: Connection

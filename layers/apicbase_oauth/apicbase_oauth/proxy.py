@@ -21,9 +21,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from .adapters.apicbase_api import ApicbaseApi, ApiResponse
 from .adapters.budget import RequestBudget, spender
 from .deps import Deps
 from .errors import InvalidRequest, OverBudget, ResponseTooLarge
+from .model import immutable
 from .observability import logger, metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -63,9 +65,13 @@ MAX_QUERY_LENGTH = 8192
 # RFC 3986 pchar less '%', plus '/': the characters a re-encoded path keeps as they are.
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 _FIRST_SEGMENTS_REFUSED = frozenset({"oauth"})  # the OAuth endpoints are the broker's business
+# Per call, so one C-level search each rather than a Python loop over the characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HEADER_BREAK = re.compile(r"[\x00-\x1f]")
+_QUERY_REFUSED = re.compile(r'[\x00-\x20\x7f-\U0010ffff#"<>\\^`{|}]')
 
 
-@dataclass(frozen=True)
+@immutable
 class ProxyRequest:
     connection_id: str
     method: str
@@ -74,7 +80,7 @@ class ProxyRequest:
     body: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
+@immutable
 class ProxyResponse:
     status: int
     headers: dict[str, str]
@@ -92,7 +98,7 @@ def target_url(api_url: str, raw_path: str, raw_query: str) -> str:
         path.encode("utf-8")  # lone surrogates (JSON's "\udc80") are not text either
     except UnicodeError:
         raise _bad_path("the path is not valid UTF-8") from None
-    if not path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path) or "\\" in path:
+    if not path or _CONTROL.search(path) or "\\" in path:
         raise _bad_path("the path is empty or holds control characters or backslashes")
     segments = path.split("/")
     if path.startswith("/") or ":" in segments[0]:
@@ -101,7 +107,7 @@ def target_url(api_url: str, raw_path: str, raw_query: str) -> str:
         raise _bad_path("the path has dot or empty segments")
     if segments[0].lower() in _FIRST_SEGMENTS_REFUSED:
         raise _bad_path("the OAuth endpoints are not served through the proxy")
-    if any(ord(c) <= 0x20 or ord(c) >= 0x7F or c in '#"<>\\^`{|}' for c in raw_query):
+    if _QUERY_REFUSED.search(raw_query):
         raise _bad_path("the query string holds characters that must be percent-encoded")
     base = urlsplit(api_url)
     joined = base.path.rstrip("/") + "/" + quote(path, safe=_PATH_SAFE)
@@ -123,7 +129,7 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
         name: lowered[name]
         for name in FORWARDED_REQUEST_HEADERS
         # A value that could split a header line is not forwarded at all.
-        if name in lowered and isinstance(lowered[name], str) and not any(ord(c) < 0x20 for c in lowered[name])
+        if name in lowered and isinstance(lowered[name], str) and not _HEADER_BREAK.search(lowered[name])
     }
 
 

@@ -3,13 +3,12 @@ worker's handling of one SQS message."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .adapters.queue import decode
 from .custody import apply_parked
 from .deps import Deps
 from .errors import ConfigurationError, ConnectionNotFound, NeedsReauthorization, RefreshInProgress
 from .freshness import scheduled
+from .model import immutable
 from .observability import logger, metrics
 from .refresh import PERMANENT_FAILURES, RESCUED, refresh_connection
 
@@ -23,7 +22,7 @@ _SETTLED: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] 
 )
 
 
-@dataclass(frozen=True)
+@immutable
 class QueueReport:
     due: int
     queued: int

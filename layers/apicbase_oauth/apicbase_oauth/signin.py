@@ -9,13 +9,12 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from . import validation
 from .deps import Deps
 from .errors import ConfigurationError, InvalidState
-from .model import ConnectSession, StartedSession
+from .model import ConnectSession, StartedSession, immutable
 from .observability import logger, metrics
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
@@ -84,7 +83,7 @@ def _start_url(redirect_uri: str, start_id: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"{prefix}/oauth/start", urlencode({"session": start_id}), ""))
 
 
-@dataclass(frozen=True)
+@immutable
 class SignIn:
     """What GET /oauth/start answers: a redirect to Apicbase, and the binder for the cookie."""
 

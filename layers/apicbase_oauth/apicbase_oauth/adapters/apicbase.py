@@ -73,6 +73,9 @@ class ApicbaseClient:
         # Generous: after a read timeout the refresh token may already be rotated.
         self.refresh_read_timeout = refresh_read_timeout
         self.session = session or requests.Session()
+        # No proxies or .netrc from the environment (as the proxy route's client): a netrc entry
+        # would add its own Authorization, and looking both up costs every call CPU.
+        self.session.trust_env = False
         # Retry only errors raised before the request was sent: a retried refresh that had
         # reached Apicbase would present a revoked refresh token.
         retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.2)

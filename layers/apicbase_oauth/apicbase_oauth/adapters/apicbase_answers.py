@@ -14,7 +14,7 @@ from typing import Any
 import requests
 
 from ..errors import MalformedResponse
-from ..model import MAX_TOKEN_LENGTH, is_token
+from ..model import MAX_TOKEN_LENGTH, immutable, is_token
 
 MAX_EXPIRES_IN = 10 * 365 * 24 * 3600
 # A missing or odd expires_in: treat the token as short-lived, so it is refreshed again soon.
@@ -32,7 +32,7 @@ class ClientCredentials:
         return f"ClientCredentials(application={self.application!r}, client_id={self.client_id!r})"
 
 
-@dataclass(frozen=True)
+@immutable
 class TokenResponse:
     access_token: str
     refresh_token: str | None
@@ -50,7 +50,7 @@ class TokenResponse:
         return f"TokenResponse(expires_in={self.expires_in}, scope={self.scope!r})"
 
 
-@dataclass(frozen=True)
+@immutable
 class Introspection:
     active: bool
     scope: str | None = None

@@ -8,12 +8,13 @@ Nothing here logs a token, a URL's query or a body.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from ..errors import ApicbaseTimeout, ApicbaseUnavailable, ResponseTooLarge
+from ..model import immutable
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 # API Gateway gives the whole integration 30 s: the answer must be in before that.
@@ -22,7 +23,7 @@ CHUNK_BYTES = 64 * 1024
 USER_AGENT = "apicbase-oauth-broker"
 
 
-@dataclass(frozen=True)
+@immutable
 class ApiResponse:
     status: int
     headers: Mapping[str, str]  # case-insensitive (requests' own)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ..errors import ConditionFailed, ConnectionNotFound, DependencyUnavailable, LeaseHeld
-from ..model import ACTIVE, NEEDS_REAUTHORIZATION, Connection, ConnectionSummary, Grant, Rescue
+from ..model import ACTIVE, NEEDS_REAUTHORIZATION, Connection, ConnectionSummary, Grant, Rescue, immutable
 from ..observability import logger
 from .dynamodb import (
     CONNECTIONS_INDEX,
@@ -44,7 +44,7 @@ def rescue_key(connection_id: str) -> str:
 
 
 # --- the fences: one place per condition ------------------------------------------------------
-@dataclass(frozen=True)
+@immutable
 class Condition:
     """A ConditionExpression with its values; ``&`` adds a second fence to a write."""
 

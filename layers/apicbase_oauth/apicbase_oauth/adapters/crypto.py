@@ -21,13 +21,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import DependencyUnavailable, TokenUnreadable
-from ..model import TokenPair
+from ..model import TokenPair, immutable
 
 PURPOSE = "apicbase-oauth-tokens"
 MAGIC = b"ABE1"
@@ -37,7 +37,7 @@ KEY_CACHE_SECONDS = 300
 _UNREADABLE = {"InvalidCiphertextException", "IncorrectKeyException", "InvalidKeyUsageException"}
 
 
-@dataclass(frozen=True)
+@immutable
 class DataKey:
     """A data key for one connection: the plaintext to seal with, and KMS's encryption of it."""
 

@@ -11,14 +11,13 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import DependencyUnavailable, InvalidRequest
-from ..model import Rescue, is_connection_id
+from ..model import Rescue, immutable, is_connection_id
 from ..observability import logger
 
 BATCH_SIZE = 10  # SQS SendMessageBatch's maximum
@@ -37,7 +36,7 @@ _RESCUE_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@immutable
 class RefreshMessage:
     connection_id: str
     queued_at: int

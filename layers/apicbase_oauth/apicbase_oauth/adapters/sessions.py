@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConditionFailed
-from ..model import ConnectSession
+from ..model import ConnectSession, immutable
 from .dynamodb import call, start_key, state_key
 
 
-@dataclass(frozen=True)
+@immutable
 class PendingStart:
     """A start item just consumed: where to send the browser, and which session to bind."""
 
