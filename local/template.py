@@ -90,7 +90,8 @@ def resolve(value: Any, refs: dict[str, str]) -> Any:
 
 
 def dynamodb_create_table_kwargs(template: dict[str, Any], logical_id: str, table_name: str) -> dict[str, Any]:
-    """CreateTable arguments from the table's own properties (SSE and PITR are the cloud's job)."""
+    """CreateTable arguments from the table's own properties, its stream included (SSE and PITR
+    are the cloud's job)."""
     props = resource(template, logical_id)["Properties"]
     kwargs: dict[str, Any] = {
         "TableName": table_name,
@@ -100,6 +101,8 @@ def dynamodb_create_table_kwargs(template: dict[str, Any], logical_id: str, tabl
     }
     if props.get("GlobalSecondaryIndexes"):
         kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if props.get("StreamSpecification"):
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
     return kwargs
 
 

@@ -19,6 +19,7 @@ from .adapters.crypto import TokenCipher
 from .adapters.events import EventPublisher
 from .adapters.queue import RefreshQueue
 from .adapters.sessions import SessionStore
+from .adapters.stream import FailedBatches, StreamReader
 from .config import Settings
 
 # Short timeouts: a Lambda behind API Gateway has 30 s in all. botocore's standard mode retries
@@ -61,6 +62,9 @@ class Deps:
     apicbase: ApicbaseClient
     events: EventPublisher
     queue: RefreshQueue | None = None
+    # The connections table's stream and the dead letters of its event source (the events function).
+    stream: StreamReader | None = None
+    failed_batches: FailedBatches | None = None
     now: Callable[[], float] = field(default=time.time)
     sleep: Callable[[float], None] = field(default=time.sleep)
     # Seconds left in the current invocation (``bind``); unbounded outside Lambda.
@@ -78,9 +82,13 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
         return LazyClient(lambda: session.client(name, config=AWS_CONFIG))
 
     table = LazyClient(lambda: session.resource("dynamodb", config=AWS_CONFIG).Table(settings.table_name))
+    sqs = client("sqs")
     queue = None
     if settings.refresh_queue_url:
-        queue = RefreshQueue(client("sqs"), settings.refresh_queue_url)
+        queue = RefreshQueue(sqs, settings.refresh_queue_url)
+    failed_batches = None
+    if settings.events_dead_letter_queue_url:
+        failed_batches = FailedBatches(sqs, settings.events_dead_letter_queue_url)
     return Deps(
         settings=settings,
         sessions=SessionStore(table, now=now),
@@ -102,5 +110,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
             source=settings.event_source,
         ),
         queue=queue,
+        stream=StreamReader(client("dynamodbstreams")),
+        failed_batches=failed_batches,
         now=now,
     )
