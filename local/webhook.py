@@ -76,11 +76,13 @@ def provision(session: Any, template: dict[str, Any], refs: Mapping[str, str], *
     )
 
 
+ENVELOPE = ("version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail")
+
+
 def published(body: str) -> bytes:
-    """The event as EventBridge publishes it (moto's copy also says when it took it in)."""
-    event = json.loads(body)
-    event.pop("ingestion-time", None)
-    return json.dumps(event, separators=(",", ":")).encode()
+    """The event as EventBridge publishes it, in its order (moto's copy has no ``account``)."""
+    event = {"account": ACCOUNT, **json.loads(body)}
+    return json.dumps({key: event[key] for key in ENVELOPE}, separators=(",", ":")).encode()
 
 
 class WebhookDelivery:
@@ -94,12 +96,14 @@ class WebhookDelivery:
         log: Log,
         send: Post = post,
         now: Callable[[], float] = time.time,
+        backoff: Callable[[int], int] = lambda attempt: min(2 ** (attempt - 1), MAX_BACKOFF_SECONDS),
     ) -> None:
         self.webhook = webhook
         self._sqs = sqs
         self._log = log
         self._send = send
         self._now = now
+        self._backoff = backoff
         self._rule_arn = f"arn:aws:events:{region}:{ACCOUNT}:rule/{stack_name}-{RULE}"
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webhook-delivery", daemon=True)
@@ -154,9 +158,10 @@ class WebhookDelivery:
         retried = status is None or status in RETRIED_STATUSES or status >= 500
         exhausted = attempt >= self.webhook.max_attempts
         if retried and not exhausted and age < self.webhook.max_age:
-            backoff = min(2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
             self._sqs.change_message_visibility(
-                QueueUrl=self.webhook.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=backoff
+                QueueUrl=self.webhook.queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=self._backoff(attempt),
             )
             return
         condition = (
