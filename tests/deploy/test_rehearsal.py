@@ -76,9 +76,20 @@ FUNCTIONS = {
     "ConnectionsFunction": "AdminReservedConcurrency",
     "RefreshSchedulerFunction": "SchedulerReservedConcurrency",
     "RefreshWorkerFunction": "WorkerReservedConcurrency",
+    "ConnectionEventsFunction": "EventsReservedConcurrency",
 }
 UNSUPPORTED = re.compile(r"Tried to parse (\S+) but it's not supported")
-EXPECTED_OUTPUTS = {"ApiUrl", "CallbackUrl", "TableName", "SecretArn", "RefreshQueueUrl", "EventSource", "TokenKeyArn"}
+EXPECTED_OUTPUTS = {
+    "ApiUrl",
+    "CallbackUrl",
+    "TableName",
+    "SecretArn",
+    "RefreshQueueUrl",
+    "EventSource",
+    "TokenKeyArn",
+    "ConnectionEventsFunctionName",
+    "ConnectionEventsDeadLetterQueueUrl",
+}
 
 
 class NoManagedPolicies:

@@ -1,11 +1,10 @@
 """The connection events end to end in moto: the table's stream fed to the events function's real
-handler by the local run's event source mapping (local/streams.py), and an integrator's consumer:
-an EventBridge rule on the broker's source, targeting an SQS queue."""
+handler by the local run's event source mapping (local/streams.py), and an integrator's consumer
+(refresh_support.EventSink: a rule on the broker's source, targeting an SQS queue)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -13,41 +12,12 @@ from typing import Any
 import pytest
 from local.streams import EventSource, StreamPoller
 
+from apicbase_oauth import connect
+from apicbase_oauth.config import Settings
 from tests.conftest import REGION, Aws
+from tests.unit.refresh_support import EventSink
 
 EVENTS_FUNCTION = "ConnectionEventsFunction"
-
-
-class Consumer:
-    """What an integrator's rule on ``source: [{prefix: apicbase-oauth-broker.}]`` receives."""
-
-    def __init__(self, aws: Aws) -> None:
-        self.sqs = aws.session.client("sqs")
-        self.queue_url = self.sqs.create_queue(QueueName="integrator-events")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]
-        events = aws.session.client("events")
-        events.put_rule(Name="integrator", EventPattern=json.dumps({"source": [{"prefix": "apicbase-oauth-broker."}]}))
-        events.put_targets(Rule="integrator", Targets=[{"Id": "queue", "Arn": arn["QueueArn"]}])
-        self.received: list[dict[str, Any]] = []
-
-    def receive(self) -> list[dict[str, Any]]:
-        """Every copy received so far, duplicates included."""
-        while True:
-            messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-            if not messages:
-                return self.received
-            for message in messages:
-                event = json.loads(message["Body"])
-                if "event_id" in event["detail"]:  # PRE-TAG: the flows' own copies go with their PutEvents
-                    self.received.append(event)
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-    def deduplicated(self) -> list[dict[str, Any]]:
-        """One event per ``detail.event_id``, as an integrator keeps them, in the order first seen."""
-        return list({event["detail"]["event_id"]: event for event in reversed(self.receive())}.values())[::-1]
-
-    def of(self, detail_type: str) -> list[dict[str, Any]]:
-        return [event for event in self.deduplicated() if event["detail-type"] == detail_type]
 
 
 class Feed:
@@ -91,6 +61,12 @@ class Feed:
             pass
 
 
+def imported(deps: Any, apicbase: Any, connection_id: str = "lib-1") -> None:
+    """Given: a connection made by importing a pair the fake Apicbase issued."""
+    access, refresh = apicbase.issue_pair()
+    connect.import_tokens(deps, connection_id, access_token=access, refresh_token=refresh)
+
+
 @pytest.fixture
 def events_function(load_handler) -> ModuleType:
     """The events function's handler module, as Lambda loads it (its DEPS can be adjusted)."""
@@ -103,8 +79,9 @@ def events_handler(events_function, lambda_context) -> Callable[[dict[str, Any]]
 
 
 @pytest.fixture
-def consumer(aws: Aws) -> Consumer:
-    return Consumer(aws)
+def consumer(aws: Aws, settings: Settings) -> EventSink:
+    """An integrator's rule on the broker's events; the tests deliver the stream themselves."""
+    return EventSink(aws.session, settings.event_source)
 
 
 @pytest.fixture

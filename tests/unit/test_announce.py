@@ -14,12 +14,13 @@ from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apicbase_oauth import admin, announce, connect
+from apicbase_oauth import admin, announce
 from apicbase_oauth.adapters import events
 from apicbase_oauth.adapters.stream import ConnectionChange, ConnectionImage, parse_record
 from apicbase_oauth.errors import InvalidRequest, NeedsReauthorization
+from apicbase_oauth.model import Rescue
 from tests import fakes
-from tests.unit.stream_support import EVENTS_FUNCTION, Feed
+from tests.unit.stream_support import EVENTS_FUNCTION, Feed, imported
 
 THRESHOLD = 5
 
@@ -48,11 +49,6 @@ def change(old: ConnectionImage | None, new: ConnectionImage | None, event_id: s
 def kinds(old: ConnectionImage | None, new: ConnectionImage | None) -> list[str]:
     derived = announce.derive(change(old, new), failure_threshold=THRESHOLD)
     return [event.detail_type.removeprefix("Apicbase Connection ") for event in derived]
-
-
-def imported(deps, apicbase, connection_id: str = "lib-1") -> None:
-    access, refresh = apicbase.issue_pair()
-    connect.import_tokens(deps, connection_id, access_token=access, refresh_token=refresh)
 
 
 # --- what a change means ------------------------------------------------------------------------
@@ -160,19 +156,19 @@ def test_a_writer_killed_right_after_its_write_still_has_its_event_announced(
     # marked the connection needs_reauthorization (before anything else runs)
     imported(deps, apicbase)
     apicbase.revoke_all()
-    mark = deps.leases.mark_needs_reauthorization
+    mark = deps.connections.mark_for_reauthorization
 
     def mark_then_die(*args: Any, **kwargs: Any) -> Any:
         mark(*args, **kwargs)
         raise Killed
 
-    monkeypatch.setattr(deps.leases, "mark_needs_reauthorization", mark_then_die)
+    monkeypatch.setattr(deps.connections, "mark_for_reauthorization", mark_then_die)
     with pytest.raises(Killed):
         admin.force_refresh(deps, "lib-1")
     # When the stream is delivered
     feed.drain()
     # Then the integrator receives Reauthorization Required, once
-    (event,) = consumer.of(events.REAUTHORIZATION_REQUIRED)
+    (event,) = consumer.of_type(events.REAUTHORIZATION_REQUIRED)
     assert event["detail"]["reason"] == "refresh_token_rejected"
 
 
@@ -194,10 +190,10 @@ def test_the_events_function_killed_after_putting_has_them_put_again_under_the_s
     # When the stream is delivered (Lambda delivers the batch again)
     feed.drain()
     # Then the event arrived twice, and once after deduplication by event_id
-    created = [e for e in consumer.receive() if e["detail-type"] == events.CONNECTION_CREATED]
+    created = consumer.of_type(events.CONNECTION_CREATED)
     assert deaths == [1]
     assert len(created) == 2
-    assert len(consumer.of(events.CONNECTION_CREATED)) == 1
+    assert len({e["detail"]["event_id"] for e in created}) == 1
 
 
 def _fail_put_events(deps_or_client: Any, monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[int]:
@@ -227,7 +223,7 @@ def test_put_events_failing_for_good_dead_letters_the_batch_and_a_replay_announc
         # When the stream is delivered
         feed.drain()
     # Then nothing arrived, and the batch went to the dead-letter queue after 1 + 3 attempts
-    assert consumer.receive() == []
+    assert consumer.received() == []
     assert len(refused) == 4
     assert feed.poller.given_up == 1
     # When EventBridge is back and an operator replays the dead-letter queue
@@ -312,7 +308,7 @@ def test_a_record_not_of_our_shape_is_skipped_without_holding_up_the_rest(
     answer = module.lambda_handler({"Records": [broken, _record("r1", None, _item())]}, lambda_context)
     # Then the good record's event is put and nothing is delivered again
     assert answer == {"batchItemFailures": []}
-    assert [e["detail"]["event_id"] for e in consumer.receive()] == ["r1.created"]
+    assert [e["detail"]["event_id"] for e in consumer.received()] == ["r1.created"]
 
 
 def test_records_of_other_items_mean_nothing() -> None:
@@ -359,3 +355,33 @@ def test_no_event_carries_anything_but_allow_listed_attributes(extra, failures, 
     assert "SECRET" not in text
     assert base64.b64encode(b"sealed-tokens-never-leave").decode() not in text
     assert all(value["B"] not in text for value in extra.values() if "B" in value)
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("refresh", []), ("grant", [events.CONNECTION_CREATED])])
+def test_a_parked_pair_applied_is_announced_as_what_it_is(
+    deps, apicbase, clock, feed, consumer, kind, expected
+) -> None:
+    # Given a connection, and a pair parked for it (custody's rescue place) by a refresh or a grant
+    imported(deps, apicbase)
+    connection = deps.connections.get("lib-1")
+    feed.drain()
+    consumer.received()
+    clock.advance(5)
+    rescue = Rescue(
+        connection_id="lib-1",
+        kind=kind,
+        tokens=connection.tokens,
+        base_version=connection.version,
+        application=connection.application,
+        client_id=connection.client_id,
+        expires_at=connection.expires_at,
+        scope=connection.scope,
+        username=connection.username,
+        source="callback",
+        parked_at=int(clock()),
+    )
+    # When it is applied
+    deps.connections.apply_parked(rescue)
+    feed.drain()
+    # Then a refresh's pair is no new connection, and a grant's is
+    assert [e["detail-type"] for e in consumer.deduplicated()[1:]] == expected

@@ -16,6 +16,7 @@ from apicbase_oauth import admin, connect
 from apicbase_oauth.adapters import events
 from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization
 from tests.binding import open_in_browser
+from tests.unit.stream_support import imported
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events"
 
@@ -34,11 +35,6 @@ def emitted(feed, consumer) -> Callable[[], list[dict]]:
         return consumer.deduplicated()
 
     return delivered
-
-
-def imported(deps, apicbase, connection_id: str = "lib-1") -> None:
-    access, refresh = apicbase.issue_pair()
-    connect.import_tokens(deps, connection_id, access_token=access, refresh_token=refresh)
 
 
 def assert_valid(emitted: Callable[[], list[dict]], detail_type: str) -> dict:

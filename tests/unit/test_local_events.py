@@ -17,7 +17,7 @@ from local.webhook import provision as provision_webhook
 
 from apicbase_oauth.adapters.events import CONNECTION_CREATED
 from tests.conftest import REGION
-from tests.unit.stream_support import EVENTS_FUNCTION, Feed
+from tests.unit.stream_support import EVENTS_FUNCTION, Feed, imported
 
 API_KEY = "local-webhook-key"
 
@@ -49,16 +49,7 @@ def test_a_batch_too_old_goes_to_the_dead_letter_queue_as_lambdas_on_failure_rec
 
     feed = Feed(aws, template, failing, bisect=False)
     feed.poller._now = lambda: 4e9  # a clock far past the records' creation
-    deps.store.save_tokens(
-        connection_id="lib-1",
-        application="default",
-        client_id="c",
-        tokens=b"x",
-        expires_at=1,
-        scope=None,
-        username=None,
-        source="import",
-    )
+    imported(deps, apicbase)
     # When the stream is delivered
     feed.drain()
     # Then the batch was given up at once, and its on-failure record says where its records are

@@ -50,8 +50,8 @@ def handle(deps: Deps, event: Any) -> dict[str, Any]:
 
 # --- what a change means -----------------------------------------------------------------------
 def _is_grant(old: ConnectionImage | None, new: ConnectionImage) -> bool:
-    """A grant stored (connect, pasted code, import) rather than a refresh: a new version that
-    did not count a refresh."""
+    """A grant stored (connect, pasted code, import, a parked grant applied) rather than a refresh:
+    a new version that did not count a refresh (a parked refresh's pair counts one)."""
     return old is None or (new.version > old.version and new.refresh_count == old.refresh_count)
 
 

@@ -74,21 +74,3 @@ class EventPublisher:
                 metrics.add_metric(name="EventPublishFailed", unit="Count", value=1)
                 return start + refused
         return len(events)
-
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> bool:
-        entry = {
-            "Source": self.source,
-            "DetailType": detail_type,
-            "Detail": json.dumps(detail, separators=(",", ":")),
-            "EventBusName": self.bus_name,
-        }
-        try:
-            result = self.events.put_events(Entries=[entry])
-            failed = result.get("FailedEntryCount", 0)
-        except (ClientError, BotoCoreError):
-            failed = 1
-        if failed:
-            logger.error("event not published", detail_type=detail_type, connection_id=detail.get("connection_id"))
-            metrics.add_metric(name="EventPublishFailed", unit="Count", value=1)
-            return False
-        return True
