@@ -311,6 +311,20 @@ def test_a_record_not_of_our_shape_is_skipped_without_holding_up_the_rest(
     assert [e["detail"]["event_id"] for e in consumer.received()] == ["r1.created"]
 
 
+def test_a_connection_left_without_its_tokens_is_disconnected() -> None:
+    # Given a delete that leaves the item as a tombstone (no tokens) rather than removing it
+    tombstone = {k: v for k, v in _item(version=3).items() if k != "tokens"}
+    parsed = parse_record(_record("r1", _item(version=3), tombstone))
+    # Then it is announced as Disconnected, and a grant over the tombstone as a new connection
+    assert parsed is not None
+    derived = announce.derive(parsed, failure_threshold=THRESHOLD)
+    assert [e.detail_type for e in derived] == [events.CONNECTION_DISCONNECTED]
+    again = parse_record(_record("r2", tombstone, _item(version=4)))
+    assert again is not None
+    (created,) = announce.derive(again, failure_threshold=THRESHOLD)
+    assert created.detail["reconnected"] is False
+
+
 def test_records_of_other_items_mean_nothing() -> None:
     # Given a state's record, Then it is no connection change
     state = {"pk": {"S": "STATE#" + "0" * 64}, "connection_id": {"S": "lib-1"}}

@@ -103,13 +103,15 @@ def _value(attribute: Any, kind: str, name: str) -> str | int:
 
 
 def _image(raw: Any, connection_id: str) -> ConnectionImage | None:
-    """The connection in an image; None when there is no image or the item is not a connection."""
+    """The connection in an image; None when there is no image or the item is not a connection
+    (one that holds a grant: an item left without tokens, a tombstone, is a connection no more).
+    Whether ``tokens`` is there is all that is looked at of it."""
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
         raise _invalid("an image is not a map")
     entity = raw.get("entity")
-    if not (isinstance(entity, Mapping) and entity.get("S") == "connection"):
+    if not (isinstance(entity, Mapping) and entity.get("S") == "connection") or "tokens" not in raw:
         return None
     values: dict[str, Any] = {}
     for name, (attribute, kind) in _FIELDS.items():
