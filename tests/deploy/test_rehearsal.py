@@ -26,7 +26,8 @@ CloudFormation created, and requests to the stack's HTTP API host reach it as AP
 payload 2.0 events. What is rehearsed of IAM: each function's role as CloudFormation created it
 from SAM's translation is the role the local run enforces (local/iam.py), statement for statement,
 with the deployed resources' names. Not rehearsed: the custom domain (AWS::ApiGatewayV2::DomainName,
-ApiMapping; off by default), and a stack update that removes a retained resource (moto deletes it;
+ApiMapping; off by default), the webhook (moto has no AWS::Events::ApiDestination; off by
+default: cfn-lint and checkov check it, make lint), and a stack update that removes a retained resource (moto deletes it;
 CloudFormation keeps it).
 """
 
@@ -315,6 +316,13 @@ def test_a_new_account_deploys_with_the_defaults_and_the_outputs_resolve(deploy,
         "EventSourceMappings"
     ]
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+    # And the connection events read the table's own stream, from its first record
+    (stream,) = lambda_.list_event_source_mappings(FunctionName=physical["ConnectionEventsFunction"])[
+        "EventSourceMappings"
+    ]
+    table = session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"]
+    assert (stream["EventSourceArn"], stream["StartingPosition"]) == (table["LatestStreamArn"], "TRIM_HORIZON")
+    assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
     # And the only resources moto skipped are the ones the module's docstring names
     assert created["skipped"] == SKIPPED_BY_MOTO
     # And the layer was published from the uploaded artifact (moto does not attach it to the
