@@ -95,15 +95,19 @@ def warn_after(events_function, failures: int) -> None:
     events_function.DEPS.settings = dataclasses.replace(settings, failure_warning_threshold=failures)
 
 
-def test_refresh_failing(deps, apicbase, emitted, events_function):
-    # Given a warning threshold of 2 and an Apicbase that keeps failing
+def fail_twice(deps, apicbase, events_function) -> None:
+    """A warning threshold of 2, and two refreshes in a row that Apicbase fails."""
     warn_after(events_function, 2)
     imported(deps, apicbase)
     apicbase.scripted = [(503, {"error": "temporarily_unavailable"}, {})] * 2
-    # When two refreshes fail in a row
     for _ in range(2):
         with pytest.raises(ApicbaseUnavailable):
             admin.force_refresh(deps, "lib-1")
+
+
+def test_refresh_failing(deps, apicbase, emitted, events_function):
+    # Given a warning threshold of 2, When two refreshes fail in a row
+    fail_twice(deps, apicbase, events_function)
     # Then a Refresh Failing event matches its schema
     event = assert_valid(emitted, events.REFRESH_FAILING)
     assert event["detail"]["consecutive_failures"] == 2
@@ -120,12 +124,7 @@ def test_disconnected(deps, apicbase, emitted):
 
 def test_recovered_after_refresh_failing(deps, apicbase, emitted, events_function):
     # Given a connection announced as failing (warning threshold 2)
-    warn_after(events_function, 2)
-    imported(deps, apicbase)
-    apicbase.scripted = [(503, {"error": "temporarily_unavailable"}, {})] * 2
-    for _ in range(2):
-        with pytest.raises(ApicbaseUnavailable):
-            admin.force_refresh(deps, "lib-1")
+    fail_twice(deps, apicbase, events_function)
     # When a refresh works again
     admin.force_refresh(deps, "lib-1")
     # Then a Recovered event matches its schema: from refresh_failing, via a refresh
