@@ -96,6 +96,13 @@ def provision(
     return refs
 
 
+def queue_url(arn_of: Any, refs: dict[str, str]) -> str:
+    """The URL (what SQS's API takes) of the queue a template's ``!GetAtt Queue.Arn`` names."""
+    logical_id, attribute = arn_of["Fn::GetAtt"]
+    assert attribute == "Arn", arn_of
+    return refs[logical_id]
+
+
 def function_environment(template: dict[str, Any], logical_id: str, refs: dict[str, str]) -> dict[str, str]:
     """The environment the template gives one function, resolved against ``refs``."""
     fn = tpl.functions(template)[logical_id]

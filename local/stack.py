@@ -35,7 +35,7 @@ from local.pool import STOP_SECONDS, Pool, Worker, WorkerStartError, pool_size
 from local.runtime import limits
 from local.sandbox_switches import Switches
 from local.scheduler import RefreshSchedule
-from local.streams import EventSource, StreamPoller
+from local.streams import EventSource, StreamPoller, check_role
 from local.webhook import WebhookDelivery
 from local.webhook import provision as provision_webhook
 
@@ -423,12 +423,24 @@ class Stack:
         """The events function fed from the table's stream, and the webhook's delivery when set."""
         source = EventSource.of(self.template, EVENTS_FUNCTION, self.refs) if EVENTS_FUNCTION in functions else None
         if source is not None:
+            # The event source reads the stream and dead-letters with the function's role, as
+            # Lambda does; Lambda checks the role when it creates the mapping.
+            stream_arn = self.refs["ConnectionsTable.StreamArn"]
+            setup = local_iam.worker_setup(self.template, EVENTS_FUNCTION, self.refs)
+            refused = [d.call.action for d in check_role(setup["statements"], stream_arn) if not d.allowed]
+            if refused:
+                raise StartupError(f"{EVENTS_FUNCTION}'s role cannot read the table's stream ({', '.join(refused)})")
+            enforcer = local_iam.enforcer_from_setup(
+                setup, lambda refusal: self._refused(refusal.function, refusal.describe())
+            )
+            role = self._aws_session()
+            enforcer.register(role.events)
             self.events = StreamPoller(
                 source=source,
                 invoke=self.invoke,
-                streams=session.client("dynamodbstreams"),
-                sqs=session.client("sqs"),
-                stream_arn=self.refs["ConnectionsTable.StreamArn"],
+                streams=role.client("dynamodbstreams"),
+                sqs=role.client("sqs"),
+                stream_arn=stream_arn,
                 region=REGION,
                 log=log,
             )

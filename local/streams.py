@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from local import iam
 from local import template as tpl
+from local.aws import queue_url
 from local.lambda_context import ACCOUNT
 
 POLL_SECONDS = 0.25  # Lambda polls a DynamoDB stream's shards four times a second
+# What Lambda checks of the function's role when the mapping is created ("Cannot access stream
+# ...: ensure the role can perform GetRecords, GetShardIterator, DescribeStream, and ListStreams").
+STREAM_ACTIONS = ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams")
 STREAM_RETENTION_SECONDS = 24 * 3600
 MAX_RETRY_PAUSE_SECONDS = 5.0
 
@@ -42,7 +47,7 @@ class EventSource:
     bisect: bool
     report_failures: bool
     patterns: tuple[dict[str, Any], ...]
-    on_failure: str | None  # the destination queue (its URL: the local "ARN", local/aws.py)
+    on_failure: str | None  # the destination queue, by its URL
 
     @classmethod
     def of(cls, template: dict[str, Any], function: str, refs: Mapping[str, str]) -> EventSource | None:
@@ -60,9 +65,14 @@ class EventSource:
                 bisect=bool(props.get("BisectBatchOnFunctionError", False)),
                 report_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
                 patterns=tuple(json.loads(f["Pattern"]) for f in props.get("FilterCriteria", {}).get("Filters", [])),
-                on_failure=str(tpl.resolve(destination, dict(refs))) if destination else None,
+                on_failure=queue_url(destination, dict(refs)) if destination else None,
             )
         return None
+
+
+def check_role(statements: list[iam.Statement], stream_arn: str) -> list[iam.Decision]:
+    """Lambda's check of the role at the mapping's creation: each of STREAM_ACTIONS on the stream."""
+    return [iam.evaluate(statements, iam.Call(action, stream_arn)) for action in STREAM_ACTIONS]
 
 
 def matches(pattern: Any, value: Any) -> bool:

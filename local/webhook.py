@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from local import template as tpl
+from local.aws import queue_url
 from local.lambda_context import ACCOUNT
 
 RULE = "WebhookRule"
@@ -59,18 +60,18 @@ def provision(session: Any, template: dict[str, Any], refs: Mapping[str, str], *
     target = rule["Targets"][0]
     name = f"{refs['AWS::StackName']}-{RULE}"
     sqs = session.client("sqs")
-    queue_url = sqs.create_queue(QueueName=f"{name}-delivery")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    delivery_url = sqs.create_queue(QueueName=f"{name}-delivery")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=delivery_url, AttributeNames=["QueueArn"])["Attributes"]
     events = session.client("events")
     pattern = tpl.resolve(rule["EventPattern"], dict(refs))
     events.put_rule(Name=name, EventPattern=json.dumps(pattern), EventBusName=rule.get("EventBusName", "default"))
-    events.put_targets(Rule=name, Targets=[{"Id": target["Id"], "Arn": queue_arn}])
+    events.put_targets(Rule=name, Targets=[{"Id": target["Id"], "Arn": attributes["QueueArn"]}])
     policy = target.get("RetryPolicy", {})
     return Webhook(
         url=str(tpl.resolve({"Ref": "WebhookUrl"}, dict(refs))),
         api_key=api_key,
-        queue_url=queue_url,
-        dead_letter_url=str(tpl.resolve(target["DeadLetterConfig"]["Arn"], dict(refs))),
+        queue_url=delivery_url,
+        dead_letter_url=queue_url(target["DeadLetterConfig"]["Arn"], dict(refs)),
         max_attempts=1 + int(policy.get("MaximumRetryAttempts", 185)),
         max_age=float(policy.get("MaximumEventAgeInSeconds", 86400)),
     )

@@ -87,7 +87,6 @@ def webhook_refs(aws) -> dict[str, str]:
         **aws.refs,
         "WebhookUrl": "https://hooks.example.com/apicbase",
         "WebhookDeadLetterQueue": dead_letters,
-        "WebhookDeadLetterQueue.Arn": dead_letters,
     }
 
 
