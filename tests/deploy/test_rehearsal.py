@@ -400,19 +400,22 @@ def test_each_deployed_role_is_the_role_the_local_run_enforces(deploy, template)
     created = deploy()
     session, physical, outputs = created["session"], created["physical"], created["outputs"]
     sqs = session.client("sqs")
+    table = session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"]
     refs = {
         "AWS::StackName": STACK,
         "AWS::Region": REGION,
         "AWS::AccountId": created["stack"]["StackId"].split(":")[4],
         "ConnectionsTable": outputs["TableName"],
-        "ConnectionsTable.Arn": session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"][
-            "TableArn"
-        ],
+        "ConnectionsTable.Arn": table["TableArn"],
+        "ConnectionsTable.StreamArn": table["LatestStreamArn"],
         "TokenKey.Arn": outputs["TokenKeyArn"],
         "ClientCredentialsSecret": outputs["SecretArn"],
-        "RefreshQueue.Arn": sqs.get_queue_attributes(QueueUrl=physical["RefreshQueue"], AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"],
+        **{
+            f"{queue}.Arn": sqs.get_queue_attributes(QueueUrl=physical[queue], AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            for queue in ("RefreshQueue", "ConnectionEventsDeadLetterQueue")
+        },
     }
     iam_client, lambda_ = session.client("iam"), session.client("lambda")
     for logical_id in tpl.functions(template):
