@@ -26,7 +26,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _construct(tag: str):  # type: ignore[no-untyped-def]
-    name = "Ref" if tag == "Ref" else f"Fn::{tag}"
+    name = tag if tag in ("Ref", "Condition") else f"Fn::{tag}"
 
     def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
         if isinstance(node, yaml.ScalarNode):
@@ -42,7 +42,10 @@ def _construct(tag: str):  # type: ignore[no-untyped-def]
     return construct
 
 
-for _tag in ("Ref", "Sub", "GetAtt", "If", "Not", "Equals", "FindInMap", "Join", "Select", "Split", "And", "Or"):
+for _tag in (
+    *("Ref", "Condition", "Sub", "GetAtt", "If", "Not", "Equals"),
+    *("FindInMap", "Join", "Select", "Split", "And", "Or"),
+):
     _CfnLoader.add_constructor(f"!{_tag}", _construct(_tag))
 
 

@@ -81,8 +81,8 @@ def template_sources(template: dict[str, Any], fn: tpl.Function) -> set[str]:
             sources.add({"ScheduleV2": "Schedule"}.get(event["Type"], event["Type"]))
     for mapping in tpl.resources_of_type(template, "AWS::Lambda::EventSourceMapping").values():
         if mapping["Properties"]["FunctionName"] == {"Ref": fn.logical_id}:
-            arn = mapping["Properties"]["EventSourceArn"]
-            sources.add("DynamoDB" if arn.get("Fn::GetAtt", [None, None])[1] == "StreamArn" else str(arn))
+            arn = json.dumps(mapping["Properties"]["EventSourceArn"])
+            sources.add("DynamoDB" if "StreamArn" in arn else arn)
     return sources
 
 
