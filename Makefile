@@ -77,6 +77,10 @@ lint: venv tools ## ruff, mypy, sam validate --lint, cfn-lint with serverless ru
 	  ExistingKeyArn=arn:aws:kms:us-east-1:123456789012:key/00000000-0000-4000-8000-000000000000 \
 	  ExistingSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:kept-AbCdEf > .aws-sam/template-adopting.yaml
 	$(CHECKOV_VENV)/bin/checkov -f .aws-sam/template-adopting.yaml --framework cloudformation --quiet --compact --skip-download
+	@# And with the webhook on (WebhookUrl and its key set), for its Connection, rule, role and queue.
+	$(PY) scripts/template-variant WebhookUrl=https://hooks.example.com/apicbase WebhookApiKey=placeholder > .aws-sam/template-webhook-on.yaml
+	$(CHECKOV_VENV)/bin/cfn-lint .aws-sam/template-webhook-on.yaml --append-rules cfn_lint_serverless.rules
+	$(CHECKOV_VENV)/bin/checkov -f .aws-sam/template-webhook-on.yaml --framework cloudformation --quiet --compact --skip-download
 
 build: tools ## sam build for python3.13 on arm64 (pure-Python or manylinux aarch64 wheels)
 	PATH="$$(dirname "$$(scripts/find-python --exact 3.13)"):$$PATH" $(SAM) build --build-dir $(BUILD_DIR)

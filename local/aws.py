@@ -53,6 +53,9 @@ def provision(
         )
     refs["ConnectionsTable"] = table_name
     refs["ConnectionsTable.Arn"] = f"arn:aws:dynamodb:{refs['AWS::Region']}:{ACCOUNT}:table/{table_name}"
+    stream_arn = dynamodb.describe_table(TableName=table_name)["Table"].get("LatestStreamArn")
+    if stream_arn:
+        refs["ConnectionsTable.StreamArn"] = stream_arn
 
     secrets = session.client("secretsmanager")
     secret_props = tpl.resource(template, "ClientCredentialsSecret")["Properties"]
@@ -79,7 +82,25 @@ def provision(
     refs["RefreshDeadLetterQueue"] = dlq_url
     refs["RefreshQueue.Arn"] = queue_arn
     refs["RefreshDeadLetterQueue.Arn"] = dlq_arn
+    # The events function's dead-letter queue, and the webhook's when the webhook is on.
+    refs["Condition:HasWebhook"] = "true" if params.get("WebhookUrl") and params.get("WebhookApiKey") else "false"
+    for logical_id in ("ConnectionEventsDeadLetterQueue", "WebhookDeadLetterQueue"):
+        condition = template["Resources"].get(logical_id, {}).get("Condition")
+        if logical_id in template["Resources"] and refs.get(f"Condition:{condition}", "true") == "true":
+            url = sqs.create_queue(QueueName=f"{stack_name}-{logical_id}")["QueueUrl"]
+            refs[logical_id] = url
+            refs[f"{logical_id}.Arn"] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            refs[f"{logical_id}.QueueName"] = f"{stack_name}-{logical_id}"
     return refs
+
+
+def queue_url(arn_of: Any, refs: dict[str, str]) -> str:
+    """The URL (what SQS's API takes) of the queue a template's ``!GetAtt Queue.Arn`` names."""
+    logical_id, attribute = arn_of["Fn::GetAtt"]
+    assert attribute == "Arn", arn_of
+    return refs[logical_id]
 
 
 def function_environment(template: dict[str, Any], logical_id: str, refs: dict[str, str]) -> dict[str, str]:

@@ -332,6 +332,9 @@ _EXPRESSION_WORDS = {
 }
 
 
+_STREAM_OPERATIONS = {"DescribeStream", "GetShardIterator", "GetRecords", "ListStreams"}
+
+
 def _attribute_value(value: dict[str, Any]) -> str:
     ((_, raw),) = value.items()
     return base64.b64encode(raw).decode() if isinstance(raw, bytes) else str(raw)
@@ -382,6 +385,11 @@ class RequestContext:
         return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
 
     def _dynamodb(self, operation: str, request: dict[str, Any]) -> list[tuple[str | None, Context, set[str]]]:
+        if operation in _STREAM_OPERATIONS:  # DynamoDB Streams signs as dynamodb too
+            # A shard iterator starts with its stream's ARN (in DynamoDB as in moto); ListStreams
+            # names no stream: not modelled.
+            arn = str(request.get("StreamArn") or str(request.get("ShardIterator", "")).split("|")[0])
+            return [(arn if arn.startswith("arn:") and "/stream/" in arn else None, {}, set())]
         table = str(request.get("TableName", ""))
         if not table or operation in {"BatchGetItem", "BatchWriteItem", "TransactGetItems", "TransactWriteItems"}:
             return [(None, {}, set())]  # several items or tables in one request: not modelled

@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 MINIMUM_PYTHON = (3, 11)
 CONNECTION_ID = "demo"
@@ -88,6 +89,9 @@ def banner(stack: Any, started: float, state_file: Any = None) -> str:
         f"  IAM:              each function's role from the template, enforced on every AWS call it makes; "
         f"refused so far: {stack.iam_refused} (each refusal is logged: 'IAM refused ...')",
         "  state:            for this run only: connections and tokens are gone when it stops",
+        "  connection events: the table's stream, read as Lambda's event source does"
+        # The host only: a webhook's path may be its secret.
+        + (f"; webhook on {urlsplit(stack.webhook.webhook.url).netloc}" if stack.webhook else " (no WEBHOOK_URL)"),
         "",
         "  NOTE: admin routes are served WITHOUT SigV4 (no IAM auth) here; everything listens on 127.0.0.1 only.",
         "",

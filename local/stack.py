@@ -35,6 +35,9 @@ from local.pool import STOP_SECONDS, Pool, Worker, WorkerStartError, pool_size
 from local.runtime import limits
 from local.sandbox_switches import Switches
 from local.scheduler import RefreshSchedule
+from local.streams import EventSource, StreamPoller, check_role
+from local.webhook import WebhookDelivery
+from local.webhook import provision as provision_webhook
 
 HOST = "127.0.0.1"
 REGION = local_aws.REGION
@@ -49,6 +52,7 @@ EXTERNAL_APICBASE_VARS = (
 )
 SCHEDULER_FUNCTION = "RefreshSchedulerFunction"
 WORKER_FUNCTION = "RefreshWorkerFunction"
+EVENTS_FUNCTION = "ConnectionEventsFunction"
 # Template parameters the environment sets, by the name of the environment variable.
 PARAMETER_SETTINGS = {
     "RefreshWindowHours": "REFRESH_WINDOW_HOURS",
@@ -111,6 +115,9 @@ class Config:
     revoke_url: str | None = None
     # The integrator's name, support link and way back on the callback's pages, by parameter.
     pages: Mapping[str, str] = field(default_factory=dict)
+    # The integrator's webhook for connection events (WebhookUrl, WebhookApiKey).
+    webhook_url: str | None = None
+    webhook_api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -149,6 +156,12 @@ class Config:
             switches = Switches.from_env(env)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        webhook_url = env.get("WEBHOOK_URL", "").strip() or None
+        webhook_api_key = env.get("WEBHOOK_API_KEY", "").strip() or None
+        if webhook_url and not webhook_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise StartupError("WEBHOOK_URL must be an https URL (http only on 127.0.0.1 or localhost)")
+        if webhook_url and not webhook_api_key:
+            raise StartupError("WEBHOOK_URL needs WEBHOOK_API_KEY: the x-api-key header the webhook checks")
         pool_sizes = {
             name.removeprefix(POOL_SIZE_VARIABLE).removeprefix("_") or "*": number(name, 0, 1, 100)
             for name in env
@@ -178,6 +191,8 @@ class Config:
                 for name in PAGE_PARAMETERS
                 if env.get(PARAMETER_SETTINGS[name], "").strip()
             },
+            webhook_url=webhook_url,
+            webhook_api_key=webhook_api_key,
         )
 
 
@@ -329,6 +344,8 @@ class Stack:
         self.sandbox: SandboxProcess | None = None
         self.moto: AtomicMoto | None = None
         self.schedule: RefreshSchedule | None = None
+        self.events: StreamPoller | None = None
+        self.webhook: WebhookDelivery | None = None
         self.client_id = config.sandbox_client_id or f"local-{secrets.token_hex(8)}"
         self.client_secret = config.sandbox_client_secret or secrets.token_urlsafe(32)
         self.sandbox_url: str | None = None
@@ -400,6 +417,40 @@ class Stack:
             log=log,
         )
         self.schedule.start()
+        self._start_events(session, functions)
+
+    def _start_events(self, session: Any, functions: dict[str, tpl.Function]) -> None:
+        """The events function fed from the table's stream, and the webhook's delivery when set."""
+        source = EventSource.of(self.template, EVENTS_FUNCTION, self.refs) if EVENTS_FUNCTION in functions else None
+        if source is not None:
+            # The event source reads the stream and dead-letters with the function's role, as
+            # Lambda does; Lambda checks the role when it creates the mapping.
+            stream_arn = self.refs["ConnectionsTable.StreamArn"]
+            setup = local_iam.worker_setup(self.template, EVENTS_FUNCTION, self.refs)
+            refused = [d.call.action for d in check_role(setup["statements"], stream_arn) if not d.allowed]
+            if refused:
+                raise StartupError(f"{EVENTS_FUNCTION}'s role cannot read the table's stream ({', '.join(refused)})")
+            enforcer = local_iam.enforcer_from_setup(
+                setup, lambda refusal: self._refused(refusal.function, refusal.describe())
+            )
+            role = self._aws_session()
+            enforcer.register(role.events)
+            self.events = StreamPoller(
+                source=source,
+                invoke=self.invoke,
+                streams=role.client("dynamodbstreams"),
+                sqs=role.client("sqs"),
+                stream_arn=stream_arn,
+                region=REGION,
+                log=log,
+            )
+            self.events.start()
+        if self.refs.get("Condition:HasWebhook") == "true" and self.config.webhook_api_key:
+            webhook = provision_webhook(session, self.template, self.refs, api_key=self.config.webhook_api_key)
+            self.webhook = WebhookDelivery(
+                webhook, sqs=session.client("sqs"), region=REGION, stack_name=self.refs["AWS::StackName"], log=log
+            )
+            self.webhook.start()
 
     def _application(self) -> dict[str, str]:
         external = self.config.external
@@ -433,6 +484,9 @@ class Stack:
             parameters["ApicbaseRateLimitPerMinute"] = str(self.config.rate_limit_per_minute)
         if self.config.refresh_read_timeout is not None:
             parameters["ApicbaseRefreshReadTimeout"] = str(self.config.refresh_read_timeout)
+        if self.config.webhook_url and self.config.webhook_api_key:
+            parameters["WebhookUrl"] = self.config.webhook_url
+            parameters["WebhookApiKey"] = self.config.webhook_api_key
         return parameters
 
     def _start_aws(self) -> None:
@@ -504,14 +558,18 @@ class Stack:
     def stop(self) -> None:
         """Stop what was started (all of it, or what a failed start got to), once."""
         schedule, sandbox, adapter, moto = self.schedule, self.sandbox, self.adapter, self.moto
+        events, webhook = self.events, self.webhook
         pools = list(self.pools.values())
         spares = list(self._spares.values())
-        self.schedule = self.sandbox = self.moto = None
+        self.schedule = self.sandbox = self.moto = self.events = self.webhook = None
         self.pools, self._spares = {}, {}
         # Everything is told to stop first and waited for after, so the waits overlap; moto
         # goes last, since the handlers may still be calling it.
         if schedule is not None:
             schedule.stop(wait=False)
+        for loop in (events, webhook):
+            if loop is not None:
+                loop.stop(wait=False)
         if sandbox is not None:
             sandbox.terminate()
         for pool in pools:
@@ -528,6 +586,9 @@ class Stack:
             pool.join(deadline)
         if schedule is not None:
             schedule.stop()
+        for loop in (events, webhook):
+            if loop is not None:
+                loop.stop()
         if sandbox is not None:
             sandbox.stop()
         if moto is not None:

@@ -26,7 +26,7 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _construct(tag: str):  # type: ignore[no-untyped-def]
-    name = "Ref" if tag == "Ref" else f"Fn::{tag}"
+    name = tag if tag in ("Ref", "Condition") else f"Fn::{tag}"
 
     def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
         if isinstance(node, yaml.ScalarNode):
@@ -42,7 +42,10 @@ def _construct(tag: str):  # type: ignore[no-untyped-def]
     return construct
 
 
-for _tag in ("Ref", "Sub", "GetAtt", "If", "Not", "Equals", "FindInMap", "Join", "Select", "Split", "And", "Or"):
+for _tag in (
+    *("Ref", "Condition", "Sub", "GetAtt", "If", "Not", "Equals"),
+    *("FindInMap", "Join", "Select", "Split", "And", "Or"),
+):
     _CfnLoader.add_constructor(f"!{_tag}", _construct(_tag))
 
 
@@ -90,7 +93,8 @@ def resolve(value: Any, refs: dict[str, str]) -> Any:
 
 
 def dynamodb_create_table_kwargs(template: dict[str, Any], logical_id: str, table_name: str) -> dict[str, Any]:
-    """CreateTable arguments from the table's own properties (SSE and PITR are the cloud's job)."""
+    """CreateTable arguments from the table's own properties, its stream included (SSE and PITR
+    are the cloud's job)."""
     props = resource(template, logical_id)["Properties"]
     kwargs: dict[str, Any] = {
         "TableName": table_name,
@@ -100,6 +104,8 @@ def dynamodb_create_table_kwargs(template: dict[str, Any], logical_id: str, tabl
     }
     if props.get("GlobalSecondaryIndexes"):
         kwargs["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+    if props.get("StreamSpecification"):
+        kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
     return kwargs
 
 

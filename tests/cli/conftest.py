@@ -16,7 +16,7 @@ from apicbase_broker_cli.main import main
 from tests.cli import apigw
 from tests.cli.deployed import STACK
 from tests.cli.deployed import stack as stack_in_moto
-from tests.e2e.conftest import local_run  # noqa: F401 (the e2e suite's local run, for test_local_run.py)
+from tests.e2e.conftest import local_run, webhook  # noqa: F401 (the e2e suite's local run, for test_local_run.py)
 
 
 @dataclass

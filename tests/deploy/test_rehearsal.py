@@ -26,8 +26,9 @@ CloudFormation created, and requests to the stack's HTTP API host reach it as AP
 payload 2.0 events. What is rehearsed of IAM: each function's role as CloudFormation created it
 from SAM's translation is the role the local run enforces (local/iam.py), statement for statement,
 with the deployed resources' names. Not rehearsed: the custom domain (AWS::ApiGatewayV2::DomainName,
-ApiMapping; off by default), and a stack update that removes a retained resource (moto deletes it;
-CloudFormation keeps it).
+ApiMapping; off by default), the webhook (moto has no AWS::Events::ApiDestination; off by
+default: cfn-lint and checkov check it, make lint), and a stack update that removes a retained
+resource (moto deletes it; CloudFormation keeps it).
 """
 
 from __future__ import annotations
@@ -75,9 +76,20 @@ FUNCTIONS = {
     "ConnectionsFunction": "AdminReservedConcurrency",
     "RefreshSchedulerFunction": "SchedulerReservedConcurrency",
     "RefreshWorkerFunction": "WorkerReservedConcurrency",
+    "ConnectionEventsFunction": "EventsReservedConcurrency",
 }
 UNSUPPORTED = re.compile(r"Tried to parse (\S+) but it's not supported")
-EXPECTED_OUTPUTS = {"ApiUrl", "CallbackUrl", "TableName", "SecretArn", "RefreshQueueUrl", "EventSource", "TokenKeyArn"}
+EXPECTED_OUTPUTS = {
+    "ApiUrl",
+    "CallbackUrl",
+    "TableName",
+    "SecretArn",
+    "RefreshQueueUrl",
+    "EventSource",
+    "TokenKeyArn",
+    "ConnectionEventsFunctionName",
+    "ConnectionEventsDeadLetterQueueUrl",
+}
 
 
 class NoManagedPolicies:
@@ -196,6 +208,7 @@ def _described(session: Any, **more: Any) -> dict[str, Any]:
     stack = cloudformation.describe_stacks(StackName=STACK)["Stacks"][0]
     resources = cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
     _mend_key_policies(session)
+    _detach_stream_invocations(session)
     return {
         "session": session,
         "stack": stack,
@@ -213,6 +226,16 @@ def _mend_key_policies(session: Any) -> None:
     for key in kms_backends[account_id][REGION].keys.values():
         if isinstance(key.policy, dict):
             key.policy = json.dumps(key.policy)
+
+
+def _detach_stream_invocations(session: Any) -> None:
+    """moto invokes a table stream's event source mapping on every write, which needs Docker and
+    fails the write; the functions run in this process here, the mapping stays listed."""
+    from moto.dynamodb.models import dynamodb_backends  # noqa: PLC0415 (moto's internals, for this one quirk)
+
+    account_id = session.client("sts").get_caller_identity()["Account"]
+    for table in dynamodb_backends[account_id][REGION].tables.values():
+        table.lambda_event_source_mappings.clear()
 
 
 @pytest.fixture
@@ -284,6 +307,13 @@ def test_a_new_account_deploys_with_the_defaults_and_the_outputs_resolve(deploy,
         "EventSourceMappings"
     ]
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
+    # And the connection events read the table's own stream, from its first record
+    (stream,) = lambda_.list_event_source_mappings(FunctionName=physical["ConnectionEventsFunction"])[
+        "EventSourceMappings"
+    ]
+    table = session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"]
+    assert (stream["EventSourceArn"], stream["StartingPosition"]) == (table["LatestStreamArn"], "TRIM_HORIZON")
+    assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
     # And the only resources moto skipped are the ones the module's docstring names
     assert created["skipped"] == SKIPPED_BY_MOTO
     # And the layer was published from the uploaded artifact (moto does not attach it to the
@@ -361,19 +391,22 @@ def test_each_deployed_role_is_the_role_the_local_run_enforces(deploy, template)
     created = deploy()
     session, physical, outputs = created["session"], created["physical"], created["outputs"]
     sqs = session.client("sqs")
+    table = session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"]
     refs = {
         "AWS::StackName": STACK,
         "AWS::Region": REGION,
         "AWS::AccountId": created["stack"]["StackId"].split(":")[4],
         "ConnectionsTable": outputs["TableName"],
-        "ConnectionsTable.Arn": session.client("dynamodb").describe_table(TableName=outputs["TableName"])["Table"][
-            "TableArn"
-        ],
+        "ConnectionsTable.Arn": table["TableArn"],
+        "ConnectionsTable.StreamArn": table["LatestStreamArn"],
         "TokenKey.Arn": outputs["TokenKeyArn"],
         "ClientCredentialsSecret": outputs["SecretArn"],
-        "RefreshQueue.Arn": sqs.get_queue_attributes(QueueUrl=physical["RefreshQueue"], AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"],
+        **{
+            f"{queue}.Arn": sqs.get_queue_attributes(QueueUrl=physical[queue], AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            for queue in ("RefreshQueue", "ConnectionEventsDeadLetterQueue")
+        },
     }
     iam_client, lambda_ = session.client("iam"), session.client("lambda")
     for logical_id in tpl.functions(template):
@@ -412,7 +445,12 @@ KEPT = {
     "TokenKey": "ExistingKeyArn",
     "ClientCredentialsSecret": "ExistingSecretArn",
 }
-ADOPTED_FROM = {"ExistingTableName": "TableName", "ExistingKeyArn": "TokenKeyArn", "ExistingSecretArn": "SecretArn"}
+ADOPTED_FROM = {
+    "ExistingTableName": "TableName",
+    "ExistingTableStreamArn": "TableStreamArn",
+    "ExistingKeyArn": "TokenKeyArn",
+    "ExistingSecretArn": "SecretArn",
+}
 
 
 def _cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, stdin: str = "") -> Any:
@@ -516,7 +554,8 @@ def _make_deploy(session: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any, std
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     capsys.readouterr()
     code = script.main(["--stack-name", STACK, "--region", REGION], session=session, run=run)
-    return code, capsys.readouterr().out, ran
+    said = capsys.readouterr()
+    return code, said.out + said.err, ran
 
 
 def test_make_deploy_offers_to_adopt_what_a_deleted_stack_kept(deploy, capsys, monkeypatch):
@@ -530,12 +569,13 @@ def test_make_deploy_offers_to_adopt_what_a_deleted_stack_kept(deploy, capsys, m
     adopting = [
         f"ExistingTableName={first['outputs']['TableName']}",
         f"ExistingKeyArn={first['outputs']['TokenKeyArn']}",
+        f"ExistingTableStreamArn={first['outputs']['TableStreamArn']}",
     ]
     assert f"No stack {STACK} in {REGION}, but a deleted one kept these" in out
     assert "Adopt them? [Y/n]: \n" in out
     assert ran[0] == ["make", "--no-print-directory", "build"]
     assert ran[1][:2] == [".venv-sam/bin/sam", "deploy"]
-    assert ran[1][-3:] == ["--parameter-overrides", *adopting]
+    assert ran[1][-4:] == ["--parameter-overrides", *adopting]
     # And as the recorded sam deploy created nothing, it says the stack was not deployed
     assert (code, out.splitlines()[-1]) == (1, f"Stack {STACK} was not deployed (the changeset was not applied).")
 
@@ -552,3 +592,18 @@ def test_make_deploy_updates_a_stack_and_points_to_the_next_steps(deploy, capsys
     assert "--parameter-overrides" not in ran[1]
     assert f"       {first['outputs']['CallbackUrl']}\n" in out
     assert f"apicbase-broker set-credentials --stack-name {STACK} --region {REGION}" in out
+
+
+def test_make_deploy_will_not_adopt_a_kept_table_without_its_stream(deploy, capsys, monkeypatch):
+    # Given a deleted stack whose kept table has no stream (one from before the connection events)
+    first = deploy()
+    session = first["session"]
+    session.client("cloudformation").delete_stack(StackName=STACK)
+    table = first["outputs"]["TableName"]
+    session.client("dynamodb").update_table(TableName=table, StreamSpecification={"StreamEnabled": False})
+    # When make deploy runs for that name
+    code, out, ran = _make_deploy(session, monkeypatch, capsys, stdin="\n")
+    # Then it deploys nothing and says how to give the table its stream
+    assert code == 2
+    assert ran == []
+    assert f"aws dynamodb update-table --table-name {table} --stream-specification" in out

@@ -1,5 +1,6 @@
 """The local stack as real processes (``python -m local.run``: moto, the sandbox, the adapter),
-started once per session; tests use their own connection ids so they do not interfere."""
+started once per session with a webhook for its connection events; tests use their own
+connection ids so they do not interfere."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.localrun import ARTIFACTS, LocalRun, running
+from tests.e2e.webhook import API_KEY, WebhookReceiver
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +28,14 @@ def no_aws_call_refused() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def local_run() -> Iterator[LocalRun]:
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def local_run(webhook: WebhookReceiver) -> Iterator[LocalRun]:
     ARTIFACTS.mkdir(exist_ok=True)
-    with running(ARTIFACTS / "e2e-local-run.log") as run:
+    with running(ARTIFACTS / "e2e-local-run.log", WEBHOOK_URL=webhook.url, WEBHOOK_API_KEY=API_KEY) as run:
         yield run

@@ -66,6 +66,7 @@ def block(name: str) -> Block:
     return found
 
 
+WEBHOOK_BLOCK = "WEBHOOK_URL=http://127.0.0.1:9000/apicbase-events WEBHOOK_API_KEY=some-secret make run"
 # Each block, by name: the test that runs it, or the words with which README says why it cannot run here.
 RUN_BY = {
     "make run": "test_the_quick_start",
@@ -75,12 +76,23 @@ RUN_BY = {
     'apicbase-broker connect lib-42 --scopes "accounts library"': "test_the_integrator_quick_start",
     "from apicbase_broker import BrokerClient": "test_the_integrator_quick_start",
     'token = client.token("lib-42")': "test_the_integrator_quick_start",
+    WEBHOOK_BLOCK: "test_the_webhook_block_is_how_the_e2e_run_is_started",
 }
 LEFT_OUT = {
     "APICBASE_CLIENT_ID=... APICBASE_CLIENT_SECRET=... \\": "needs a real Apicbase application",
     "make deploy": "needs an AWS account",
     "pip install -e .": "needs an AWS account",
 }
+
+
+def test_the_webhook_block_is_how_the_e2e_run_is_started():
+    # Given README's webhook block, Then it is make run with exactly the two variables the e2e
+    # suite's run is started with (tests/e2e/conftest.py), whose deliveries test_webhook.py checks
+    *assignments, make, run = block(WEBHOOK_BLOCK).code.split()
+    names = [assignment.split("=", 1)[0] for assignment in assignments]
+    assert (names, make, run) == (["WEBHOOK_URL", "WEBHOOK_API_KEY"], "make", "run")
+    conftest = (ROOT / "tests" / "e2e" / "conftest.py").read_text()
+    assert all(f"{name}=" in conftest for name in names)
 
 
 def test_every_command_block_of_the_readme_is_run_or_left_out_by_name():

@@ -137,9 +137,12 @@ def serialize_moto_dynamodb(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class EventSink:
     """The real EventBridge path on moto: a rule on the default bus for the stack's source,
-    delivering to an SQS queue that the test reads."""
+    delivering to an SQS queue that the test reads, as an integrator's rule would. With ``feed``
+    (stream_support.Feed), the table's stream is delivered to the events function first."""
 
-    def __init__(self, session: Any, source: str) -> None:
+    def __init__(self, session: Any, source: str, *, feed: Any = None) -> None:
+        self.feed = feed
+        self.seen: list[dict[str, Any]] = []
         self.sqs = session.client("sqs")
         self.url = self.sqs.create_queue(QueueName="event-sink")["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -148,10 +151,18 @@ class EventSink:
         events.put_targets(Rule="event-sink", Targets=[{"Id": "sink", "Arn": arn}])
 
     def received(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for body in drain(self.sqs, self.url)]
+        """Every copy received so far, duplicates included."""
+        if self.feed is not None:
+            self.feed.drain()
+        self.seen += [json.loads(body) for body in drain(self.sqs, self.url)]
+        return self.seen
 
     def of_type(self, detail_type: str) -> list[dict[str, Any]]:
         return [e for e in self.received() if e["detail-type"] == detail_type]
+
+    def deduplicated(self) -> list[dict[str, Any]]:
+        """One event per ``detail.event_id``, as an integrator keeps them, in the order first seen."""
+        return list({e["detail"]["event_id"]: e for e in reversed(self.received())}.values())[::-1]
 
 
 def drain(sqs: Any, url: str) -> Iterator[str]:

@@ -33,6 +33,7 @@ ONLY_FOR = {
     "BROKER_API_URL": set(),
     "APICBASE_BROKER_API_URL": set(),
     "POWERTOOLS_METRICS_DISABLED": set(),
+    "EVENTS_DEAD_LETTER_QUEUE_URL": {"ConnectionEventsFunction"},
 }
 ENV_READ = re.compile(
     r"""(?:env\.get|required|url|integer|os\.getenv|os\.environ\.get)\(\s*"([A-Z][A-Z0-9_]*)"|"""

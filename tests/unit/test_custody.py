@@ -74,9 +74,9 @@ def test_the_worker_hands_back_the_records_it_has_no_time_for(load_handler, deps
 
 
 # --- the answer lost in transit ------------------------------------------------------------------
-def test_an_answer_lost_in_transit_is_said_at_once_without_a_second_presentation(deps, apicbase, aws, settings):
+def test_an_answer_lost_in_transit_is_said_at_once_without_a_second_presentation(deps, apicbase, aws, settings, feed):
     # Given a due connection, and Apicbase that rotates the refresh token but whose answer is lost
-    sink = EventSink(aws.session, settings.event_source)
+    sink = EventSink(aws.session, settings.event_source, feed=feed)
     seed(deps, apicbase, CID, expires_in=DUE)
     apicbase.lose_answers = 1
     # When it is refreshed

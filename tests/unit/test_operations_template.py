@@ -123,6 +123,7 @@ RESERVATIONS = {
     "ConnectionsFunction": "AdminReservedConcurrency",
     "RefreshSchedulerFunction": "SchedulerReservedConcurrency",
     "RefreshWorkerFunction": "WorkerReservedConcurrency",
+    "ConnectionEventsFunction": "EventsReservedConcurrency",
 }
 NO_VALUE = object()
 

@@ -2,8 +2,9 @@
 enforce IAM, so here every function runs through its real handler on moto with local/iam.py's
 enforcer on its session (the evaluation the local run applies: a refused call fails inside the
 function as it fails on AWS), on every event source template.yaml gives it (every HTTP route,
-the schedule, the queue) and every custody path (park, rescue apply, the parked pair's SQS copy,
-the proxy's budget, revocation, the identity check, the scheduler's sweep).
+the schedule, the queue, the table's stream) and every custody path (park, rescue apply, the
+parked pair's SQS copy, the proxy's budget, revocation, the identity check, the scheduler's
+sweep), and the connection events' dead-lettering and replay.
 
 By construction: a route or event source of any function that no flow drives fails here; so does
 a refused call, and so does a permission (a statement's action) that no call needed."""
@@ -23,9 +24,10 @@ from local import iam
 from local import template as tpl
 from local.lambda_context import LambdaContext
 from local.runtime import limits
+from local.streams import check_role
 
+from apicbase_oauth import announce, proxy
 from apicbase_oauth import deps as deps_module
-from apicbase_oauth import proxy
 from apicbase_oauth.adapters.queue import encode
 from apicbase_oauth.config import Settings
 from apicbase_oauth.model import Grant, Rescue, TokenPair
@@ -33,6 +35,7 @@ from tests import fakes
 from tests.binding import start_id_of, state_of
 from tests.conftest import REGION, load_event
 from tests.unit.refresh_support import seed, stored_pair
+from tests.unit.stream_support import EVENTS_FUNCTION, Feed
 
 CID = "lib-42"
 # What the flows below drive besides the routes and event sources (which the template lists).
@@ -48,6 +51,8 @@ CUSTODY_PATHS = {
     "disconnect revokes",
     "disconnect forgets a parked pair",
     "a revoked grant needs reauthorization",
+    "events dead-lettered",
+    "events replayed",
 }
 
 
@@ -63,14 +68,19 @@ def event_source(event: dict[str, Any]) -> str:
     )
 
 
-def template_sources(fn: tpl.Function) -> set[str]:
-    """Every way the template invokes the function, in event_source's terms."""
+def template_sources(template: dict[str, Any], fn: tpl.Function) -> set[str]:
+    """Every way the template invokes the function, in event_source's terms: its SAM events, and
+    the event source mappings of its own (a table's stream is DynamoDB)."""
     sources = set()
     for event in fn.events.values():
         if event["Type"] == "HttpApi":
             sources.add(f"{event['Properties']['Method'].upper()} {event['Properties']['Path']}")
         else:
             sources.add({"ScheduleV2": "Schedule"}.get(event["Type"], event["Type"]))
+    for mapping in tpl.resources_of_type(template, "AWS::Lambda::EventSourceMapping").values():
+        if mapping["Properties"]["FunctionName"] == {"Ref": fn.logical_id}:
+            arn = json.dumps(mapping["Properties"]["EventSourceArn"])
+            sources.add("DynamoDB" if "StreamArn" in arn else arn)
     return sources
 
 
@@ -89,16 +99,23 @@ class Flows:
         self.stopped: BaseException | None = None  # what stopped the flows before their end
         self._failing: Callable[[iam.Call], bool] | None = None
 
-    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
-        enforcer = self.enforcers.setdefault(
+    def enforcer(self, logical_id: str) -> iam.Enforcer:
+        return self.enforcers.setdefault(
             logical_id,
             iam.Enforcer(
                 logical_id, iam.statements(self.template, logical_id, self.aws.refs), self.requests, keep=True
             ),
         )
+
+    def session(self, logical_id: str) -> boto3.session.Session:
+        """A session whose every call is the function's: its role enforced, its faults injected."""
         session = boto3.session.Session(region_name=REGION)
-        enforcer.register(session.events)
+        self.enforcer(logical_id).register(session.events)
         session.events.register_last("before-call", self._fault)
+        return session
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        session = self.session(logical_id)
         module = self.load_handler(logical_id)
         settings = Settings.from_env(self.aws.env(self.template, logical_id))
         module.DEPS = deps_module.build(settings, session=session, now=self.clock)
@@ -270,6 +287,33 @@ def drive_everything(flows: Flows, deps, apicbase, clock) -> Flows:
     assert flows.invoke("RefreshWorkerFunction", sqs(encode(CID, int(clock()))))["batchItemFailures"] == []
     assert deps.connections.get(CID).status == "needs_reauthorization"
     flows.paths.add("a revoked grant needs reauthorization")
+
+    # The connection events: the table's stream read as Lambda's event source reads it, with the
+    # function's role (checked when the mapping is created, then on every call); the first batch
+    # given up to the dead-letter queue, the others put on EventBridge; then the operator's replay.
+    stream_arn = flows.aws.refs["ConnectionsTable.StreamArn"]
+    flows.enforcer(EVENTS_FUNCTION).decisions.extend(
+        check_role(iam.statements(flows.template, EVENTS_FUNCTION, flows.aws.refs), stream_arn)
+    )
+    attempts: list[dict[str, Any]] = []
+
+    def events_function(event: dict[str, Any]) -> Any:
+        attempts.append(event)
+        if len(attempts) == 1:
+            raise RuntimeError("EventBridge is down")
+        return flows.invoke(EVENTS_FUNCTION, event)
+
+    feed = Feed(
+        flows.aws, flows.template, events_function, session=flows.session(EVENTS_FUNCTION), max_retries=0, bisect=False
+    )
+    feed.drain()
+    assert feed.poller.given_up == 1
+    flows.paths.add("events dead-lettered")
+    ok(flows.invoke("ConnectionsFunction", http("admin_delete_connection.json")))
+    feed.drain()
+    assert len(attempts) == 2
+    assert flows.invoke(EVENTS_FUNCTION, announce.REPLAY_REQUEST)["replayed"] == 1
+    flows.paths.add("events replayed")
     return flows
 
 
@@ -296,7 +340,7 @@ def test_every_route_event_source_and_custody_path_was_driven(flows, template) -
     """Given the template's functions, then every route and event source of each was driven,
     and every custody path: a route added without a flow here fails this test."""
     missing = {
-        name: sorted(template_sources(fn) - flows.sources.get(name, set()))
+        name: sorted(template_sources(template, fn) - flows.sources.get(name, set()))
         for name, fn in tpl.functions(template).items()
     }
     assert {name: sources for name, sources in missing.items() if sources} == {}

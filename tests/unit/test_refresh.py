@@ -67,8 +67,9 @@ def due(deps: Any, apicbase: fakes.FakeApicbase) -> TokenPair:
 
 
 @pytest.fixture
-def sink(aws: Any, settings: Any) -> EventSink:
-    return EventSink(aws.session, settings.event_source)
+def sink(aws: Any, settings: Any, feed: Any) -> EventSink:
+    """What reaches EventBridge once the table's stream went through the events function."""
+    return EventSink(aws.session, settings.event_source, feed=feed)
 
 
 @pytest.fixture
@@ -220,8 +221,13 @@ def test_a_revoked_grant_marks_the_connection_and_takes_it_out_of_the_refresh_in
     assert CID not in set(deps.connections.due_connections(due_before=far, now=far))
 
 
-def test_a_revoked_grant_emits_the_reauthorization_event_and_metric(deps, apicbase, revoked, sink, metric_set):
-    # Then one event from the stack's source says who must reconnect, and the metric counts it
+def test_a_revoked_grant_counts_the_reauthorization_metric(revoked, metric_set):
+    # Then the metric (alarmed) counts it
+    assert metric_set["ReauthorizationRequired"]["Value"] == [1.0]
+
+
+def test_a_revoked_grant_is_announced_from_the_table(deps, apicbase, revoked, sink):
+    # Then one event from the stack's source says who must reconnect
     [event] = sink.of_type(REAUTHORIZATION_REQUIRED)
     assert event["source"] == deps.settings.event_source
     assert {k: event["detail"][k] for k in ("connection_id", "application", "username", "reason")} == {
@@ -230,7 +236,6 @@ def test_a_revoked_grant_emits_the_reauthorization_event_and_metric(deps, apicba
         "username": apicbase.username,
         "reason": "refresh_token_rejected",
     }
-    assert metric_set["ReauthorizationRequired"]["Value"] == [1.0]
 
 
 def test_get_token_answers_409_after_a_revocation(deps, revoked):
@@ -435,8 +440,9 @@ COSTS = {
     "duplicate delivery, already fresh": Cost(WEEK, True, _scheduled, ALREADY_FRESH, Calls(0, 2, 0, 0, 0, 0)),
     # A transient failure: the lease, then the failure recorded (which releases it).
     "scheduled, Apicbase 503": Cost(DUE, True, _scheduled, "raised", Calls(0, 2, 1, 1, 0, 0), _unavailable),
-    # A revoked grant: the lease, the re-read that proves no one rotated it, the mark, the event.
-    "scheduled, grant revoked": Cost(DUE, True, _scheduled, "needs_reauthorization", Calls(1, 2, 1, 1, 0, 1), _revoke),
+    # A revoked grant: the lease, the re-read that proves no one rotated it, the mark. No event:
+    # the table's stream announces the mark (announce), so no flow puts one.
+    "scheduled, grant revoked": Cost(DUE, True, _scheduled, "needs_reauthorization", Calls(1, 2, 1, 1, 0, 0), _revoke),
 }
 
 

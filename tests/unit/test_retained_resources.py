@@ -77,12 +77,24 @@ def test_every_reference_to_a_kept_resource_goes_through_its_adoption(template):
     assert unguarded == []
 
 
+def adopted_table_needs(template) -> list[Any]:
+    """What the template's rules assert whenever a table is adopted."""
+    return [
+        assertion["Assert"]
+        for rule in template["Rules"].values()
+        if rule["RuleCondition"] == template["Conditions"]["AdoptsTable"]
+        for assertion in rule["Assertions"]
+    ]
+
+
 def test_adopting_the_table_without_its_key_is_refused(template):
     # Given the template's rules, Then an adopted table needs its key (its pairs open with it only)
-    (rule,) = (r for r in template["Rules"].values() if r["RuleCondition"] == template["Conditions"]["AdoptsTable"])
-    assert rule["Assertions"] == [
-        {"Assert": template["Conditions"]["AdoptsKey"], "AssertDescription": rule["Assertions"][0]["AssertDescription"]}
-    ]
+    assert template["Conditions"]["AdoptsKey"] in adopted_table_needs(template)
+
+
+def test_adopting_the_table_without_its_stream_is_refused(template):
+    # Given the template's rules, Then an adopted table needs its stream (the connection events read it)
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExistingTableStreamArn"}, ""]}]} in adopted_table_needs(template)
 
 
 def test_an_adopting_stack_s_functions_and_outputs_name_the_adopted_resources(template):

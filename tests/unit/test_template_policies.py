@@ -216,6 +216,8 @@ def _item_rights(template: dict[str, Any], function: str) -> set[tuple[str, str]
             },
         ),
         ("RefreshSchedulerFunction", set()),
+        # The events function reads the table's stream, never an item.
+        ("ConnectionEventsFunction", set()),
     ],
 )
 def test_each_function_may_touch_only_its_own_kind_of_item(template, function, rights) -> None:
@@ -297,15 +299,31 @@ def test_each_role_has_exactly_the_kms_rights_of_envelope_encryption(template, f
         "ConnectionsFunction": {"kms:GenerateDataKey", "kms:Decrypt"},
         "RefreshWorkerFunction": {"kms:GenerateDataKey", "kms:Decrypt"},
         "RefreshSchedulerFunction": set(),
+        "ConnectionEventsFunction": set(),
     }
 
 
-def test_events_are_put_only_under_the_stacks_own_source(template, functions) -> None:
-    """Given every role that may put events, then only with this stack's source: a compromised
-    function cannot forge another application's events on the default bus."""
+def test_only_the_events_function_puts_events_and_only_under_the_stacks_own_source(template, functions) -> None:
+    """Given every role, then only the events function may put events (they follow from the
+    table's stream), and only with this stack's source: a compromised function cannot forge
+    another application's events on the default bus."""
     bus = "arn:aws:events:AWS::Region:AWS::AccountId:event-bus/default"
     ours = iam.Call("events:PutEvents", bus, {"events:source": ["apicbase-oauth-broker.AWS::StackName"]})
     forged = iam.Call("events:PutEvents", bus, {"events:source": ["aws.s3"]})
     emitting = [name for name in functions if iam.allowed(template, name, ours)]
-    assert sorted(emitting) == ["CallbackFunction", "ConnectionsFunction", "RefreshWorkerFunction"]
+    assert emitting == ["ConnectionEventsFunction"]
     assert [name for name in functions if iam.allowed(template, name, forged)] == []
+
+
+STREAM_ACTIONS = ["dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:DescribeStream"]
+
+
+@pytest.mark.parametrize("action", STREAM_ACTIONS)
+def test_only_the_events_function_reads_the_tables_stream(template, functions, action) -> None:
+    """Given every role, when a stream read is tried on the table's stream and on another table's,
+    then only the events function may, and only on this table's: the stream's images hold every
+    connection's sealed tokens."""
+    ours = iam.Call(action, "ConnectionsTable.StreamArn")
+    other = iam.Call(action, "arn:aws:dynamodb:eu-west-1:123456789012:table/other/stream/2026-01-01T00:00:00.000")
+    assert [name for name in functions if iam.allowed(template, name, ours)] == ["ConnectionEventsFunction"]
+    assert [name for name in functions if iam.allowed(template, name, other)] == []

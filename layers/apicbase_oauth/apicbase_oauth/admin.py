@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from .adapters.apicbase import Introspection
-from .adapters.events import CONNECTION_DISCONNECTED
 from .deps import Deps
 from .errors import BrokerError
 from .freshness import ADMIN
@@ -68,17 +67,7 @@ def disconnect(deps: Deps, connection_id: str) -> Disconnection:
     metrics.add_metric(name="ConnectionDeleted", unit="Count", value=1)
     logger.info("connection deleted", connection_id=connection.connection_id)
     _forget_parked(deps, connection)
-    outcome = _revoke(deps, connection)
-    deps.events.publish(
-        CONNECTION_DISCONNECTED,
-        {
-            "connection_id": connection.connection_id,
-            "application": connection.application,
-            "username": connection.username,
-            "revocation": outcome.revocation,
-        },
-    )
-    return outcome
+    return _revoke(deps, connection)
 
 
 def _forget_parked(deps: Deps, connection: Connection) -> None:

@@ -118,6 +118,8 @@ class Settings:
     api_budget_per_minute: int = TUNABLES["api_budget_per_minute"].default
     refresh_read_timeout_seconds: int = TUNABLES["refresh_read_timeout_seconds"].default
     brand: Brand = Brand()
+    # The events function's dead-letter queue: batches of stream records it gave up on.
+    events_dead_letter_queue_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -190,6 +192,7 @@ class Settings:
                 support_url=url("SUPPORT_URL", optional=True) or None,
                 return_url=url("DEFAULT_RETURN_URL", optional=True) or None,
             ),
+            events_dead_letter_queue_url=env.get("EVENTS_DEAD_LETTER_QUEUE_URL", "").strip() or None,
         )
         if problems:
             raise ConfigurationError("invalid configuration: " + "; ".join(problems))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import validation
 from .deps import Deps
 from .errors import AuthorizationDenied, BrokerError, BrowserMismatch, InvalidState
-from .grants import announce_created, announce_identity_change, exchange_and_store, introspect_quietly, store_grant
+from .grants import exchange_and_store, introspect_quietly, report_identity_change, store_grant
 from .model import REDIRECT_ERRORS, Connection, TokenPair, immutable
 from .observability import logger, metrics
 
@@ -88,7 +88,7 @@ def complete_callback(
         )
     except BrokerError as exc:
         return CallbackOutcome(session.connection_id, session.return_url, error=exc)
-    announce_identity_change(deps, connection)
+    report_identity_change(connection)
     return CallbackOutcome(session.connection_id, session.return_url, connection=connection)
 
 
@@ -128,7 +128,7 @@ def import_tokens(
         expires_at = active.exp
     else:
         expires_at = now  # unknown: due at once, the next refresh tells
-    connection = store_grant(
+    return store_grant(
         deps,
         deps.cipher.data_key(connection_id),
         credentials=credentials,
@@ -138,5 +138,3 @@ def import_tokens(
         username=active.username if active else None,
         source="import",
     )
-    announce_created(deps, connection)
-    return connection

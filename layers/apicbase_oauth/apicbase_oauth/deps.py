@@ -18,6 +18,7 @@ from .adapters.credentials import CredentialStore
 from .adapters.crypto import TokenCipher
 from .adapters.events import EventPublisher
 from .adapters.sessions import SessionStore
+from .adapters.stream import FailedBatches, StreamReader
 from .config import Settings
 
 if TYPE_CHECKING:  # only the scheduler has a queue: the other functions never import it
@@ -64,6 +65,9 @@ class Deps:
     apicbase: ApicbaseClient
     events: EventPublisher
     queue: RefreshQueue | None = None
+    # The connections table's stream and the dead letters of its event source (the events function).
+    stream: StreamReader | None = None
+    failed_batches: FailedBatches | None = None
     now: Callable[[], float] = field(default=time.time)
     sleep: Callable[[float], None] = field(default=time.sleep)
     # Seconds left in the current invocation (``bind``); unbounded outside Lambda.
@@ -81,11 +85,15 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
         return LazyClient(lambda: session.client(name, config=AWS_CONFIG))
 
     table = LazyClient(lambda: session.resource("dynamodb", config=AWS_CONFIG).Table(settings.table_name))
+    sqs = client("sqs")
     queue = None
     if settings.refresh_queue_url:
         from .adapters.queue import RefreshQueue  # noqa: PLC0415 (see the imports)
 
-        queue = RefreshQueue(client("sqs"), settings.refresh_queue_url)
+        queue = RefreshQueue(sqs, settings.refresh_queue_url)
+    failed_batches = None
+    if settings.events_dead_letter_queue_url:
+        failed_batches = FailedBatches(sqs, settings.events_dead_letter_queue_url)
     return Deps(
         settings=settings,
         sessions=SessionStore(table, now=now),
@@ -109,5 +117,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
             source=settings.event_source,
         ),
         queue=queue,
+        stream=StreamReader(client("dynamodbstreams")),
+        failed_batches=failed_batches,
         now=now,
     )

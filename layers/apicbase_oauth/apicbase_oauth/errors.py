@@ -207,6 +207,12 @@ class TokenUnreadable(BrokerError):
     code = "token_unreadable"
 
 
+class StreamRecordsExpired(BrokerError):
+    """A failed batch of stream records is no longer in the stream (DynamoDB keeps 24 hours)."""
+
+    code = "stream_records_expired"
+
+
 class ConditionFailed(Exception):
     """Internal: a conditional write did not hold (the version moved on, or the lease was lost)."""
 

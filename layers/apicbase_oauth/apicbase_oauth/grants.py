@@ -1,13 +1,13 @@
 """Storing a grant Apicbase issued (a code exchanged, tokens imported): the key to seal it taken
 first, the code presented once (``custody``), the identity checked when one is expected, the grant
-sealed and saved before anything else is asked of Apicbase, then announced on EventBridge.
+sealed and saved before anything else is asked of Apicbase. The table's stream announces it
+(``announce``): nothing here puts an event.
 """
 
 from __future__ import annotations
 
 from .adapters.apicbase import ClientCredentials, Introspection, TokenResponse
 from .adapters.crypto import DataKey
-from .adapters.events import CONNECTION_CREATED, IDENTITY_CHANGED
 from .custody import check_client, present, report_oddities, save_or_park
 from .deps import Deps
 from .errors import (
@@ -71,6 +71,7 @@ def exchange_and_store(
         identity = _verify_identity(deps, credentials, tokens, expected_username, connection_id)
     # Otherwise store the grant before asking who the user is: a slow introspection must not be able
     # to outlast the function's timeout while the only copy of a fresh refresh token is in memory.
+    # A user verified above is known already: the stored grant (and its Created event) name them.
     connection = store_grant(
         deps,
         key,
@@ -92,7 +93,6 @@ def exchange_and_store(
     library = library_quietly(deps, tokens.access_token, connection_id)
     if username or scope or library:
         connection = deps.connections.record_identity(connection, username=username, scope=scope, library=library)
-    announce_created(deps, connection)
     return connection
 
 
@@ -156,22 +156,13 @@ def revoke_quietly(deps: Deps, connection_id: str, application: str, refresh_tok
     return None
 
 
-def announce_identity_change(deps: Deps, connection: Connection) -> None:
-    """A reconnect signed in as another Apicbase user than the grant it replaced."""
+def report_identity_change(connection: Connection) -> None:
+    """A reconnect signed in as another Apicbase user than the grant it replaced (the stream
+    announces it as Identity Changed)."""
     previous, current = connection.previous_username, connection.username
     if previous and current and previous != current:
         metrics.add_metric(name="ConnectionIdentityChanged", unit="Count", value=1)
         logger.warning("connection reconnected by another Apicbase user", connection_id=connection.connection_id)
-        deps.events.publish(
-            IDENTITY_CHANGED,
-            {
-                "connection_id": connection.connection_id,
-                "application": connection.application,
-                "previous_username": previous,
-                "username": current,
-                "source": connection.source,
-            },
-        )
 
 
 def introspect_quietly(
@@ -228,18 +219,3 @@ def store_grant(
     metrics.add_metric(name="ConnectionCreated", unit="Count", value=1)
     logger.info("connection stored", connection_id=connection_id, source=source, version=connection.version)
     return connection
-
-
-def announce_created(deps: Deps, connection: Connection) -> None:
-    deps.events.publish(
-        CONNECTION_CREATED,
-        {
-            "connection_id": connection.connection_id,
-            "application": connection.application,
-            "client_id": connection.client_id,
-            "username": connection.username,
-            "scope": connection.scope,
-            "source": connection.source,
-            "reconnected": connection.version > 1,
-        },
-    )

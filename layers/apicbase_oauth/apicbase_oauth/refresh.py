@@ -32,7 +32,6 @@ import uuid
 
 from .adapters.apicbase import TokenResponse
 from .adapters.crypto import DataKey
-from .adapters.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
 from .custody import apply_parked, check_client, present, report_oddities, save_or_park
 from .deps import Deps
 from .errors import (
@@ -319,17 +318,8 @@ def _reauthorization_required(deps: Deps, connection: Connection, *, reason: str
     except ConditionFailed:
         return RefreshResult(ROTATED_ELSEWHERE, deps.connections.get(connection.connection_id))
     metrics.add_metric(name="ReauthorizationRequired", unit="Count", value=1)
-    logger.warning("connection needs reauthorization", connection_id=connection.connection_id, reason=reason)
-    deps.events.publish(
-        REAUTHORIZATION_REQUIRED,
-        {
-            "connection_id": marked.connection_id,
-            "application": marked.application,
-            "client_id": marked.client_id,
-            "username": marked.username,
-            "reason": reason,
-        },
-    )
+    # Reauthorization Required is announced from the table's stream (announce), once this landed.
+    logger.warning("connection needs reauthorization", connection_id=marked.connection_id, reason=reason)
     raise NeedsReauthorization(connection.connection_id)
 
 
@@ -365,15 +355,4 @@ def _record_failure(
     except DependencyUnavailable:
         logger.error(
             "refresh failure not recorded; the lease expires on its own", connection_id=connection.connection_id
-        )
-    if failures == deps.settings.failure_warning_threshold:
-        deps.events.publish(
-            REFRESH_FAILING,
-            {
-                "connection_id": connection.connection_id,
-                "application": connection.application,
-                "username": connection.username,
-                "consecutive_failures": failures,
-                "error": exc.code,
-            },
         )

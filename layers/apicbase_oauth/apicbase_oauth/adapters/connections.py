@@ -370,8 +370,9 @@ class ConnectionRepository:
     def apply_parked(self, rescue: Rescue) -> Connection:
         """Write a parked pair to its connection: a refresh's over its base version, a grant's
         only if nothing was written since it was parked (ConditionFailed: it is stale)."""
-        fence = _same_grant(rescue.base_version) if rescue.kind == "refresh" else _unwritten_since(rescue.parked_at)
-        return self._write_grant(rescue.grant, fence)
+        if rescue.kind == "refresh":
+            return self._write_grant(rescue.grant, _same_grant(rescue.base_version), refreshed=True)
+        return self._write_grant(rescue.grant, _unwritten_since(rescue.parked_at))
 
     def drop_parked(self, rescue: Rescue) -> None:
         """Remove it once applied (or stale); a newer rescue parked meanwhile stays."""
@@ -396,7 +397,8 @@ class ConnectionRepository:
         return connection_from_item(result["Attributes"])
 
     # --- plumbing --------------------------------------------------------------------------
-    def _write_grant(self, grant: Grant, fence: Condition | None = None) -> Connection:
+    def _write_grant(self, grant: Grant, fence: Condition | None = None, *, refreshed: bool = False) -> Connection:
+        """``refreshed``: a parked refresh's pair, counted as the refresh it is (not a new grant)."""
         now = int(self.now())
         values: dict[str, Any] = {
             ":entity": "connection",
@@ -430,6 +432,8 @@ class ConnectionRepository:
             # Whom the replaced grant belonged to (a reconnect by another user is announced).
             "previous_username = if_not_exists(username, :nobody)",
         ]
+        if refreshed:
+            sets += ["last_refresh_at = :now", "refresh_count = if_not_exists(refresh_count, :zero) + :one"]
         removes = [
             "next_attempt_at",
             "last_error",
