@@ -19,6 +19,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -61,6 +63,16 @@ class _Lines(logging.Handler):
 
 
 @dataclass
+@cache
+def _source_text() -> str:
+    """The project's own Python source. Hypothesis draws strings from the constants of the code
+    under test ("us-east-1", a function name, a log message), which then appear in ordinary
+    output: a value written in the source is no secret the code could have leaked."""
+    root = Path(__file__).resolve().parents[2]
+    folders = ("layers", "functions", "local", "cli", "tests")
+    return "\n".join(path.read_text() for folder in folders for path in sorted((root / folder).rglob("*.py")))
+
+
 class SecretWatch:
     """What must never be seen, and everything that was seen."""
 
@@ -74,13 +86,18 @@ class SecretWatch:
     def secret_input(self, *values: Any) -> int:
         """Register what a test sends as a code, a state or a token, when it could be one: a
         string of 8 or more characters, 4 or more of them distinct, that is not one of the attack
-        strings (which a page may show escaped, or a log name as an error code). Shorter or
+        strings (which a page may show escaped, or a log name as an error code), nor written in the
+        project's source (a constant Hypothesis drew from the code). Shorter or
         plainer values would match ordinary text; a real code or state is 30 to 43 random
         characters. Returns how many were registered."""
         plausible = [
             v
             for v in values
-            if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH and len(set(v)) >= 4 and v not in ATTACKS
+            if isinstance(v, str)
+            and len(v) >= MIN_SECRET_LENGTH
+            and len(set(v)) >= 4
+            and v not in ATTACKS
+            and v not in _source_text()
         ]
         self.secret(*plausible)
         FIGURES["secrets: generated inputs registered (codes, states, tokens)"] += len(plausible)
