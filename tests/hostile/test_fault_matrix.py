@@ -28,8 +28,9 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from apicbase_oauth import custody, pages
+from apicbase_oauth import custody
 from apicbase_oauth.config import LEASE_SECONDS
+from apicbase_oauth.edge import pages
 from apicbase_oauth.model import ACTIVE
 from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, body_json, http_event, seed_connection, stored_pair

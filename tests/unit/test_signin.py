@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import connect, grants, pages, signin
+from apicbase_oauth import connect, grants, signin
 from apicbase_oauth.adapters.dynamodb import connection_key, state_key
+from apicbase_oauth.edge import pages
 from apicbase_oauth.errors import ApicbaseUnavailable
 from tests.binding import start_id_of, state_of
 from tests.conftest import load_event
@@ -72,6 +73,7 @@ def browser(public) -> Browser:
 
 
 def session(deps, **fields: Any) -> Any:
+    fields.setdefault("redirect_uri", deps.settings.callback_url)
     return connect.start_connect_session(deps, CID, **fields)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     ApicbaseError,
     ApicbaseTimeout,
     ApicbaseUnavailable,
@@ -28,11 +28,11 @@ from .errors import (
     RefreshStillRunning,
     UnknownApplication,
 )
-from .model import AccessToken, Connection, RefreshResult, StartedSession
+from ..model import AccessToken, Connection, RefreshResult, StartedSession
 
 if TYPE_CHECKING:  # annotations only: the callback imports this module, and needs no admin flow
-    from .adapters.apicbase import Introspection
-    from .admin import ConnectionPage, Disconnection
+    from ..adapters.apicbase import Introspection
+    from ..admin import ConnectionPage, Disconnection
 
 # The most specific class in an error's MRO decides; anything else is a 500.
 _STATUS: dict[type[BrokerError], int] = {

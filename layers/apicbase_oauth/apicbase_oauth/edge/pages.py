@@ -9,8 +9,8 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from .config import Brand
-from .model import REDIRECT_ERRORS
+from ..config import Brand
+from ..model import REDIRECT_ERRORS
 
 NO_BRAND = Brand()
 SECURITY_HEADERS = {
