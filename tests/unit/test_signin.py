@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import connect, grants, signin
+from apicbase_oauth import connect, signin
 from apicbase_oauth.adapters.dynamodb import connection_key, state_key
 from apicbase_oauth.edge import pages
 from apicbase_oauth.errors import ApicbaseUnavailable
@@ -320,24 +320,3 @@ def test_connect_url_is_on_the_callbacks_host(redirect_uri: str, start: str) -> 
     url = signin._start_url(redirect_uri, "S" * 43)
 
     assert url == f"{start}?session={'S' * 43}"
-
-
-def test_the_identity_check_waits_a_bounded_time_for_introspection(
-    deps, apicbase, browser, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Given a session with expected_username, then the introspection that decides whether the
-    grant is stored is asked with the short identity timeout, not the default read timeout."""
-    timeouts: list[float | None] = []
-    introspect = deps.apicbase.introspect
-
-    def recording(credentials: Any, *, token: str, read_timeout: float | None = None) -> Any:
-        timeouts.append(read_timeout)
-        return introspect(credentials, token=token, read_timeout=read_timeout)
-
-    monkeypatch.setattr(deps.apicbase, "introspect", recording)
-    started = session(deps, expected_username="chef@example.com")
-    browser.open(started.connect_url)
-
-    browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
-
-    assert timeouts[0] == grants.IDENTITY_READ_TIMEOUT < deps.apicbase.read_timeout
