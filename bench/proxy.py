@@ -271,7 +271,7 @@ def report(figures: dict[str, Any]) -> str:
         f"so the proxy's own code is about "
         f"{figures['proxy_cpu_ms'] - figures['direct_cpu_ms'] - sum(aws.values()) * figures['aws_call_cpu_ms']:.2f} ms",
         f"  KMS calls per call:  {kms:g}"
-        + (" (get_token decrypts with KMS on every read today; issue 11's data-key cache makes it 0)" if kms else ""),
+        + (" (get_token decrypts with KMS on every read today; the data-key cache makes it 0)" if kms else ""),
     ]
     return "\n".join(lines)
 

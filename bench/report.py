@@ -15,7 +15,7 @@ from .coldstart import BASELINE, CALLBACK, SOURCE, TRACER, ImportProfile, Sample
 from .costs import QueryFigures, RefreshCosts
 from .harness import Warm, median
 
-COLD_RATIO_TARGET = 1.2  # the callback's cold import against `import boto3, requests` (issue 10)
+COLD_RATIO_TARGET = 1.2  # the callback's cold import against `import boto3, requests`
 CALLBACK_CPU_TARGET_MS = 10.0
 PROFILE_ROWS = 12
 Row = tuple[str, str, str, str]  # figure, measured, target, met

@@ -1,5 +1,5 @@
 """Connect sessions as a person's browser opens them: GET /oauth/start's use case, then the state
-and the binder cookie the callback needs (issue 12's browser binding)."""
+and the binder cookie the callback needs (the browser binding)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12, part 6: every pattern is matched whole, and every number is ASCII digits.
+"""Every pattern is matched whole, and every number is ASCII digits.
 
 ``re.match(...$)`` accepts a trailing newline (the admin API once created connection
 ``'lib-1\\n'``), and ``str.isdigit`` accepts '²', '٣' and fullwidth digits (``?limit=²`` once

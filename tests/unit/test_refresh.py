@@ -1,4 +1,4 @@
-"""The refresh of one connection (issue 3): rotation, malformed answers, backoff, invalid_grant,
+"""The refresh of one connection: rotation, malformed answers, backoff, invalid_grant,
 invalid_client, a crash between Apicbase's answer and the write, throttled writes, and what one
 refresh costs in AWS calls."""
 

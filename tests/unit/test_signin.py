@@ -1,4 +1,4 @@
-"""Issue 12, through the public function's real handler: connect_url binds a flow to the browser
+"""Browser binding, through the public function's real handler: connect_url binds a flow to the browser
 that opens it (login CSRF, RFC 9700 4.7.1), and a session's expected_username keeps another
 Apicbase user's library out of the connection."""
 

@@ -23,7 +23,7 @@ from .errors import (
 from .model import Connection, Grant, Rescue, TokenPair
 from .observability import logger, metrics
 
-# Issue 12: how long the identity check waits for introspection before it fails closed.
+# How long the identity check waits for introspection before it fails closed.
 IDENTITY_READ_TIMEOUT = 5.0
 # How long the callback's page waits for the library's name (nice to have).
 LIBRARY_READ_TIMEOUT = 3.0
@@ -64,7 +64,7 @@ def exchange_and_store(
         ) from None
     if tokens.refresh_token is None:
         raise MalformedResponse("Apicbase's token response has no refresh_token; the connection cannot be kept alive")
-    # Issue 12 (identity): a grant for another user than expected is revoked, never stored.
+    # A grant for another user than expected is revoked, never stored.
     if expected_username is not None:
         _verify_identity(deps, credentials, tokens, expected_username, connection_id)
     # Store the grant before asking who the user is: a slow introspection must not be able to
@@ -94,7 +94,7 @@ def exchange_and_store(
 def _verify_identity(
     deps: Deps, credentials: ClientCredentials, tokens: TokenResponse, expected: str, connection_id: str
 ) -> None:
-    """Issue 12: the session named who must sign in. Ask Apicbase who did before the grant is
+    """The session named who must sign in. Ask Apicbase who did before the grant is
     stored; another user, or no answer (fail closed), revokes the grant and stores nothing.
 
     This is the one path where a fresh refresh token is not stored before introspection: the

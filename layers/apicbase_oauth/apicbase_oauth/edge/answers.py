@@ -143,7 +143,7 @@ def page_view(page: ConnectionPage) -> dict[str, Any]:
 
 def session_view(started: StartedSession) -> dict[str, Any]:
     """Where to send the person: ``connect_url``, and nothing else. The authorize URL and the
-    state are left out (issue 12): a browser sent straight to Apicbase could never finish (the
+    state are left out: a browser sent straight to Apicbase could never finish (the
     callback needs the cookie that only connect_url sets), and the state need not leave the
     broker except through Apicbase."""
     return {
