@@ -1,4 +1,4 @@
-"""The cost of envelope encryption (issue 11), measured in one run:
+"""The cost of envelope encryption, measured in one run:
 
     python -m bench.envelope
 

@@ -44,9 +44,9 @@ os.environ.update(
     {k: str(tpl.resolve(v, tpl.parameter_defaults(tpl.load()))) for k, v in _globals.items() if "POWERTOOLS_" in k}
 )
 
-from apicbase_oauth import pages  # noqa: E402
 from apicbase_oauth.adapters.crypto import TokenCipher  # noqa: E402
 from apicbase_oauth.adapters.sessions import SessionStore  # noqa: E402
+from apicbase_oauth.edge import pages  # noqa: E402
 from apicbase_oauth.model import ConnectSession, TokenPair  # noqa: E402
 
 REGION = local_aws.REGION

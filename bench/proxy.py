@@ -328,7 +328,7 @@ def report(figures: dict[str, Any]) -> str:
         f"  the proxy's own code: CPU {own_code_ms(figures):.2f} ms/call (its AWS calls answered from memory, "
         "against the direct call beside it)",
         f"  KMS calls per call:  {kms:g}"
-        + (" (get_token decrypts with KMS on every read today; issue 11's data-key cache makes it 0)" if kms else ""),
+        + (" (get_token decrypts with KMS on every read today; the data-key cache makes it 0)" if kms else ""),
     ]
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""A requests.Session that keeps the broker's cookies as a browser does on 127.0.0.1 (issue 12).
+"""A requests.Session that keeps the broker's cookies as a browser does on 127.0.0.1.
 
 The broker's browser binder is a ``__Host-`` cookie, so it is always ``Secure``. Browsers treat
 http://127.0.0.1 and http://localhost as secure contexts (Chrome and Firefox keep and send

@@ -25,7 +25,7 @@ from local import iam
 from local import template as tpl
 from local.lambda_context import LambdaContext
 
-LAYER_PATH = tpl.ROOT / "layers" / "apicbase_oauth"
+LAYER_PATH = tpl.LAYER_PATH
 
 
 def limits(template: dict[str, Any], fn: tpl.Function) -> tuple[int, int]:

@@ -19,6 +19,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "template.yaml"
+LAYER_PATH = ROOT / "layers" / "apicbase_oauth"
+if str(LAYER_PATH) not in sys.path:
+    sys.path.append(str(LAYER_PATH))  # the route table is the edge's: the local run serves it
+
+from apicbase_oauth.edge.routes import ROUTES, Route  # noqa: E402
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -170,34 +175,28 @@ def policy_statements(function: Function) -> list[dict[str, Any]]:
     return statements
 
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str  # as in the template: /connections/{connection_id}
-    function: str
-    authorizer: str  # AWS_IAM or NONE
-
-    @property
-    def route_key(self) -> str:
-        return f"{self.method} {self.path}"
-
-    def pattern(self) -> re.Pattern[str]:
-        # {name} is one segment; a greedy {name+} (API Gateway's proxy) is the rest of the path.
-        regex = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\+\\\}", r"(?P<\1>.+)", re.escape(self.path))
-        regex = re.sub(r"\\\{([A-Za-z_][A-Za-z0-9_]*)\\\}", r"(?P<\1>[^/]+)", regex)
-        return re.compile(f"^{regex}$")
-
-
-def http_routes(template: dict[str, Any]) -> list[Route]:
+def http_events(template: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(method, path, function, authorizer) of every HttpApi event the template declares."""
     default_auth = (
         template.get("Resources", {}).get("HttpApi", {}).get("Properties", {}).get("Auth", {}).get("DefaultAuthorizer")
     ) or "NONE"
-    routes = []
+    events = set()
     for fn in functions(template).values():
         for event in fn.events.values():
             if event["Type"] != "HttpApi":
                 continue
             props = event["Properties"]
             auth = props.get("Auth", {}).get("Authorizer", default_auth)
-            routes.append(Route(props["Method"].upper(), props["Path"], fn.logical_id, auth))
-    return routes
+            events.add((props["Method"].upper(), props["Path"], fn.logical_id, auth))
+    return events
+
+
+def http_routes(template: dict[str, Any]) -> tuple[Route, ...]:
+    """The edge's route table, which the template must declare exactly (ValueError if not)."""
+    served = {(r.method, r.path, r.function, r.authorizer) for r in ROUTES}
+    declared = http_events(template)
+    if served != declared:
+        raise ValueError(
+            f"template.yaml's HttpApi events and the edge's route table differ: {sorted(served ^ declared)}"
+        )
+    return ROUTES

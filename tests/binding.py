@@ -1,5 +1,5 @@
 """Connect sessions as a person's browser opens them: GET /oauth/start's use case, then the state
-and the binder cookie the callback needs (issue 12's browser binding)."""
+and the binder cookie the callback needs (the browser binding)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def state_of(url: str) -> str:
 
 def open_in_browser(deps: Deps, connection_id: str, **fields: Any) -> tuple[str, str]:
     """A connect session whose connect_url a browser opened: (state, binder)."""
+    fields.setdefault("redirect_uri", deps.settings.callback_url)
     started = connect.start_connect_session(deps, connection_id, **fields)
     sign_in = connect.begin_sign_in(deps, start_id=start_id_of(started.connect_url))
     assert state_of(sign_in.authorize_url) == started.state

@@ -6,9 +6,10 @@ cold start with a 60-second authorization code in hand (the resolver's import co
 its routing saves here; docs/BENCHMARKS.md).
 """
 
-from apicbase_oauth import deps, edge, pages
+from apicbase_oauth import deps
 from apicbase_oauth.config import Settings
 from apicbase_oauth.connect import begin_sign_in, complete_callback
+from apicbase_oauth.edge import answers, checks, gateway, pages, routes
 from apicbase_oauth.errors import BrokerError
 from apicbase_oauth.observability import API_GATEWAY_HTTP, LambdaContext, logger, metrics
 
@@ -20,7 +21,7 @@ Page = tuple[int, dict[str, str], str, list[str]]
 def start(event: dict) -> Page:
     """connect_url: consume the one-time start id, set the binder cookie, redirect to Apicbase."""
     try:
-        sign_in = begin_sign_in(DEPS, start_id=query_of(event).get("session"))
+        sign_in = begin_sign_in(DEPS, start_id=checks.issued(gateway.query_of(event).get("session")))
     except BrokerError as exc:
         return (*failed(exc), [])
     status, headers, body = pages.redirect(sign_in.authorize_url)
@@ -28,11 +29,14 @@ def start(event: dict) -> Page:
 
 
 def callback(event: dict) -> Page:
-    query = query_of(event)
-    binder = cookie(event, pages.BINDER_COOKIE)
+    query = gateway.query_of(event)
     try:
         outcome = complete_callback(
-            DEPS, state=query.get("state"), code=query.get("code"), error=query.get("error"), binder=binder
+            DEPS,
+            state=checks.issued(query.get("state")),
+            code=checks.code_or_none(query.get("code")),
+            error=checks.redirect_error(query.get("error")),
+            binder=checks.issued(gateway.cookie(event, pages.BINDER_COOKIE)),
         )
     except BrokerError as exc:
         return cleared(failed(exc))
@@ -50,19 +54,6 @@ def callback(event: dict) -> Page:
     return cleared(page)
 
 
-def cookie(event: dict, name: str) -> str | None:
-    """The first cookie called ``name`` (payload 2.0 gives "name=value" strings, already split
-    and trimmed by API Gateway). Its value is taken as it is: the use case matches it whole."""
-    # Payload 1.0 (the flood rule's REST stage) carries them in the Cookie header instead.
-    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
-    items = event.get("cookies") or str(headers.get("cookie") or "").split(";")
-    for item in items:
-        key, _, value = str(item).partition("=")
-        if key.strip() == name:
-            return value
-    return None
-
-
 def cleared(page: tuple[int, dict[str, str], str]) -> Page:
     """The callback's answer, whatever it is, ends the binder cookie's use."""
     return (*page, [pages.clear_binder_cookie()])
@@ -71,41 +62,20 @@ def cleared(page: tuple[int, dict[str, str], str]) -> Page:
 def failed(
     exc: BrokerError, *, return_url: str | None = None, connection_id: str | None = None
 ) -> tuple[int, dict[str, str], str]:
-    status = edge.status_of(exc)
+    status = answers.status_of(exc)
     logger.info("callback failed", error=exc.code, status=status, connection_id=connection_id)
     metrics.add_metric(name=f"Callback{status // 100}xx", unit="Count", value=1)
     return pages.failure(exc.code, status, return_url=return_url, connection_id=connection_id, brand=BRAND)
 
 
-ROUTES = {"GET /oauth/start": start, "GET /oauth/callback": callback}
-
-
-def query_of(event: dict) -> dict[str, str]:
-    """The query string as payload 2.0 gives it: a repeated key's values joined with commas (so a
-    repeated state is no state), also from payload 1.0's multi-value form."""
-    multi = event.get("multiValueQueryStringParameters")
-    if multi:
-        return {key: ",".join(values) for key, values in multi.items()}
-    return event.get("queryStringParameters") or {}
-
-
-def route_key(event: dict) -> str:
-    """API Gateway's route key; behind a catch-all ($default) route, the method and path. The
-    optional REST stage of the flood rule sends payload 1.0: its method and resource."""
-    if "httpMethod" in event:
-        return f"{event['httpMethod']} {event.get('resource')}"
-    key = str(event.get("routeKey") or "$default")
-    if key != "$default":
-        return key
-    method = ((event.get("requestContext") or {}).get("http") or {}).get("method")
-    return f"{method} {event.get('rawPath')}"
+ROUTES = {r.route_key: f for r, f in routes.bind(routes.CALLBACK, {"start": start, "callback": callback}).items()}
 
 
 @logger.inject_lambda_context(correlation_id_path=API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     DEPS.bind(context)
-    route = ROUTES.get(route_key(event))
+    route = ROUTES.get(gateway.route_key(event))
     try:
         status, headers, body, cookies = route(event) if route else (*pages.not_found(BRAND), [])
     except Exception as exc:

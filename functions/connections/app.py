@@ -1,9 +1,10 @@
 """Admin API (AWS_IAM): connect sessions, connections, tokens.
 
-Each route parses its HTTP input into typed arguments (``validation``, ``edge``), calls one use
-case, and renders the model it returns; errors become answers in one exception handler. The
-routes are a table of our own, not Powertools' resolver: importing its event handler package
-cost this function's cold start more than everything else it imports (docs/BENCHMARKS.md).
+Each route parses its HTTP input into typed arguments (``edge.checks``, ``edge.gateway``), calls
+one use case, and renders the model it returns (``edge.answers``); errors become answers in one
+exception handler. Which route each function serves is the edge's route table (``edge.routes``);
+the dispatch is our own, not Powertools' resolver: importing its event handler package cost this
+function's cold start more than everything else it imports (docs/BENCHMARKS.md).
 """
 
 import base64
@@ -12,16 +13,15 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
-from apicbase_oauth import admin, connect, deps, edge, proxy, tokens, validation
+from apicbase_oauth import admin, connect, deps, proxy, tokens
 from apicbase_oauth.config import Settings
+from apicbase_oauth.edge import answers, checks, forwarding, gateway, routes
 from apicbase_oauth.errors import BrokerError, InvalidRequest, OverBudget, RateLimited
 from apicbase_oauth.observability import API_GATEWAY_HTTP, LambdaContext, logger, metrics
 
 DEPS = deps.build(Settings.from_env())
 PROXY = proxy.build(DEPS)
-PROXY_ROUTE_KEY = "ANY /connections/{connection_id}/apicbase/{proxy+}"
 MAX_BODY_BYTES = 16 * 1024
 MAX_CURSOR_LENGTH = 1024
 NO_STORE = {"Cache-Control": "no-store"}
@@ -49,19 +49,11 @@ def _body(event: dict, *, required: set[str], optional: set[str]) -> Any:
         body = json.loads(raw) if raw else None
     except ValueError:
         raise InvalidRequest("the request body is not valid JSON", code="invalid_json") from None
-    return edge.body_fields(body, required=required, optional=optional)
+    return answers.body_fields(body, required=required, optional=optional)
 
 
 def _query(event: dict, name: str) -> str | None:
     return (event.get("queryStringParameters") or {}).get(name)
-
-
-def _path_id(raw: str) -> str:
-    # The raw path's segment: a client that percent-encodes ':' means ':'.
-    try:
-        return validation.connection_id(unquote(raw, errors="strict"))
-    except UnicodeDecodeError:
-        raise InvalidRequest("connection_id is not valid UTF-8", code="invalid_connection_id") from None
 
 
 def create_connect_session(event: dict) -> Answer:
@@ -70,88 +62,89 @@ def create_connect_session(event: dict) -> Answer:
     )
     started = connect.start_connect_session(
         DEPS,
-        validation.connection_id(fields["connection_id"]),
-        scopes=validation.scopes(fields.get("scopes")),
-        return_url=validation.return_url(fields.get("return_url")),
-        application=validation.application(fields.get("application")),
-        request_domain=(event.get("requestContext") or {}).get("domainName"),
-        expected_username=validation.expected_username(fields.get("expected_username")),
+        checks.connection_id(fields["connection_id"]),
+        scopes=checks.scopes(fields.get("scopes")),
+        return_url=checks.return_url(fields.get("return_url")),
+        application=checks.application(fields.get("application")),
+        expected_username=checks.expected_username(fields.get("expected_username")),
+        redirect_uri=gateway.redirect_uri(
+            DEPS.settings.callback_url, (event.get("requestContext") or {}).get("domainName")
+        ),
     )
-    return _json(201, edge.session_view(started))
+    return _json(201, answers.session_view(started))
 
 
 def list_connections(event: dict) -> Answer:
     raw_limit = _query(event, "limit")  # absent: 50; present, even empty: checked
-    limit = 50 if raw_limit is None else validation.whole_number(raw_limit, name="limit", low=1, high=100)
+    limit = 50 if raw_limit is None else checks.whole_number(raw_limit, name="limit", low=1, high=100)
     cursor = _query(event, "cursor")
     if cursor is not None and not 0 < len(cursor) <= MAX_CURSOR_LENGTH:
         raise InvalidRequest("cursor is not one this API handed out", code="invalid_cursor")
-    return _json(200, edge.page_view(admin.list_connections(DEPS, limit=limit, cursor=cursor)))
+    return _json(200, answers.page_view(admin.list_connections(DEPS, limit=limit, cursor=cursor)))
 
 
 def describe_connection(event: dict, connection_id: str) -> Answer:
-    introspect = edge.flag(_query(event, "introspect"), "introspect")
-    connection = admin.describe_connection(DEPS, _path_id(connection_id))
-    view = edge.connection_view(connection)
+    introspect = answers.flag(_query(event, "introspect"), "introspect")
+    connection = admin.describe_connection(DEPS, gateway.path_id(connection_id))
+    view = answers.connection_view(connection)
     if introspect:
-        view["introspection"] = edge.introspection_view(admin.introspect_connection(DEPS, connection))
+        view["introspection"] = answers.introspection_view(admin.introspect_connection(DEPS, connection))
     return _json(200, view)
 
 
 def delete_connection(event: dict, connection_id: str) -> Answer:
-    return _json(200, edge.disconnection_view(admin.disconnect(DEPS, _path_id(connection_id))))
+    return _json(200, answers.disconnection_view(admin.disconnect(DEPS, gateway.path_id(connection_id))))
 
 
 def get_token(event: dict, connection_id: str) -> Answer:
-    return _json(200, edge.token_view(tokens.get_token(DEPS, _path_id(connection_id)), DEPS.now()))
+    return _json(200, answers.token_view(tokens.get_token(DEPS, gateway.path_id(connection_id)), DEPS.now()))
 
 
 def replace_rejected_token(event: dict, connection_id: str) -> Answer:
     """A token Apicbase answered 401 to: a newer one, refreshing only if the broker still holds it."""
-    connection_id = _path_id(connection_id)
+    connection_id = gateway.path_id(connection_id)
     fields = _body(event, required={"rejected_token"}, optional=set())
-    rejected = validation.token(fields["rejected_token"], "rejected_token")
-    return _json(200, edge.token_view(tokens.replace_rejected_token(DEPS, connection_id, rejected), DEPS.now()))
+    rejected = checks.token(fields["rejected_token"], "rejected_token")
+    return _json(200, answers.token_view(tokens.replace_rejected_token(DEPS, connection_id, rejected), DEPS.now()))
 
 
 def refresh(event: dict, connection_id: str) -> Answer:
-    return _json(200, edge.refresh_view(admin.force_refresh(DEPS, _path_id(connection_id))))
+    return _json(200, answers.refresh_view(admin.force_refresh(DEPS, gateway.path_id(connection_id))))
 
 
 def exchange_code(event: dict, connection_id: str) -> Answer:
-    connection_id = _path_id(connection_id)
+    connection_id = gateway.path_id(connection_id)
     fields = _body(event, required={"code"}, optional={"application", "redirect_uri"})
     connection = connect.exchange_pasted_code(
         DEPS,
         connection_id,
-        code=validation.authorization_code(fields["code"]),
-        application=validation.application(fields.get("application")),
-        redirect_uri=validation.return_url(fields.get("redirect_uri")),
+        code=checks.authorization_code(fields["code"]),
+        application=checks.application(fields.get("application")),
+        redirect_uri=checks.return_url(fields.get("redirect_uri")),
     )
-    return _json(201, edge.connection_view(connection))
+    return _json(201, answers.connection_view(connection))
 
 
 def import_tokens(event: dict, connection_id: str) -> Answer:
-    connection_id = _path_id(connection_id)
+    connection_id = gateway.path_id(connection_id)
     fields = _body(event, required={"access_token", "refresh_token"}, optional={"expires_in", "application"})
     connection = connect.import_tokens(
         DEPS,
         connection_id,
-        access_token=validation.token(fields["access_token"], "access_token"),
-        refresh_token=validation.token(fields["refresh_token"], "refresh_token"),
-        expires_in=validation.expires_in(fields.get("expires_in")),
-        application=validation.application(fields.get("application")),
+        access_token=checks.token(fields["access_token"], "access_token"),
+        refresh_token=checks.token(fields["refresh_token"], "refresh_token"),
+        expires_in=checks.expires_in(fields.get("expires_in")),
+        application=checks.application(fields.get("application")),
     )
-    return _json(200, edge.connection_view(connection))
+    return _json(200, answers.connection_view(connection))
 
 
 def proxy_apicbase(event: dict) -> Answer:
     """ANY /connections/{id}/apicbase/{proxy+}, apart from the table: its path spans segments and
     its answers are Apicbase's (bytes, headers), not this API's JSON."""
     try:
-        raw_id, method, url, headers, body = proxy.request_from_event(event, DEPS.settings.api_url)
-        request = proxy.ProxyRequest(_path_id(raw_id), method, url, headers, body)
-        return proxy.lambda_answer(PROXY.forward(request), head=method == "HEAD")
+        request = forwarding.request_from_event(event, DEPS.settings.api_url)
+        return forwarding.lambda_answer(PROXY.forward(request), head=request.method == "HEAD")
     except BrokerError as exc:
         return broker_error(exc)
     except Exception as exc:
@@ -159,7 +152,7 @@ def proxy_apicbase(event: dict) -> Answer:
 
 
 def broker_error(exc: BrokerError) -> Answer:
-    status = edge.status_of(exc)
+    status = answers.status_of(exc)
     logger.info("admin request failed", error=exc.code, status=status)
     headers = {"Retry-After": "5"} if status == 503 else None
     if isinstance(exc, (OverBudget, RateLimited)):
@@ -172,16 +165,28 @@ def unexpected_error(exc: Exception) -> Answer:
     return _json(500, {"error": {"code": "internal_error", "message": "unexpected error; see the logs"}})
 
 
+HANDLERS = routes.bind(
+    routes.CONNECTIONS,
+    {
+        handler.__name__: handler
+        for handler in (
+            create_connect_session,
+            list_connections,
+            describe_connection,
+            delete_connection,
+            get_token,
+            replace_rejected_token,
+            refresh,
+            exchange_code,
+            import_tokens,
+            proxy_apicbase,
+        )
+    },
+)
+# The proxy route is served apart: its path spans segments and its answers are Apicbase's.
+PROXY_ROUTE_KEY = next(route.route_key for route, handler in HANDLERS.items() if handler is proxy_apicbase)
 ROUTES: dict[str, Callable[..., Answer]] = {
-    "POST /connect-sessions": create_connect_session,
-    "GET /connections": list_connections,
-    "GET /connections/{connection_id}": describe_connection,
-    "DELETE /connections/{connection_id}": delete_connection,
-    "GET /connections/{connection_id}/token": get_token,
-    "POST /connections/{connection_id}/token": replace_rejected_token,
-    "POST /connections/{connection_id}/refresh": refresh,
-    "POST /connections/{connection_id}/authorization-code": exchange_code,
-    "PUT /connections/{connection_id}/tokens": import_tokens,
+    route.route_key: handler for route, handler in HANDLERS.items() if handler is not proxy_apicbase
 }
 
 

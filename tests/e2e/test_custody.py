@@ -1,7 +1,7 @@
 """Custody against the real sandbox (django-oauth-toolkit with reuse protection on): an odd 2xx
 keeps the rotated refresh token; an answer that outlives the broker's read timeout (the sandbox
 rotated, then answered late) is said at once as rotation_answer_lost, and nothing is presented
-twice (issues 11 and 13)."""
+twice."""
 
 from __future__ import annotations
 

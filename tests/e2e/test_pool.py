@@ -249,7 +249,7 @@ def test_the_adapter_answers_502_for_a_worker_that_died() -> None:
         raise FunctionError(502, "worker process died (exit code -9)")
 
     logged: list[str] = []
-    route = tpl.Route("GET", "/x", "F", "NONE")
+    route = tpl.Route("GET", "/x", "F", "NONE", "x")
     server = Adapter("127.0.0.1", 0, [route], invoke, logged.append, log_requests=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -1,5 +1,5 @@
 """Whatever Apicbase answers to a code exchange or a refresh is classified, and nothing is
-stored half. The oracle below is written from DESIGN.md's facts, independently of the parser."""
+stored half. The oracle below is written from docs/DESIGN.md's facts, independently of the parser."""
 
 from __future__ import annotations
 

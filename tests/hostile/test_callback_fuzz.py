@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from apicbase_oauth import pages
+from apicbase_oauth.edge import pages
 from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, connection_items, http_event
 from tests.hostile.strategies import ATTACKS, examples, hostile_text

@@ -5,7 +5,7 @@ The calls are enumerated from a clean run (botocore ``before-call`` on the clien
 handlers' deps, and the Apicbase client's HTTP session), not written down by hand, so a new call
 in the code is a new row of the matrix.
 
-Custody (DESIGN.md, custody.py): no cell loses a grant or a rotated refresh token, except where
+Custody (docs/DESIGN.md, custody.py): no cell loses a grant or a rotated refresh token, except where
 the answer itself is lost (in transit, or with a process killed before the write): a lost rotation
 then ends within the same refresh (or the next, after a kill) as needs_reauthorization with reason
 ``rotation_answer_lost``, without the old refresh token ever being presented again. A write that
@@ -26,8 +26,9 @@ import pytest
 import requests
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from apicbase_oauth import custody, pages
+from apicbase_oauth import custody
 from apicbase_oauth.config import LEASE_SECONDS
+from apicbase_oauth.edge import pages
 from apicbase_oauth.model import ACTIVE
 from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, body_json, http_event, seed_connection, stored_pair

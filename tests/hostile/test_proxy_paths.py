@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlsplit
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apicbase_oauth import proxy
+from apicbase_oauth.edge import forwarding
 from apicbase_oauth.errors import InvalidRequest
 from tests.hostile.conftest import FIGURES
 from tests.hostile.strategies import ATTACKS, examples, hostile_text
@@ -28,7 +28,7 @@ paths = st.one_of(spliced, hostile_text)
 def test_any_path_stays_under_the_api_or_is_refused(raw: str, query: str) -> None:
     FIGURES["proxy: paths tried"] += 1
     try:
-        url = proxy.target_url(BASE, raw, query)
+        url = forwarding.target_url(BASE, raw, query)
     except InvalidRequest as refused:
         assert refused.code == "invalid_path"
         return

@@ -1,6 +1,6 @@
 """The secrets watch that every test in this folder runs under must be able to see a leak."""
 
-from apicbase_oauth import pages
+from apicbase_oauth.edge import pages
 from apicbase_oauth.observability import logger
 from tests.binding import open_in_browser
 from tests.hostile.conftest import http_event

@@ -1,4 +1,4 @@
-"""Issue 12, part 6: every pattern is matched whole, and every number is ASCII digits.
+"""Every pattern is matched whole, and every number is ASCII digits.
 
 ``re.match(...$)`` accepts a trailing newline (the admin API once created connection
 ``'lib-1\\n'``), and ``str.isdigit`` accepts '²', '٣' and fullwidth digits (``?limit=²`` once
@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apicbase_oauth import connect, pages
+from apicbase_oauth import connect
 from apicbase_oauth.adapters.dynamodb import connection_key, encode_cursor
+from apicbase_oauth.edge import pages
 from tests.binding import open_in_browser, start_id_of
 from tests.hostile.conftest import FIGURES, body_json, connection_items, http_event, seed_connection, table_items
 from tests.hostile.strategies import examples
@@ -244,7 +245,9 @@ def _binder(public: Public, padding: tuple[str, str]) -> Request:
 
 
 def _start_id(public: Public, padding: tuple[str, str]) -> Request:
-    started = connect.start_connect_session(public.module.DEPS, "lib-public")
+    started = connect.start_connect_session(
+        public.module.DEPS, "lib-public", redirect_uri=public.module.DEPS.settings.callback_url
+    )
     return "/oauth/start", [("session", pad(start_id_of(started.connect_url), padding))], None
 
 

@@ -1,4 +1,4 @@
-"""The Apicbase sandbox behaves as DESIGN.md says Apicbase does.
+"""The Apicbase sandbox behaves as docs/DESIGN.md says Apicbase does.
 
 Each test drives a real `python -m local.sandbox` subprocess over HTTP on 127.0.0.1.
 """

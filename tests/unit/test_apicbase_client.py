@@ -18,9 +18,10 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from apicbase_oauth import connect, validation
+from apicbase_oauth import connect
 from apicbase_oauth.adapters.apicbase import ApicbaseClient, ClientCredentials, TokenResponse
 from apicbase_oauth.adapters.dynamodb import state_key
+from apicbase_oauth.edge import checks, gateway
 from apicbase_oauth.errors import (
     ApicbaseRejected,
     ApicbaseUnavailable,
@@ -96,7 +97,9 @@ def test_authorize_url_carries_exactly_what_apicbase_needs(client: ApicbaseClien
 def test_connect_session_uses_the_configured_redirect_uri_and_a_fresh_state(deps) -> None:
     """Given CALLBACK_URL is configured, when a session starts, then the authorize URL names that
     exact redirect URI (not the request's domain), the default scopes, and the state handed back."""
-    session = connect.start_connect_session(deps, "lib-1", request_domain="other.example.com")
+    session = connect.start_connect_session(
+        deps, "lib-1", redirect_uri=gateway.redirect_uri(deps.settings.callback_url, "other.example.com")
+    )
 
     query = query_of(session.authorize_url)
     assert query["redirect_uri"] == [CALLBACK_URL]
@@ -108,7 +111,9 @@ def test_connect_session_uses_the_configured_redirect_uri_and_a_fresh_state(deps
 def test_connect_session_rejects_a_scope_apicbase_does_not_know(deps) -> None:
     """Given a scope outside Apicbase's list, when a session starts, then it is refused."""
     with pytest.raises(InvalidRequest) as raised:
-        connect.start_connect_session(deps, "lib-1", scopes=validation.scopes(["library", "admin"]))
+        connect.start_connect_session(
+            deps, "lib-1", redirect_uri=CALLBACK_URL, scopes=checks.scopes(["library", "admin"])
+        )
 
     assert raised.value.code == "invalid_scope"
 
@@ -119,7 +124,7 @@ def test_pkce_when_enabled_sends_an_s256_challenge_and_later_its_verifier(
     """Given PKCE is enabled, when a session starts, then the URL carries an S256 challenge of the
     stored verifier; and when the callback exchanges the code, then that verifier is sent."""
     monkeypatch.setattr(deps, "settings", dataclasses.replace(deps.settings, pkce_enabled=True))
-    session = connect.start_connect_session(deps, "lib-1")
+    session = connect.start_connect_session(deps, "lib-1", redirect_uri=CALLBACK_URL)
     query = query_of(session.authorize_url)
     verifier = deps.connections.table.get_item(Key={"pk": state_key(session.state)})["Item"]["code_verifier"]
     binder = connect.begin_sign_in(deps, start_id=start_id_of(session.connect_url)).binder

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from local import template as tpl
 
-from apicbase_oauth import edge
 from apicbase_oauth.adapters.credentials import CredentialStore
 from apicbase_oauth.config import Settings, is_allowed_url, parse_scopes
+from apicbase_oauth.edge import answers
 from apicbase_oauth.errors import ConfigurationError, DependencyUnavailable
 from tests import fakes
 
@@ -176,7 +176,7 @@ def test_an_unknown_application_is_a_400_naming_it(store: CredentialStore) -> No
     with pytest.raises(ConfigurationError) as raised:
         store.get("staging")
 
-    assert (raised.value.code, edge.status_of(raised.value)) == ("unknown_application", 400)
+    assert (raised.value.code, answers.status_of(raised.value)) == ("unknown_application", 400)
     assert "'staging'" in raised.value.message
     assert fakes.CLIENT_SECRET not in raised.value.message
 

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import pages
 from apicbase_oauth.adapters.dynamodb import state_key
+from apicbase_oauth.edge import pages
 from apicbase_oauth.errors import ApicbaseUnavailable
 from tests import fakes
 from tests.binding import open_in_browser

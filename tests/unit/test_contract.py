@@ -22,7 +22,7 @@ TEMPLATE = tpl.load()
 FUNCTIONS = tpl.functions(TEMPLATE)
 ROUTES = tpl.http_routes(TEMPLATE)
 CALLBACK_ROUTE = "GET /oauth/callback"
-START_ROUTE = "GET /oauth/start"  # connect_url (issue 12): sets the browser binder, then to Apicbase
+START_ROUTE = "GET /oauth/start"  # connect_url: sets the browser binder, then to Apicbase
 # The only variable that may be set for some functions only: the queue's URL stays with the one
 # function allowed to send to it. Every other variable the code reads must reach every function.
 # APICBASE_BROKER_API_URL (or its older name BROKER_API_URL) is read by the layer's helper in

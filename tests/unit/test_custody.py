@@ -1,4 +1,4 @@
-"""Custody (issue 11): time first, the answer sealed and saved first, a write that never lands
+"""Custody: time first, the answer sealed and saved first, a write that never lands
 parked and applied later, and an unknown outcome resolved by the old access token."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from local import template as tpl
 
-from apicbase_oauth import pages
+from apicbase_oauth.edge import pages
 from tests.binding import open_in_browser
 from tests.conftest import load_event
 

@@ -1,4 +1,4 @@
-"""docs/openapi.yaml describes exactly the routes template.yaml serves."""
+"""The edge's route table is template.yaml's HttpApi, and docs/openapi.yaml describes exactly it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 import yaml
 from local import template as tpl
 from openapi_spec_validator import validate
+
+from apicbase_oauth.edge.routes import ROUTES
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
@@ -34,9 +36,25 @@ def test_the_document_is_valid_openapi(spec):
     validate(spec)
 
 
-def test_every_template_route_is_documented_and_nothing_else(spec, template):
-    # Given the HttpApi routes of the template and the operations of the document
-    routes = {(r.method, r.path) for r in tpl.http_routes(template)}
+def test_the_route_table_is_the_template_s_http_api(template):
+    # Given the edge's route table and the HttpApi events of the template
+    served = {(r.method, r.path, r.function, r.authorizer) for r in ROUTES}
+    # Then each route is declared once, for the same function and with the same authorizer
+    assert len(served) == len(ROUTES)
+    assert served == tpl.http_events(template)
+
+
+def test_every_route_s_handler_is_defined_by_its_function(template):
+    # Given the function modules of the template
+    functions = tpl.functions(template)
+    # Then the handler the table names is a function of the module that serves the route
+    for route in ROUTES:
+        assert f"\ndef {route.handler}(" in functions[route.function].module_path.read_text(), route.route_key
+
+
+def test_every_route_is_documented_and_nothing_else(spec):
+    # Given the route table and the operations of the document
+    routes = {(r.method, r.path) for r in ROUTES}
     # Then they are the same set (method and path)
     assert set(operations(spec)) == routes
 
@@ -50,9 +68,9 @@ def test_path_parameters_have_the_template_s_names(spec):
         assert set(re.findall(r"\{(\w+\+?)\}", path)) == declared, path
 
 
-def test_admin_routes_need_sigv4_and_the_callback_none(spec, template):
-    # Given the template's authorizer per route
-    auth = {(r.method, r.path): r.authorizer for r in tpl.http_routes(template)}
+def test_admin_routes_need_sigv4_and_the_callback_none(spec):
+    # Given the table's authorizer per route
+    auth = {(r.method, r.path): r.authorizer for r in ROUTES}
     scheme = spec["components"]["securitySchemes"]["sigv4"]
     assert scheme["x-amazon-apigateway-authtype"] == "awsSigv4"
     # Then a route is signed in the document exactly when the template puts IAM on it

@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from apicbase_oauth import pages
 from apicbase_oauth.config import Brand, Settings
+from apicbase_oauth.edge import pages
 from apicbase_oauth.errors import ConfigurationError
 from tests.binding import open_in_browser
 from tests.conftest import load_event

@@ -14,6 +14,7 @@ import pytest
 from apicbase_oauth import connect as connect_flow
 from apicbase_oauth import proxy
 from apicbase_oauth.adapters.budget import budget_key
+from apicbase_oauth.edge import forwarding
 from apicbase_oauth.errors import InvalidRequest
 from tests.binding import open_in_browser
 from tests.conftest import load_event
@@ -86,8 +87,8 @@ def connect(deps, apicbase, connection_id: str = CID) -> str:
     ],
 )
 def test_a_path_of_the_api_is_joined_under_its_base(raw: str, query: str, url: str) -> None:
-    assert proxy.target_url(API, raw, query) == url
-    local = proxy.target_url("http://127.0.0.1:8000/base/", raw, "")
+    assert forwarding.target_url(API, raw, query) == url
+    local = forwarding.target_url("http://127.0.0.1:8000/base/", raw, "")
     assert local == "http://127.0.0.1:8000/base/" + url[len(API) :].split("?", maxsplit=1)[0]
 
 
@@ -117,14 +118,14 @@ def test_a_path_of_the_api_is_joined_under_its_base(raw: str, query: str, url: s
 )
 def test_bad_paths_are_refused(raw: str) -> None:
     with pytest.raises(InvalidRequest) as refused:
-        proxy.target_url(API, raw, "")
+        forwarding.target_url(API, raw, "")
     assert refused.value.code == "invalid_path"
 
 
 @pytest.mark.parametrize("query", ["a=b c", "a=\r\nb", "a=#b", "a=é"])
 def test_a_query_string_with_raw_characters_is_refused(query: str) -> None:
     with pytest.raises(InvalidRequest):
-        proxy.target_url(API, "api/", query)
+        forwarding.target_url(API, "api/", query)
 
 
 # --- forwarding -------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ def test_the_route_is_dispatched_by_its_route_key() -> None:
 
 
 def test_a_header_value_that_could_split_a_line_is_dropped() -> None:
-    headers = proxy.forwarded_headers({"Accept": "application/json\r\nX-Evil: 1", "Content-Type": "text/plain"})
+    headers = forwarding.forwarded_headers({"Accept": "application/json\r\nX-Evil: 1", "Content-Type": "text/plain"})
     assert headers == {"content-type": "text/plain"}
 
 

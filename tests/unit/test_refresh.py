@@ -1,4 +1,4 @@
-"""The refresh of one connection (issue 3): rotation, malformed answers, backoff, invalid_grant,
+"""The refresh of one connection: rotation, malformed answers, backoff, invalid_grant,
 invalid_client, a crash between Apicbase's answer and the write, throttled writes, and what one
 refresh costs in AWS calls."""
 
@@ -12,10 +12,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from apicbase_oauth import admin, connect, edge, tokens
+from apicbase_oauth import admin, connect, tokens
 from apicbase_oauth.adapters.crypto import TokenCipher
 from apicbase_oauth.adapters.events import REAUTHORIZATION_REQUIRED, REFRESH_FAILING
 from apicbase_oauth.adapters.queue import encode
+from apicbase_oauth.edge import answers
 from apicbase_oauth.errors import (
     ApicbaseUnavailable,
     InvalidClient,
@@ -243,7 +244,7 @@ def test_get_token_answers_409_after_a_revocation(deps, revoked):
     with pytest.raises(NeedsReauthorization) as raised:
         tokens.get_token(deps, CID)
     # Then the answer is 409 needs_reauthorization
-    assert (edge.status_of(raised.value), raised.value.code) == (409, "needs_reauthorization")
+    assert (answers.status_of(raised.value), raised.value.code) == (409, "needs_reauthorization")
 
 
 # --- invalid_client -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Single flight (issue 3): many refreshers of one connection at once, the on-demand path waiting
+"""Single flight: many refreshers of one connection at once, the on-demand path waiting
 for a lease holder, and functions that outlive the refreshes they start."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 12, through the public function's real handler: connect_url binds a flow to the browser
+"""Browser binding, through the public function's real handler: connect_url binds a flow to the browser
 that opens it (login CSRF, RFC 9700 4.7.1), and a session's expected_username keeps another
 Apicbase user's library out of the connection."""
 
@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from apicbase_oauth import connect, grants, pages, signin
+from apicbase_oauth import connect, signin
 from apicbase_oauth.adapters.dynamodb import connection_key, state_key
+from apicbase_oauth.edge import pages
 from apicbase_oauth.errors import ApicbaseUnavailable
 from tests.binding import start_id_of, state_of
 from tests.conftest import load_event
@@ -72,6 +73,7 @@ def browser(public) -> Browser:
 
 
 def session(deps, **fields: Any) -> Any:
+    fields.setdefault("redirect_uri", deps.settings.callback_url)
     return connect.start_connect_session(deps, CID, **fields)
 
 
@@ -341,24 +343,3 @@ def test_connect_url_is_on_the_callbacks_host(redirect_uri: str, start: str) -> 
     url = signin._start_url(redirect_uri, "S" * 43)
 
     assert url == f"{start}?session={'S' * 43}"
-
-
-def test_the_identity_check_waits_a_bounded_time_for_introspection(
-    deps, apicbase, browser, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Given a session with expected_username, then the introspection that decides whether the
-    grant is stored is asked with the short identity timeout, not the default read timeout."""
-    timeouts: list[float | None] = []
-    introspect = deps.apicbase.introspect
-
-    def recording(credentials: Any, *, token: str, read_timeout: float | None = None) -> Any:
-        timeouts.append(read_timeout)
-        return introspect(credentials, token=token, read_timeout=read_timeout)
-
-    monkeypatch.setattr(deps.apicbase, "introspect", recording)
-    started = session(deps, expected_username="chef@example.com")
-    browser.open(started.connect_url)
-
-    browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
-
-    assert timeouts[0] == grants.IDENTITY_READ_TIMEOUT < deps.apicbase.read_timeout

@@ -5,7 +5,7 @@ from tests.binding import start_id_of
 
 
 def test_connect_then_get_token_then_refresh(deps, apicbase, clock):
-    session = connect.start_connect_session(deps, "lib-1")
+    session = connect.start_connect_session(deps, "lib-1", redirect_uri=deps.settings.callback_url)
     query = parse_qs(urlsplit(session.authorize_url).query)
     assert query["state"] == [session.state]
     binder = connect.begin_sign_in(deps, start_id=start_id_of(session.connect_url)).binder

@@ -88,7 +88,7 @@ def test_a_state_one_second_before_expiry_still_works(deps, clock) -> None:
 def test_a_session_item_never_holds_the_state(deps) -> None:
     """Given a connect session started through the use case, then its session item is keyed by
     the state's SHA-256 and holds no state; DynamoDB's TTL is set on it."""
-    started = connect.start_connect_session(deps, "lib-1")
+    started = connect.start_connect_session(deps, "lib-1", redirect_uri=deps.settings.callback_url)
 
     [item] = [item for item in items(deps) if item["pk"].startswith("STATE#")]
     assert item["pk"] == "STATE#" + hashlib.sha256(started.state.encode()).hexdigest()
@@ -100,7 +100,7 @@ def test_once_connect_url_is_opened_the_table_holds_no_state_and_no_binder(deps)
     """Given a session whose connect_url a browser opened, then the one-time start item (the
     only place the state was written, inside Apicbase's authorize URL) is gone, the session
     holds the binder's SHA-256 only, and the start id itself was never stored."""
-    started = connect.start_connect_session(deps, "lib-1")
+    started = connect.start_connect_session(deps, "lib-1", redirect_uri=deps.settings.callback_url)
     start_id = start_id_of(started.connect_url)
     [start_item] = [item for item in items(deps) if item["pk"].startswith("START#")]
 

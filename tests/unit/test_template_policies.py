@@ -13,7 +13,7 @@ from local import template as tpl
 
 CALLBACK = "CallbackFunction"
 CALLBACK_ROUTE = ("GET", "/oauth/callback")
-START_ROUTE = ("GET", "/oauth/start")  # connect_url (issue 12), on the callback's function
+START_ROUTE = ("GET", "/oauth/start")  # connect_url, on the callback's function
 # Each of these reads plaintext out of a ciphertext: ReEncryptFrom re-wraps it under a key the
 # caller can decrypt, and a grant can confer Decrypt.
 DECRYPTING_KMS_ACTIONS = ["kms:Decrypt", "kms:ReEncryptFrom", "kms:CreateGrant"]

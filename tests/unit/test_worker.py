@@ -1,5 +1,5 @@
 """The refresh worker (functions/refresh_worker) as SQS invokes it: partial batch failures,
-duplicates, out-of-order messages, poison, permanent failures and backoff (issue 3)."""
+duplicates, out-of-order messages, poison, permanent failures and backoff."""
 
 from __future__ import annotations
 

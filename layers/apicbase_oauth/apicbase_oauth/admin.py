@@ -41,7 +41,7 @@ def force_refresh(deps: Deps, connection_id: str) -> RefreshResult:
     return refresh_connection(deps, connection_id, ADMIN)
 
 
-# What happened to the grant at Apicbase when a connection was disconnected (issue 12).
+# What happened to the grant at Apicbase when a connection was disconnected.
 REVOKED, REVOCATION_FAILED, REVOCATION_NOT_CONFIGURED = "revoked", "failed", "not_configured"
 
 

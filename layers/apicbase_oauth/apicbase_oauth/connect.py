@@ -5,11 +5,10 @@ The session and its browser are ``signin``'s; every path ends in ``grants.store_
 
 from __future__ import annotations
 
-from . import validation
 from .deps import Deps
-from .errors import AuthorizationDenied, BrokerError, BrowserMismatch, InvalidState
+from .errors import AuthorizationDenied, BrokerError, BrowserMismatch, InvalidRequest, InvalidState
 from .grants import exchange_and_store, introspect_quietly, report_identity_change, store_grant
-from .model import REDIRECT_ERRORS, Connection, TokenPair, immutable
+from .model import Connection, TokenPair, immutable
 from .observability import logger, metrics
 
 # The connect flow's entry points, where integrators and the handlers look for them.
@@ -45,12 +44,14 @@ def complete_callback(
     """Consume the state, check the browser, then (and only then) exchange the code and store
     the connection.
 
-    ``binder`` is the value of the browser's binder cookie (None without one). Raises
+    The edge hands over checked values: ``state`` and ``binder`` (the browser's binder cookie)
+    shaped as we issue them, ``code`` an authorization code, ``error`` one of OAuth's codes or
+    ``authorization_failed``; each None when absent or malformed. Raises
     InvalidState before a session is known, and BrowserMismatch (after consuming the session:
     it cannot be used again) when the binder is not the session's; after that, failures are in
     the outcome.
     """
-    if not state or not validation.is_state(state):
+    if state is None:
         metrics.add_metric(name="CallbackInvalidState", unit="Count", value=1)
         raise InvalidState("This sign-in link is not valid. Start connecting again from your application.")
     session = deps.sessions.consume(state)
@@ -70,17 +71,18 @@ def complete_callback(
         )
     try:
         if error is not None:
-            reason = error if error in REDIRECT_ERRORS else "authorization_failed"
-            logger.info("authorization not granted", connection_id=session.connection_id, error=reason)
-            if reason == "access_denied":
+            logger.info("authorization not granted", connection_id=session.connection_id, error=error)
+            if error == "access_denied":
                 raise AuthorizationDenied("Access was not granted, so nothing was connected.")
-            raise AuthorizationDenied(f"Apicbase did not authorize the request ({reason}).", code=reason)
+            raise AuthorizationDenied(f"Apicbase did not authorize the request ({error}).", code=error)
+        if code is None:
+            raise InvalidRequest("code must be the authorization code Apicbase showed", code="invalid_code")
         connection = exchange_and_store(
             deps,
             connection_id=session.connection_id,
             application=session.application,
             expected_client_id=session.client_id,
-            code=validation.authorization_code(code),
+            code=code,
             redirect_uri=session.redirect_uri,
             code_verifier=session.code_verifier,
             source="callback",

@@ -23,7 +23,7 @@ from .errors import (
 from .model import Connection, Grant, Rescue, TokenPair
 from .observability import logger, metrics
 
-# Issue 12: how long the identity check waits for introspection before it fails closed.
+# How long the identity check waits for introspection before it fails closed.
 IDENTITY_READ_TIMEOUT = 5.0
 # How long the callback's page waits for the library's name (nice to have).
 LIBRARY_READ_TIMEOUT = 3.0
@@ -64,8 +64,8 @@ def exchange_and_store(
         ) from None
     if tokens.refresh_token is None:
         raise MalformedResponse("Apicbase's token response has no refresh_token; the connection cannot be kept alive")
-    # Issue 12 (identity): a grant for another user than expected is revoked, never stored; the
-    # introspection that named the expected user also gives the grant its username.
+    # A grant for another user than expected is revoked, never stored; the introspection that
+    # named the expected user also gives the grant its username.
     identity = None
     if expected_username is not None:
         identity = _verify_identity(deps, credentials, tokens, expected_username, connection_id)
@@ -106,7 +106,7 @@ def _scope(tokens: TokenResponse, identity: Introspection | None) -> str | None:
 def _verify_identity(
     deps: Deps, credentials: ClientCredentials, tokens: TokenResponse, expected: str, connection_id: str
 ) -> Introspection:
-    """Issue 12: the session named who must sign in. Ask Apicbase who did before the grant is
+    """The session named who must sign in. Ask Apicbase who did before the grant is
     stored; another user, or no answer (fail closed), revokes the grant and stores nothing.
     Returns the introspection that named the expected user.
 

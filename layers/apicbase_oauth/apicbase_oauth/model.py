@@ -74,7 +74,7 @@ class ConnectSession:
     return_url: str | None
     code_verifier: str | None
     expires_at: int
-    # Issue 12: who must sign in (checked by introspection before the grant is stored), and the
+    # Who must sign in (checked by introspection before the grant is stored), and the
     # SHA-256 of the browser binder that GET /oauth/start set as a cookie (None: never started).
     expected_username: str | None = None
     binder_hash: str | None = None

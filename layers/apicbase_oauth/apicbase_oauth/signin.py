@@ -7,31 +7,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from . import validation
 from .deps import Deps
-from .errors import ConfigurationError, InvalidState
+from .errors import InvalidState
 from .model import ConnectSession, StartedSession, immutable
 from .observability import logger, metrics
-
-_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?")
 
 
 def start_connect_session(
     deps: Deps,
     connection_id: str,
     *,
+    redirect_uri: str,
     scopes: tuple[str, ...] | None = None,
     return_url: str | None = None,
     application: str = "default",
-    request_domain: str | None = None,
     expected_username: str | None = None,
 ) -> StartedSession:
     credentials = deps.credentials.get(application)
-    redirect_uri = _redirect_uri(deps, request_domain)
     scopes = scopes or deps.settings.default_scopes
     state = secrets.token_urlsafe(32)
     # The one-time id of connect_url (GET /oauth/start), which binds the flow to a browser.
@@ -99,9 +94,10 @@ def begin_sign_in(deps: Deps, *, start_id: str | None) -> SignIn:
     """GET /oauth/start: consume the one-time start id, bind the session to a fresh binder
     (only its SHA-256 is stored), and hand back where to send the browser.
 
-    Raises InvalidState for an unknown, used or expired start id.
+    ``start_id`` is None when absent or not shaped as we issue them. Raises InvalidState for an
+    unknown, used or expired start id.
     """
-    if not start_id or not validation.is_state(start_id):
+    if start_id is None:
         metrics.add_metric(name="CallbackInvalidState", unit="Count", value=1)
         raise InvalidState("This connect link is not valid. Start connecting again from your application.")
     pending = deps.sessions.take_start(start_id)
@@ -119,15 +115,8 @@ def _binder_hash(binder: str) -> str:
 
 
 def same_browser(session: ConnectSession, binder: str | None) -> bool:
-    """The callback's binder cookie is the one GET /oauth/start set for this session."""
-    if session.binder_hash is None or not binder or not validation.is_state(binder):
+    """The callback's binder cookie (None when absent or malformed) is the one GET /oauth/start
+    set for this session."""
+    if session.binder_hash is None or binder is None:
         return False
     return hmac.compare_digest(_binder_hash(binder), session.binder_hash)
-
-
-def _redirect_uri(deps: Deps, request_domain: str | None) -> str:
-    if deps.settings.callback_url:
-        return deps.settings.callback_url
-    if not request_domain or not _HOST_RE.fullmatch(request_domain):
-        raise ConfigurationError("CALLBACK_URL is not set and the request has no usable domain name")
-    return f"https://{request_domain}/oauth/callback"

@@ -4,7 +4,7 @@ The state itself is never stored in a session (only its SHA-256), so a read of t
 forge a callback. A session is consumed with a conditional delete that also checks the expiry,
 because DynamoDB's TTL deletes late.
 
-Browser binding (issue 12, RFC 9700 4.7.1): a session starts unbound, with a one-time start
+Browser binding (RFC 9700 4.7.1): a session starts unbound, with a one-time start
 item ``START#<sha256(start id)>`` that holds the authorize URL until GET /oauth/start consumes
 it. That route needs the state to send the browser to Apicbase, and the table keeps hashes of
 states only: the start item is the one place a state is written, for at most the state's

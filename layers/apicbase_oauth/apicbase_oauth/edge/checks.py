@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .config import is_allowed_url, parse_scopes
-from .errors import InvalidRequest
-from .model import MAX_TOKEN_LENGTH, is_connection_id, is_token
+from ..config import is_allowed_url, parse_scopes
+from ..errors import InvalidRequest
+from ..model import MAX_TOKEN_LENGTH, REDIRECT_ERRORS, is_connection_id, is_token
 
 # Our states are secrets.token_urlsafe(32): 43 URL-safe characters.
 STATE_RE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -97,3 +97,21 @@ def whole_number(value: str, *, name: str, low: int, high: int) -> int:
     if not (value.isascii() and value.isdigit() and len(value) <= 6) or not low <= int(value) <= high:
         raise InvalidRequest(f"{name} must be a whole number from {low} to {high}", code=f"invalid_{name}")
     return int(value)
+
+
+def issued(value: str | None) -> str | None:
+    """A one-time value shaped as we issue them (a state, a start id, a binder), else None."""
+    return value if value is not None and is_state(value) else None
+
+
+def code_or_none(value: str | None) -> str | None:
+    """The callback's authorization code, or None when it is absent or not one."""
+    return value if value is not None and CODE_RE.fullmatch(value) else None
+
+
+def redirect_error(value: str | None) -> str | None:
+    """The callback's ``error``: one of OAuth's codes, else ``authorization_failed`` (never the
+    value itself, which is reflected in pages and logs)."""
+    if value is None:
+        return None
+    return value if value in REDIRECT_ERRORS else "authorization_failed"

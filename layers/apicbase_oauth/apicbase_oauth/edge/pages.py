@@ -9,8 +9,8 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from .config import Brand
-from .model import REDIRECT_ERRORS
+from ..config import Brand
+from ..model import REDIRECT_ERRORS
 
 NO_BRAND = Brand()
 SECURITY_HEADERS = {
@@ -130,7 +130,7 @@ _SERVER_ERROR = (
 )
 
 
-# Issue 12: the browser binder (RFC 9700 4.7.1). __Host-: Secure, Path=/, no Domain, so only this
+# The browser binder (RFC 9700 4.7.1). __Host-: Secure, Path=/, no Domain, so only this
 # host sets and reads it; SameSite=Lax still sends it on Apicbase's top-level redirect back.
 BINDER_COOKIE = "__Host-apicbase-connect"
 _COOKIE_ATTRIBUTES = "Secure; HttpOnly; SameSite=Lax; Path=/"

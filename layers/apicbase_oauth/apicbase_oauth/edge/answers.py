@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     ApicbaseError,
     ApicbaseTimeout,
     ApicbaseUnavailable,
@@ -28,11 +28,11 @@ from .errors import (
     RefreshStillRunning,
     UnknownApplication,
 )
-from .model import AccessToken, Connection, RefreshResult, StartedSession
+from ..model import AccessToken, Connection, RefreshResult, StartedSession
 
 if TYPE_CHECKING:  # annotations only: the callback imports this module, and needs no admin flow
-    from .adapters.apicbase import Introspection
-    from .admin import ConnectionPage, Disconnection
+    from ..adapters.apicbase import Introspection
+    from ..admin import ConnectionPage, Disconnection
 
 # The most specific class in an error's MRO decides; anything else is a 500.
 _STATUS: dict[type[BrokerError], int] = {
@@ -143,7 +143,7 @@ def page_view(page: ConnectionPage) -> dict[str, Any]:
 
 def session_view(started: StartedSession) -> dict[str, Any]:
     """Where to send the person: ``connect_url``, and nothing else. The authorize URL and the
-    state are left out (issue 12): a browser sent straight to Apicbase could never finish (the
+    state are left out: a browser sent straight to Apicbase could never finish (the
     callback needs the cookie that only connect_url sets), and the state need not leave the
     broker except through Apicbase."""
     return {
