@@ -22,10 +22,10 @@ from tests.binding import open_in_browser
 from tests.hostile.conftest import FIGURES, connection_items, seed_connection, stored_pair
 from tests.hostile.strategies import examples
 
-# Printable ASCII but space, '"' and '\\' (RFC 6750's Bearer tokens are narrower still), so that a
-# pair of the longest tokens fits one KMS Encrypt (4096 bytes).
+# Printable ASCII but space, '"' and '\\' (RFC 6750's Bearer tokens are narrower still), at most
+# 8,192 characters: a parked pair of the longest fits one SQS message.
 TOKEN_CHARS = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-MAX_TOKEN = 2040
+MAX_TOKEN = 8192
 TEN_YEARS = 10 * 365 * 24 * 3600
 _serial = itertools.count()
 
@@ -42,7 +42,7 @@ def _token(prefix: str) -> st.SearchStrategy[Any]:
     return st.one_of(
         ok,
         ok,
-        st.builds(lambda t, n: (t + "x" * n)[:n], ok, st.sampled_from([1000, 2040, 2041, 2048, 5000])),
+        st.builds(lambda t, n: (t + "x" * n)[:n], ok, st.sampled_from([1000, 2041, 5000, 8192, 8193, 20000])),
         st.builds(lambda t, bad: t[:5] + bad + t[5:], ok, st.sampled_from([" ", "\n", "\t", "é", '"', "\\"])),
         st.one_of(st.integers(), st.none(), st.just(""), st.lists(st.text(max_size=3), max_size=2)),
     )
@@ -108,8 +108,12 @@ def _answer(status: int = 200, headers: dict[str, str] | None = None, **fields: 
 EDGES = [
     _answer(expires_in="\u00b2"),  # a digit to str.isdigit(), not to int()
     _answer(expires_in="9" * 5000),  # beyond int()'s digit limit
-    _answer(access_token="AT1" + "a" * 2037, refresh_token="RT1" + "r" * 2037),  # both at the length limit
-    _answer(access_token="AT3" + "a" * 2038),  # one past it
+    _answer(access_token="AT1" + "a" * 8189, refresh_token="RT1" + "r" * 8189),  # both at the length limit
+    _answer(access_token="AT3" + "a" * 8190),  # one past it: kept as unusable beside its refresh token
+    _answer(refresh_token="RT4" + "r" * 8190),  # a refresh token past it: an unknown outcome
+    _answer(access_token="AT4" + "a" * 2038),  # past the limit of KMS Encrypt, before envelopes
+    _answer(access_token="AT5 with a space"),  # an odd access token: kept as unusable
+    _answer(refresh_token="RT5 with a space"),  # an odd refresh token: an unknown outcome
     _answer(access_token="AT2" + '"' * 2000, refresh_token="RT2" + "\\" * 2000),  # characters JSON escapes
     _answer(429, {"Retry-After": "\u00b2"}),
     _answer(429, {"Retry-After": "9" * 400}),
@@ -130,24 +134,25 @@ def _valid_token(value: Any) -> bool:
 
 
 def usable(status: int, text: str, *, grant: str) -> dict[str, Any] | None:
-    """The token response the broker must accept, or None: the oracle."""
+    """The pair the broker must store, as a token response (the access token "" when it is not
+    usable), or None: the oracle."""
     try:
         body = json.loads(text)
     except ValueError:
         return None
     # A 204 or 205 carries no content in HTTP: urllib3 refuses the body, whatever it holds.
-    if not 200 <= status < 300 or status in (204, 205):
+    if not 200 <= status < 300 or status in (204, 205) or not isinstance(body, dict):
         return None
-    if not isinstance(body, dict) or not _valid_token(body.get("access_token")):
-        return None
-    refresh = body.get("refresh_token")
-    if grant == "authorization_code" and not _valid_token(refresh):
-        return None
-    if refresh not in (None, "") and not _valid_token(refresh):
-        return None
-    # A usable pair is kept whatever else is odd (expires_in, token_type, scope): a rotated
-    # refresh token must never be discarded for a field RFC 6749 only recommends.
-    return body
+    refresh, access = body.get("refresh_token"), body.get("access_token")
+    if refresh in (None, ""):
+        # No refresh token: a refresh keeps the one it presented (RFC 6749 6) when the access token
+        # is usable; a code exchange has nothing to keep.
+        return body if grant == "refresh_token" and _valid_token(access) else None
+    if not _valid_token(refresh):
+        return None  # Apicbase may have rotated: an unknown outcome, never a stored guess
+    # A usable refresh token is kept whatever else is odd (the access token, expires_in,
+    # token_type, scope): a rotated refresh token must never be discarded.
+    return {**body, "access_token": access if _valid_token(access) else ""}
 
 
 def _code() -> str:

@@ -356,33 +356,74 @@ def test_network_failures_say_whether_the_request_may_have_reached_apicbase(
         HTML_PAGE,
         '{"access_token": "access-abc", "expires_in": 60',
         [GOOD_TOKENS],
-        {k: v for k, v in GOOD_TOKENS.items() if k != "access_token"},
-        {**GOOD_TOKENS, "access_token": 12345},
-        {**GOOD_TOKENS, "access_token": "has spaces in it"},
-        {**GOOD_TOKENS, "access_token": "a" * 2049},
         {**GOOD_TOKENS, "refresh_token": ["refresh-abc"]},
+        {**GOOD_TOKENS, "refresh_token": "has spaces in it"},
+        {**GOOD_TOKENS, "refresh_token": "r" * 8193},
+        {"access_token": 12345, "expires_in": 60},
     ],
     ids=[
         "non-json",
         "html-error-page",
         "truncated-json",
         "json-array",
-        "no-access_token",
-        "access_token-number",
-        "access_token-spaces",
-        "access_token-too-long",
         "refresh_token-list",
+        "refresh_token-spaces",
+        "refresh_token-too-long",
+        "no-refresh_token-nor-access_token",
     ],
 )
-def test_unusable_success_answers_are_malformed(
+def test_success_answers_without_a_usable_refresh_token_are_an_unknown_outcome(
     client: ApicbaseClient, http: responses.RequestsMock, body: Any
 ) -> None:
-    """Given a 200 that carries no usable token pair, when a code is exchanged, then it is
-    MalformedResponse rather than a half-stored grant."""
+    """Given a 2xx that carries no usable refresh token, when a connection is refreshed, then it
+    is MalformedResponse with request_sent: Apicbase may have rotated, so the witness decides
+    (never a rejection that would present the old refresh token again)."""
     answer(http, fakes.TOKEN_URL, 200, body)
 
-    with pytest.raises(MalformedResponse):
-        client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+    with pytest.raises(MalformedResponse) as raised:
+        client.refresh(CREDENTIALS, refresh_token="refresh-old")
+
+    assert isinstance(raised.value, ApicbaseUnavailable) and raised.value.request_sent
+
+
+@pytest.mark.parametrize(
+    ("access_token", "oddity"),
+    [
+        (None, "access_token_missing"),
+        ("", "access_token_missing"),
+        (12345, "access_token_unusable"),
+        ("has spaces in it", "access_token_unusable"),
+        ("a" * 8193, "access_token_unusable"),
+    ],
+    ids=["missing", "empty", "number", "spaces", "too-long"],
+)
+def test_a_usable_refresh_token_is_kept_beside_an_unusable_access_token(
+    client: ApicbaseClient, http: responses.RequestsMock, access_token: Any, oddity: str
+) -> None:
+    """Given a 2xx whose refresh token is usable but whose access token is not, when a code is
+    exchanged, then the refresh token is kept and the access token is unusable (empty), expiring
+    at once so that it is refreshed away before anyone uses it."""
+    body = {k: v for k, v in GOOD_TOKENS.items() if k != "access_token"}
+    if access_token is not None:
+        body["access_token"] = access_token
+    answer(http, fakes.TOKEN_URL, 200, body)
+
+    tokens = client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+
+    assert (tokens.access_token, tokens.refresh_token) == ("", GOOD_TOKENS["refresh_token"])
+    assert not tokens.access_token_usable
+    assert (tokens.oddities, tokens.expires_at) == ((oddity,), int(tokens.received_at))
+
+
+def test_tokens_longer_than_the_old_kms_limit_are_kept(client: ApicbaseClient, http: responses.RequestsMock) -> None:
+    """Given tokens of 8,192 characters (the 2,040 limit came from KMS Encrypt, before envelope
+    encryption), when a code is exchanged, then both are kept as they are."""
+    long_access, long_refresh = "a" * 8192, "r" * 8192
+    answer(http, fakes.TOKEN_URL, 200, {**GOOD_TOKENS, "access_token": long_access, "refresh_token": long_refresh})
+
+    tokens = client.exchange_code(CREDENTIALS, code="code-1", redirect_uri=CALLBACK_URL)
+
+    assert (tokens.access_token, tokens.refresh_token, tokens.oddities) == (long_access, long_refresh, ())
 
 
 @pytest.mark.parametrize(

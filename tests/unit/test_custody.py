@@ -11,10 +11,10 @@ import pytest
 from local.lambda_context import LambdaContext
 
 from apicbase_oauth import admin
-from apicbase_oauth.adapters.queue import encode, encode_rescue
+from apicbase_oauth.adapters.queue import decode, encode, encode_rescue
 from apicbase_oauth.errors import ApicbaseUnavailable, NeedsReauthorization, OutOfTime, TokensParked
 from apicbase_oauth.freshness import Purpose
-from apicbase_oauth.model import Grant, Rescue, TokenPair
+from apicbase_oauth.model import MAX_TOKEN_LENGTH, Grant, Rescue, TokenPair
 from apicbase_oauth.refresh import refresh_connection
 from apicbase_oauth.schedule import refresh_from_message
 from tests.conftest import load_event
@@ -158,3 +158,25 @@ def test_a_disconnect_forgets_a_parked_pair_and_revokes_it_too(deps, apicbase, c
     # Then the parked pair cannot revive it, and its refresh token is no longer live at Apicbase
     assert deps.connections.parked(CID) is None
     assert parked.refresh_token not in apicbase.live_refresh_tokens
+
+
+def test_a_parked_pair_of_the_longest_tokens_fits_one_message(deps, clock):
+    # Given a pair of the longest tokens Apicbase may send, parked with the longest other fields
+    pair = TokenPair("a" * MAX_TOKEN_LENGTH, "r" * MAX_TOKEN_LENGTH)
+    cid = "c" * 128
+    grant = Grant(
+        cid,
+        "default",
+        "client-default",
+        deps.cipher.encrypt(cid, pair),
+        int(clock()) + 7200,
+        "s" * 512,
+        "u" * 256,
+        "callback",
+    )
+    rescue = Rescue.of_grant(grant, parked_at=int(clock()))
+    # When its SQS message is read back
+    message = decode(encode_rescue(rescue, int(clock())))
+    # Then it holds the whole sealed pair
+    assert message.rescue == rescue
+    assert deps.cipher.decrypt(cid, message.rescue.tokens) == pair

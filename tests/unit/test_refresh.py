@@ -105,7 +105,7 @@ def test_a_response_without_refresh_token_keeps_the_old_one(deps, apicbase, due)
 MALFORMED = {
     "html_200": (200, "<html><body>Down for maintenance</body></html>", {"Content-Type": "text/html"}),
     "truncated_json": (200, '{"access_token": "access-x", "refresh_tok', {"Content-Type": "application/json"}),
-    "no_access_token": (200, {"refresh_token": "refresh-x", "expires_in": WEEK, "token_type": "Bearer"}, {}),
+    "refresh_token_with_a_space": (200, {"access_token": "access-x", "refresh_token": "refresh x"}, {}),
 }
 
 
@@ -125,6 +125,18 @@ def test_a_malformed_response_is_recorded_and_the_old_refresh_token_still_works(
     clock.advance(failed.next_attempt_at - clock())
     assert refresh_due(deps).outcome == REFRESHED
     assert stored_pair(deps, CID).refresh_token == apicbase.issued_refresh_tokens[-1]
+
+
+def test_a_usable_refresh_token_without_an_access_token_is_kept_and_due_at_once(deps, apicbase, clock, due):
+    # Given Apicbase answers the refresh with a new refresh token but no usable access token
+    apicbase.scripted.append((200, {"refresh_token": "refresh-x", "expires_in": WEEK, "token_type": "Bearer"}, {}))
+    # When the connection is refreshed
+    result = refresh_due(deps)
+    # Then the new refresh token is stored (the old one may be revoked), the access token is
+    # unusable and expires at once, so the next use refreshes it away
+    assert result.outcome == REFRESHED
+    assert stored_pair(deps, CID) == TokenPair("", "refresh-x")
+    assert deps.store.get(CID).expires_at <= int(clock())
 
 
 def test_429_sets_the_next_attempt_after_retry_after_and_counts_failures(deps, apicbase, clock, due):

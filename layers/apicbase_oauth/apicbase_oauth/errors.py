@@ -135,10 +135,15 @@ class IdentityUnverified(ApicbaseUnavailable):
     code = "identity_unverified"
 
 
-class MalformedResponse(ApicbaseError):
-    """A 2xx that is not a usable token response (HTML, truncated JSON, wrong types)."""
+class MalformedResponse(ApicbaseUnavailable):
+    """A 2xx that is not a usable token response (HTML, truncated JSON, no usable refresh token,
+    a refresh token with a space). Apicbase answered, so it may have carried the grant out and
+    rotated: like a lost answer, its outcome is unknown (the witness decides), never a rejection."""
 
     code = "malformed_response"
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message, request_sent=request_sent)
 
 
 # --- the proxy to Apicbase's API ---------------------------------------------------------------

@@ -27,9 +27,10 @@ REDIRECT_ERRORS = frozenset(
 
 # Letters, digits and . _ : - ; starts with a letter or digit; at most 128 characters.
 CONNECTION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-# A pair must fit one KMS Encrypt (4096 bytes, see adapters.crypto): 2 x 2040 + 15 bytes of
-# compact JSON, which escapes nothing when the tokens have no '"' or '\\'.
-MAX_TOKEN_LENGTH = 2040
+# Pairs are sealed locally (envelope encryption), so KMS sets no limit; this one keeps a parked
+# pair within one SQS message (adapters.queue) and any pair far inside a DynamoDB item. Real
+# tokens are 30 characters (django-oauth-toolkit) to a few KiB (JWTs).
+MAX_TOKEN_LENGTH = 8192
 # Printable ASCII without spaces (RFC 6749 appendix A), '"' and '\\' (Bearer tokens never have them).
 TOKEN_RE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 

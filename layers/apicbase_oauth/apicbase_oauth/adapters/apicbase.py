@@ -123,7 +123,8 @@ class ApicbaseClient:
         return parse_token_response(body, received_at)
 
     def refresh(self, credentials: ClientCredentials, *, refresh_token: str) -> TokenResponse:
-        """Refresh; a response without ``refresh_token`` keeps the one presented."""
+        """Refresh; a response without ``refresh_token`` keeps the one presented (RFC 6749 6). A 2xx
+        with no usable refresh token raises MalformedResponse, an unknown outcome (``request_sent``)."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         received_at, body = self._post(self.token_url, credentials, form, self.refresh_read_timeout)
         tokens = parse_token_response(body, received_at)

@@ -1,5 +1,5 @@
 """What Apicbase's OAuth endpoints answer, read into the layer's types: credentials presented,
-token responses (a usable pair is always kept; odd fields are noted), introspections.
+token responses (a usable refresh token is always kept; odd fields are noted), introspections.
 
 Nothing here logs a token, a code or a secret.
 """
@@ -46,6 +46,11 @@ class TokenResponse:
     def expires_at(self) -> int:
         return int(self.received_at) + self.expires_in
 
+    @property
+    def access_token_usable(self) -> bool:
+        """False: stored all the same (for its refresh token), refreshed away before any use."""
+        return bool(self.access_token)
+
     def __repr__(self) -> str:
         return f"TokenResponse(expires_in={self.expires_in}, scope={self.scope!r})"
 
@@ -80,32 +85,44 @@ def json_object(response: requests.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _token(body: dict[str, Any], key: str, *, required: bool) -> str | None:
-    value = body.get(key)
-    if value is None or value == "":
-        if required:
-            raise MalformedResponse(f"token response has no {key}")
-        return None
-    if not isinstance(value, str) or len(value) > MAX_TOKEN_LENGTH or not is_token(value):
-        raise MalformedResponse(f"token response field {key} is not a valid token")
-    return value
+def _usable(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_LENGTH and is_token(value)
 
 
 def parse_token_response(body: dict[str, Any] | None, received_at: float) -> TokenResponse:
+    """A 2xx of the token endpoint. Any answer with a usable refresh token is kept, whatever else
+    is odd: an access token that is missing, too long or not a token is kept as unusable ("",
+    expiring at once, so the next use refreshes it away), an odd expires_in becomes the safe one.
+    Without a refresh token the caller decides (a refresh keeps the one it presented, if the
+    access token is usable; a code exchange has nothing to keep).
+
+    Raises MalformedResponse when the answer holds no usable refresh token: the grant may have
+    been carried out (a rotation), so the outcome is unknown and only the witness can tell.
+    """
     if body is None:
         raise MalformedResponse("token response is not a JSON object")
-    access_token = _token(body, "access_token", required=True)
-    assert access_token is not None
-    refresh_token = _token(body, "refresh_token", required=False)
-    # Past this point the pair is usable: a possibly rotated refresh token must be kept whatever
-    # else is odd (RFC 6749 only recommends expires_in), so oddities are noted, never fatal.
+    refresh_token = body.get("refresh_token")
+    if refresh_token is None or refresh_token == "":
+        refresh_token = None
+    elif not _usable(refresh_token):
+        raise MalformedResponse("token response field refresh_token is not a usable token")
+    # Past this point a possibly rotated refresh token must be kept whatever else is odd (RFC 6749
+    # only recommends expires_in), so oddities are noted, never fatal.
     oddities: list[str] = []
+    given = body.get("access_token")
+    access_token = given if isinstance(given, str) and _usable(given) else ""
+    if not access_token:
+        if refresh_token is None:
+            raise MalformedResponse("token response has no usable access_token and no refresh_token")
+        oddities.append("access_token_missing" if given in (None, "") else "access_token_unusable")
     expires_in = body.get("expires_in")
     if isinstance(expires_in, str) and re.fullmatch(r"[0-9]{1,12}", expires_in):  # not "²", not 5000 digits
         expires_in = int(expires_in)
     if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 0 < expires_in <= MAX_EXPIRES_IN:
         oddities.append("expires_in_missing" if expires_in is None else "expires_in_invalid")
         expires_in = SAFE_EXPIRES_IN
+    if not access_token:
+        expires_in = 0  # nothing to hand out: due for a refresh at once
     token_type = body.get("token_type")
     if token_type is not None and (not isinstance(token_type, str) or token_type.strip().lower() != "bearer"):
         oddities.append("token_type")

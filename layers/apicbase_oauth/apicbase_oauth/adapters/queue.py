@@ -21,7 +21,8 @@ from ..model import Rescue, immutable, is_connection_id
 from ..observability import logger
 
 BATCH_SIZE = 10  # SQS SendMessageBatch's maximum
-MAX_MESSAGE_BYTES = 16 * 1024  # a rescue carries a sealed pair: about 6 KiB in base64
+# A rescue carries a sealed pair: two tokens of MAX_TOKEN_LENGTH make about 23 KiB in base64.
+MAX_MESSAGE_BYTES = 32 * 1024
 _RESCUE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "kind": str,
     "tokens": str,
