@@ -1,251 +1,101 @@
-"""Faults, a matrix: each AWS call and each Apicbase request of a callback and of a refresh, in turn,
-fails once (or for good), in every way it can; after each run the invariants must hold.
+"""Faults, a matrix: each AWS attempt and each Apicbase request of a callback and of a refresh, in
+turn, fails once (or for good), in every way it can, taking the time it takes on AWS (``faults``:
+timeouts, unreachable endpoints, throttling with botocore's own retries and backoff, a function
+killed when its Timeout runs out); then double faults on the write-then-park path, and faults on
+every call of the recovery paths (a parked pair applied by the next refresh and by the worker, an
+unknown outcome resolved by the witness). After each cell the stack recovers on its own (SQS
+redelivers to the worker, the lease lapses, the scheduler sweeps, the next refresh runs), and the
+invariants must hold.
 
-The calls are enumerated from a clean run (botocore ``before-call`` on the clients of the
-handlers' deps, and the Apicbase client's HTTP session), not written down by hand, so a new call
-in the code is a new row of the matrix.
+The attempts are enumerated from a clean run, not written down by hand, so a new call in the code
+is a new row of the matrix.
 
-Custody (docs/DESIGN.md, custody.py): no cell loses a grant or a rotated refresh token, except where
-the answer itself is lost (in transit, or with a process killed before the write): a lost rotation
-then ends within the same refresh (or the next, after a kill) as needs_reauthorization with reason
-``rotation_answer_lost``, without the old refresh token ever being presented again. A write that
-fails for good parks the sealed pair, and the next refresh applies it. Every call is also "killed
-right after" (the process dies: nothing of the broker runs after it), and the clock can jump past
-the lease while a refresh holds it.
+Custody (docs: SECURITY.md, threat 8): no cell loses a grant or a rotated refresh token, except
+the two classes no design closes: the answer lost in transit (or unreadable), said at once as
+``rotation_answer_lost``, and the process killed (a crash, not its Timeout) between Apicbase's
+answer and the first durable write, said by the next refresh. No refresh token is ever presented
+twice. The figures are asserted at the end of each matrix.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import requests
-from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+from local.lambda_context import LambdaContext
 
-from apicbase_oauth import custody
+from apicbase_oauth import pages
 from apicbase_oauth.config import LEASE_SECONDS
-from apicbase_oauth.edge import pages
 from apicbase_oauth.model import ACTIVE
 from tests.binding import open_in_browser
-from tests.hostile.conftest import FIGURES, body_json, http_event, seed_connection, stored_pair
+from tests.conftest import load_event
+from tests.hostile.conftest import FIGURES, http_event, seed_connection, stored_pair
+from tests.hostile.faults import (
+    ANSWER_LOST,
+    APICBASE_SLOW,
+    CONDITION_FAILED,
+    LANDED,
+    READ_TIMEOUT,
+    THROTTLED,
+    UNREACHABLE,
+    UNREADABLE_2XX,
+    Attempt,
+    Fault,
+    Injector,
+    LambdaClock,
+    ProcessKilled,
+    Run,
+    after,
+    single_faults,
+)
+from tests.unit.refresh_support import drain
 
 CID = "lib-fault"
-CLIENT_ERRORS = {
-    "dynamodb": ["ThrottlingException", "ProvisionedThroughputExceededException", "InternalServerError"],
-    "kms": ["KMSInternalException", "DependencyTimeoutException", "KeyUnavailableException", "ThrottlingException"],
-    "secretsmanager": ["InternalServiceError", "ThrottlingException"],
-    "events": ["InternalException", "ThrottlingException"],
+FUNCTIONS = {
+    "callback": "CallbackFunction",
+    "admin": "ConnectionsFunction",
+    "worker": "RefreshWorkerFunction",
+    "scheduler": "RefreshSchedulerFunction",
 }
-NETWORK_ERRORS = ["ReadTimeoutError", "EndpointConnectionError", "ReadTimeoutError after the write landed"]
-APICBASE_ERRORS = [
-    "ConnectTimeout",
-    "ReadTimeout",
-    "ReadTimeout after Apicbase answered",
-    "HTTP 500",
-    "odd 2xx: no expires_in",
-    "odd 2xx: expires_in 604800.0",
-    "odd 2xx: token_type 'Bearer '",
-]
-KILLED = "killed right after"
-LAPSED = "lease lapsed while holding"
-# The answer lost in transit: the one cell where a rotation may be lost (and must be said at once).
-ANSWER_LOST = ("apicbase", "token", "ReadTimeout after Apicbase answered")
-
-
-class ProcessKilled(BaseException):
-    """The process dies: no except clause of the broker runs (it catches Exception at most)."""
-
-
-@dataclass(frozen=True)
-class Fault:
-    index: int  # the index-th call (AWS and Apicbase counted together) of the run
-    service: str
-    operation: str
-    kind: str
-    sticky: bool  # the same operation keeps failing afterwards (retries included)
-
-    def __str__(self) -> str:
-        return f"#{self.index} {self.service}.{self.operation} {self.kind}{' (for good)' if self.sticky else ''}"
-
-
-class _Http:
-    def __init__(self, status: int) -> None:
-        self.status_code = status
-        self.headers: dict[str, str] = {}
-
-
-class Injector:
-    """Counts every AWS call and Apicbase request while armed, and fails the chosen one."""
-
-    def __init__(self, dynamodb: Any, clock: Any = None) -> None:
-        self.dynamodb = dynamodb  # not instrumented: reads what a real failed condition returns
-        self.clock = clock
-        self.calls: list[tuple[str, str, bool]] = []  # (service, operation, conditional)
-        self.fault: Fault | None = None
-        self.armed = False
-        self._landed = self._killed = False
-
-    def attach_aws(self, client: Any) -> None:
-        client.meta.events.register("before-call", self._before)
-        client.meta.events.register("after-call", self._after)
-
-    def attach_apicbase(self, session: requests.Session) -> None:
-        post = session.post
-
-        def counted(url: str, **kwargs: Any) -> requests.Response:
-            return self._http(post, url, **kwargs)
-
-        session.post = counted  # type: ignore[method-assign]
-
-    @staticmethod
-    def _operation(name: str, request: dict[str, Any]) -> str:
-        # The refresh writes UpdateItem three ways; tell the one that stores the new pair apart.
-        if name == "UpdateItem" and "tokens = :tokens" in request.get("UpdateExpression", ""):
-            return "UpdateItem#save"
-        return name
-
-    @staticmethod
-    def _request(params: dict[str, Any]) -> dict[str, Any]:
-        """The operation's parameters, from the serialized request botocore is about to send."""
-        body = params.get("body") or b"{}"
-        try:
-            request = json.loads(body)
-        except ValueError:  # a query-protocol service: no JSON body, no condition
-            return {}
-        return request if isinstance(request, dict) else {}
-
-    def _hit(self, service: str, operation: str, conditional: bool) -> Fault | None:
-        if not self.armed:
-            return None
-        self.calls.append((service, operation, conditional))
-        fault = self.fault
-        if fault is None:
-            return None
-        now = len(self.calls) - 1
-        if now == fault.index or (fault.sticky and now > fault.index and operation == fault.operation):
-            return fault
-        return None
-
-    def _before(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
-        service = model.service_model.service_name
-        request = self._request(params)
-        operation = self._operation(model.name, request)
-        fault = self._hit(service, operation, "ConditionExpression" in request)
-        if fault is not None and fault.kind == LAPSED:
-            self.clock.advance(LEASE_SECONDS + 1)  # the lease lapses while this call is under way
-            return None
-        if fault is None or fault.kind.endswith("landed") or fault.kind == KILLED:
-            self._landed = fault is not None
-            self._killed = fault is not None and fault.kind == KILLED
-            return None
-        if fault.kind == "ReadTimeoutError":
-            raise ReadTimeoutError(endpoint_url=f"https://{service}.eu-west-1.amazonaws.com/")
-        if fault.kind == "EndpointConnectionError":
-            raise EndpointConnectionError(endpoint_url=f"https://{service}.eu-west-1.amazonaws.com/")
-        status = 500 if "Internal" in fault.kind or fault.kind.endswith("Error") else 400
-        error: dict[str, Any] = {
-            "Error": {"Code": fault.kind, "Message": "injected"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        }
-        if fault.kind == "ConditionalCheckFailedException" and "ReturnValuesOnConditionCheckFailure" in request:
-            # As DynamoDB does: the item as it is comes back with the failed condition.
-            item = self.dynamodb.get_item(TableName=request["TableName"], Key=request["Key"]).get("Item")
-            if item:
-                error["Item"] = item
-        return _Http(status), error
-
-    def _after(self, **_: Any) -> None:
-        if self._landed:
-            self._landed = False
-            if self._killed:
-                raise ProcessKilled()
-            raise ReadTimeoutError(endpoint_url="https://aws.example/")
-
-    def _http(self, post: Callable[..., requests.Response], url: str, **kwargs: Any) -> requests.Response:
-        fault = self._hit("apicbase", "token" if url.endswith("/token/") else "introspect", False)
-        if fault is None:
-            return post(url, **kwargs)
-        if fault.kind == LAPSED:
-            self.clock.advance(LEASE_SECONDS + 1)
-            return post(url, **kwargs)
-        if fault.kind == KILLED:
-            post(url, **kwargs)
-            raise ProcessKilled()
-        if fault.kind.startswith("odd 2xx"):
-            return _odd(post(url, **kwargs), fault.kind)
-        if fault.kind == "ConnectTimeout":
-            raise requests.ConnectTimeout("injected")
-        if fault.kind == "ReadTimeout":
-            raise requests.ReadTimeout("injected")
-        if fault.kind == "HTTP 500":
-            response = requests.Response()
-            response.status_code, response._content = 500, b"<html>500</html>"
-            return response
-        post(url, **kwargs)  # Apicbase did the work (and rotated); the answer never came back
-        raise requests.ReadTimeout("injected")
-
-    def run(self, fault: Fault | None, action: Callable[[], Any]) -> Any:
-        self.calls, self.fault, self.armed = [], fault, True
-        try:
-            return action()
-        finally:
-            self.armed = False
-
-
-def _odd(response: requests.Response, kind: str) -> requests.Response:
-    """Apicbase's real answer with one field made odd (a usable pair all the same)."""
-    body = response.json()
-    if "access_token" in body:
-        if kind.endswith("no expires_in"):
-            body.pop("expires_in", None)
-        elif kind.endswith("604800.0"):
-            body["expires_in"] = 604800.0
-        else:
-            body["token_type"] = "Bearer "
-    response._content = json.dumps(body).encode()
-    return response
-
-
-def faults_for(trace: list[tuple[str, str, bool]]) -> Iterator[Fault]:
-    """Every fault kind at every call of a clean run, once and for good; every call also killed
-    right after, and the lease lapsing during it."""
-    for index, (service, operation, conditional) in enumerate(trace):
-        yield Fault(index, service, operation, KILLED, sticky=False)
-        yield Fault(index, service, operation, LAPSED, sticky=False)
-        if service == "apicbase":
-            for kind in APICBASE_ERRORS:
-                if operation == "token" or not kind.startswith("odd"):
-                    yield Fault(index, service, operation, kind, sticky=False)
-            continue
-        kinds = [*CLIENT_ERRORS[service], *NETWORK_ERRORS]
-        # A failed condition on the write of a refreshed pair means another writer stored a newer
-        # grant; faking one where none exists would test the fake, not the broker.
-        if conditional and operation != "UpdateItem#save":
-            kinds.append("ConditionalCheckFailedException")
-        for kind in kinds:
-            yield Fault(index, service, operation, kind, sticky=False)
-            if not kind.endswith("landed"):
-                yield Fault(index, service, operation, kind, sticky=True)
+SAVE = "UpdateItem CONN# save"
+PARK = ("SendMessage", "PutItem RESCUE#")
+# The two classes of loss no design closes.
+LOST_IN_TRANSIT = "answer lost in transit or unreadable: said at once"
+LOST_IN_TRANSIT_LATER = "answer lost in transit, the witness down: said by the next refresh"
+DIED_WITH_PROCESS = "answer died with the process: said by the next refresh"
+GRANT_LOST = "grant lost with its answer (in transit, or with the process)"
+NAMED_CLASSES = (LOST_IN_TRANSIT, LOST_IN_TRANSIT_LATER, DIED_WITH_PROCESS, GRANT_LOST)
 
 
 @pytest.fixture
-def rig(handlers, apicbase, watch):
-    """Both handler modules on one moto, every AWS client and the Apicbase session instrumented."""
-    callback = handlers.module("CallbackFunction")
-    admin = handlers.module("ConnectionsFunction")
-    injector = Injector(handlers.aws.session.client("dynamodb"), handlers.clock)
-    for module in (callback, admin):
-        deps = module.DEPS
-        injector.attach_aws(deps.connections.table.meta.client)
-        injector.attach_aws(deps.cipher.kms)
-        injector.attach_aws(deps.events.events)
-        injector.attach_aws(deps.credentials.secrets)
-        injector.attach_apicbase(deps.apicbase.session)
-    return Rig(handlers, apicbase, watch, callback, admin, injector)
+def clock() -> LambdaClock:
+    return LambdaClock()
+
+
+@pytest.fixture
+def rig(handlers, apicbase, watch, monkeypatch, template):
+    """All four functions on one moto, every AWS client and Apicbase session under the injector."""
+    injector = Injector(handlers.clock, handlers.aws.session.client("dynamodb"))
+    injector.install(monkeypatch)  # before any client is built
+    modules = {name: handlers.module(logical_id) for name, logical_id in FUNCTIONS.items()}
+    for module in modules.values():
+        injector.attach_apicbase(module.DEPS.apicbase.session)
+    timeout = template["Globals"]["Function"]["Timeout"]
+    timeouts = {
+        name: int(template["Resources"][logical_id]["Properties"].get("Timeout", timeout))
+        for name, logical_id in FUNCTIONS.items()
+    }
+    sqs = handlers.aws.session.client("sqs")
+    return Rig(handlers, apicbase, watch, modules, timeouts, injector, parameters.SecretsProvider(), sqs)
 
 
 @dataclass
@@ -253,220 +103,436 @@ class Rig:
     handlers: Any
     apicbase: Any
     watch: Any
-    callback: Any
-    admin: Any
+    modules: dict[str, Any]
+    timeouts: dict[str, int]
     injector: Injector
+    provider: Any
+    sqs: Any
+    outcomes: Counter[str] = field(default_factory=Counter)
 
-    def fresh_secret_cache(self) -> None:
-        for module in (self.callback, self.admin):
-            store = module.DEPS.credentials
-            module.DEPS.credentials = type(store)(store.secrets, store.secret_id, max_age=store.max_age)
+    @property
+    def clock(self) -> LambdaClock:
+        return self.handlers.clock
 
-    def connect(self, fault: Fault | None = None) -> dict[str, Any]:
+    @property
+    def deps(self) -> Any:
+        return self.modules["admin"].DEPS
+
+    @property
+    def run(self) -> Run:
+        return self.injector.run_
+
+    # --- the functions, as Lambda runs them -----------------------------------------------------
+    def cold(self) -> None:
+        """Every function in a fresh container: no data keys, no secret cached."""
+        for module in self.modules.values():
+            module.DEPS.cipher._keys.clear()
+        self.provider.clear_cache()
+        DEFAULT_PROVIDERS["secrets"] = self.provider
+
+    def invoke(self, name: str, event: dict[str, Any], faults: Iterable[Fault] = ()) -> Any:
+        """One invocation with its Timeout on the test clock; a function that dies (a crash, or its
+        Timeout) answers what API Gateway answers then (502), or fails its whole batch."""
+        module = self.modules[name]
+        context = LambdaContext(FUNCTIONS[name], 512, self.timeouts[name], clock=self.clock)
+        self.clock.deadline = self.clock() + self.timeouts[name]
+        try:
+            return self.injector.run(tuple(faults), lambda: module.lambda_handler(event, context))
+        except ProcessKilled:
+            module.DEPS.cipher._keys.clear()  # the next invocation is a new container
+            return {"statusCode": 502, "headers": {}, "body": '{"message": "Internal Server Error"}'}
+        finally:
+            self.clock.deadline = None
+
+    def connect(self, faults: Iterable[Fault] = ()) -> dict[str, Any]:
         """A browser coming back from Apicbase with a good code and state."""
-        state, binder = open_in_browser(self.callback.DEPS, CID)  # connect_url opened in this browser
-        self.fresh_secret_cache()  # a cold container: the callback reads the secret itself
+        state, binder = open_in_browser(self.modules["callback"].DEPS, CID)
+        self.cold()  # the callback reads the secret itself
         query = [("code", self.apicbase.issue_code()), ("state", state)]
         event = http_event("GET", "/oauth/callback", query=query, cookies=[f"{pages.BINDER_COOKIE}={binder}"])
         event["rawQueryString"] = urlencode(query)
-        response = self.invoke(self.callback, event, fault)
+        response = self.invoke("callback", event, faults)
         self.watch.see(response["body"])
         return response
 
-    def invoke(self, module: Any, event: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
-        try:
-            return self.injector.run(fault, lambda: self.handlers.invoke(module, event))
-        except ProcessKilled:
-            # API Gateway answers 502 for a function that died; the next invocation is a new
-            # container, and the lease the dead one held lapses on its own.
-            module.DEPS.cipher._keys.clear()
-            return {"statusCode": 502, "headers": {}, "body": '{"message": "Internal Server Error"}'}
-
-    def refresh(self, fault: Fault | None = None) -> dict[str, Any]:
-        self.fresh_secret_cache()
-        event = http_event("POST", f"/connections/{CID}/refresh")
-        response = self.invoke(self.admin, event, fault)
+    def refresh(self, faults: Iterable[Fault] = ()) -> dict[str, Any]:
+        response = self.invoke("admin", http_event("POST", f"/connections/{CID}/refresh"), faults)
         self.watch.see(response["body"])
         return response
 
+    def deliver(self, faults: Iterable[Fault] = (), rounds: int = 3) -> None:
+        """Lambda's SQS event source: the queue's messages to the worker, failed ones again."""
+        url = self.deps.settings.refresh_queue_url
+        record = load_event("sqs_refresh_batch.json")["Records"][0]
+        for _ in range(rounds):
+            messages = self.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                return
+            records = [
+                {**copy.deepcopy(record), "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"]}
+                | {"body": m["Body"]}
+                for m in messages
+            ]
+            answer = self.invoke("worker", {"Records": records}, faults)
+            # A worker that died fails its whole batch.
+            died = "statusCode" in answer
+            failed = None if died else {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
+            for message in messages:
+                if failed is not None and message["MessageId"] not in failed:
+                    self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                else:  # back on the queue at once (the visibility timeout, shortened)
+                    self.sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    )
+
+    def recovery_step(self, recovery: Recovery) -> None:
+        if recovery.step == "deliver":
+            self.deliver(recovery.faults, rounds=1)
+        else:
+            self.clock.advance(LEASE_SECONDS + 1)
+            self.refresh(recovery.faults)
+
+    def recover(self) -> None:
+        """What the stack does on its own: SQS redelivers, the lease lapses, the scheduler sweeps."""
+        self.deliver()
+        self.clock.advance(LEASE_SECONDS + 1)
+        self.invoke("scheduler", load_event("scheduled_tick.json"))
+        self.deliver()
+
+    def purge(self) -> None:
+        table = self.deps.connections.table
+        table.delete_item(Key={"pk": f"CONN#{CID}"})
+        table.delete_item(Key={"pk": f"RESCUE#{CID}"})
+        for _ in drain(self.sqs, self.deps.settings.refresh_queue_url):
+            pass  # PurgeQueue works once a minute
+
+    # --- what became of the tokens ----------------------------------------------------------------
     def stored(self) -> Any:
         try:
-            return self.admin.DEPS.connections.get(CID)
+            return self.deps.connections.get(CID)
         except Exception:
             return None
 
-    def live(self) -> bool:
-        return stored_pair(self.admin.DEPS, CID).refresh_token in self.apicbase.live_refresh_tokens
-
-    def logged_about_connection(self, since: int) -> bool:
-        """A warning or an error naming the connection was logged since line ``since``."""
-        return any(
-            CID in line and ('"level":"ERROR"' in line or '"level":"WARNING"' in line)
-            for line in self.watch.log_lines[since:]
+    def stored_live(self) -> bool:
+        connection = self.stored()
+        return (
+            connection is not None
+            and connection.status == ACTIVE
+            and stored_pair(self.deps, CID).refresh_token in self.apicbase.live_refresh_tokens
         )
 
-
-def _live(rig: Rig, pair: Any) -> bool:
-    return pair is not None and pair.refresh_token in rig.apicbase.live_refresh_tokens
-
-
-def _stored_live(rig: Rig) -> bool:
-    return rig.stored() is not None and rig.live()
+    def reason(self) -> str | None:
+        connection = self.stored()
+        return connection.reauthorization_reason if connection else None
 
 
-def _parked_live(rig: Rig) -> bool:
-    """The rescue item holds a pair whose refresh token is live at Apicbase."""
-    rescue = rig.admin.DEPS.connections.parked(CID)
-    return rescue is not None and _live(rig, rig.admin.DEPS.cipher.decrypt(CID, rescue.tokens))
+def _lost_in_transit(run: Run) -> bool:
+    """Apicbase carried the grant out and its answer never reached the broker in a usable form."""
+    return run.fired_at("token", ANSWER_LOST, *UNREADABLE_2XX)
 
 
-def _reason(rig: Rig) -> str | None:
-    connection = rig.stored()
-    return connection.reauthorization_reason if connection else None
+def _died_with_process(run: Run) -> bool:
+    """A crash (not the function's Timeout) between Apicbase's answer and any durable write."""
+    return run.killed == "fault" and run.killed_after_grant_before_landing
 
 
-def _record(fault: Fault, outcome: str, matrix: dict[str, int], flow: str) -> None:
-    FIGURES[f"faults: injected ({flow})"] += 1
-    matrix[outcome] = matrix.get(outcome, 0) + 1
+# --- refresh -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recovery:
+    """What runs right after the faulty refresh, under faults of its own: the worker handling
+    what is queued (``deliver``), or the next refresh once the lease lapsed (``refresh``)."""
+
+    step: str
+    faults: tuple[Fault, ...]
+
+    def __str__(self) -> str:
+        return f"then {self.step}: " + " + ".join(map(str, self.faults))
 
 
-def _answer_died(fault: Fault, trace: list[tuple[str, str, bool]], *, write: str) -> bool:
-    """Apicbase answered and the answer died before the write: lost in transit, or with the process."""
-    if _cell(fault) == ANSWER_LOST:
-        return True
-    token_call = next(i for i, (service, op, _) in enumerate(trace) if (service, op) == ("apicbase", "token"))
-    write_call = next(i for i, (_, op, _) in enumerate(trace) if op == write)
-    return fault.kind == KILLED and token_call <= fault.index < write_call
+def refresh_cell(rig: Rig, faults: tuple[Fault, ...], recovery: Recovery | None = None) -> str:
+    """Given a due connection, a refresh under ``faults`` (and its recovery under faults of its
+    own), then the stack left to recover: what became of the rotated refresh token (a problem
+    starts with "LOST" or "WRONG")."""
+    rig.purge()
+    seed_connection(rig.deps, rig.apicbase, CID, expires_in=3600)
+    rig.cold()
+    presented, reuses = rig.apicbase.refresh_requests, rig.apicbase.reuses
+    response = rig.refresh(faults)
+    run = rig.run
+    problems = []
+    if rig.apicbase.refresh_requests - presented > 1:
+        problems.append("WRONG: presented twice")
+    status = response["statusCode"]
+    if status == 200 and not rig.stored_live():
+        problems.append("WRONG: success answered but the stored token is dead")
+    if status not in {200, 409, 502, 503}:
+        problems.append(f"WRONG: answered {status}")
+    outcome = problems[0] if problems else _settle_refresh(rig, run, response, recovery)
+    if rig.apicbase.reuses != reuses:
+        outcome = "LOST: a consumed refresh token was presented again"
+    return outcome
 
 
-def _clear(rig: Rig) -> None:
-    table = rig.admin.DEPS.connections.table
-    table.delete_item(Key={"pk": f"CONN#{CID}"})
-    table.delete_item(Key={"pk": f"RESCUE#{CID}"})
+def _settle_refresh(rig: Rig, run: Run, response: dict[str, Any], recovery: Recovery | None) -> str:
+    parked = run.landed_any(*PARK) and not run.landed_any(SAVE)
+    if response["statusCode"] == 409 and rig.reason() == "rotation_answer_lost":
+        if not _lost_in_transit(run):
+            return "WRONG: rotation_answer_lost where no answer died"
+        return LOST_IN_TRANSIT
+    if recovery is not None:
+        rig.recovery_step(recovery)
+    rig.recover()
+    again = rig.refresh()
+    if again["statusCode"] == 200 and rig.stored_live():
+        return "parked, then applied" if parked else "intact"
+    if rig.reason() in {"rotation_answer_lost", "rotation_outcome_unknown"}:
+        if _died_with_process(run):
+            return DIED_WITH_PROCESS
+        if _lost_in_transit(run):
+            return LOST_IN_TRANSIT_LATER
+    ending = f"killed by its {run.killed}" if run.killed else f"answered {response['statusCode']}"
+    return f"LOST: the rotated refresh token ({ending}; then {again['statusCode']}, {rig.reason()})"
+
+
+# --- callback ------------------------------------------------------------------------------------
+def callback_cell(rig: Rig, faults: tuple[Fault, ...]) -> str:
+    """Given a callback with a good code and state, under ``faults``, then the stack left to
+    recover: what became of the grant."""
+    rig.purge()
+    rig.cold()
+    issued = len(rig.apicbase.issued_refresh_tokens)
+    response = rig.connect(faults)
+    run = rig.run
+    status = response["statusCode"]
+    if status not in {200, 400, 502, 503}:
+        return f"WRONG: answered {status}"
+    if status == 200 and not rig.stored_live():
+        return "WRONG: success answered but nothing live stored"
+    stored = rig.stored_live()
+    rig.recover()
+    if rig.stored_live():
+        outcome = "stored" if stored else "parked, then applied"
+    elif len(rig.apicbase.issued_refresh_tokens) > issued and (
+        rig.apicbase.issued_refresh_tokens[-1] in rig.apicbase.live_refresh_tokens
+    ):
+        if not (_lost_in_transit(run) or _died_with_process(run)):
+            ending = f"killed by its {run.killed}" if run.killed else f"answered {status}"
+            return f"LOST: a grant was issued and not kept ({ending})"
+        outcome = GRANT_LOST
+    elif status in {502, 503} or (status == 400 and run.fired_at("DeleteItem STATE#", CONDITION_FAILED, LANDED)):
+        outcome = "not issued"
+    else:
+        return f"WRONG: {status} with nothing issued"
+    rig.purge()
+    if rig.connect()["statusCode"] != 200:
+        return "WRONG: cannot connect again"
+    return outcome
+
+
+# --- the matrices ----------------------------------------------------------------------------------
+Cell = tuple[tuple[Fault, ...], Recovery | None]
+
+
+def _matrix(rig: Rig, flow: str, cells: Iterable[Cell], cell: Any) -> dict[str, int]:
+    outcomes: Counter[str] = Counter()
+    problems: list[str] = []
+    for faults, recovery in cells:
+        outcome = cell(rig, faults, recovery) if recovery else cell(rig, faults)
+        outcomes["LOST" if outcome.startswith(("LOST", "WRONG")) else outcome] += 1
+        if outcome.startswith(("LOST", "WRONG")):
+            named = " + ".join(map(str, faults)) + (f", {recovery}" if recovery else "")
+            problems.append(f"{named}: {outcome}")
+    FIGURES[f"faults: injected ({flow})"] += sum(outcomes.values())
+    for name, count in outcomes.items():
+        FIGURES[f"faults: {flow}: {name}"] += count
+    print(f"{flow} fault matrix:", json.dumps(dict(outcomes), sort_keys=True))
+    # The figures, asserted: nothing lost or wrong outside the two named classes.
+    assert outcomes, f"{flow}: no cell"
+    assert not problems, f"{len(problems)} of {sum(outcomes.values())} cells:\n" + "\n".join(problems[:40])
+    assert rig.apicbase.reuses == 0
+    return dict(outcomes)
+
+
+def _trace(rig: Rig, action: Any, *faults: Fault) -> list[Attempt]:
+    action(rig, faults)
+    return list(rig.run.attempts)
+
+
+def _clean_refresh(rig: Rig, faults: tuple[Fault, ...] = ()) -> None:
+    rig.purge()
+    seed_connection(rig.deps, rig.apicbase, CID, expires_in=3600)
+    rig.cold()
+    rig.refresh(faults)
+
+
+def _clean_callback(rig: Rig, faults: tuple[Fault, ...] = ()) -> None:
+    rig.purge()
+    rig.cold()
+    rig.connect(faults)
 
 
 def test_callback_fault_matrix(rig):
     """Given a callback with a good code and state,
-    when each AWS call and Apicbase request of it fails in turn, in each way, once or for good,
-    or the process is killed right after it,
-    then the answer is honest (success only when stored, 503 when a dependency failed, a 4xx
-    otherwise), the grant is stored or parked (lost only with its answer), and connecting again
-    always works."""
-    clean = rig.connect()
-    assert clean["statusCode"] == 200
-    trace = list(rig.injector.calls)
-    matrix: dict[str, int] = {}
-    for fault in faults_for(trace):
-        _clear(rig)
-        issued = len(rig.apicbase.issued_refresh_tokens)
-        response = rig.connect(fault)
-        status = response["statusCode"]
-        assert status in {200, 400, 502, 503}, f"{fault}: {status} {response['body'][:300]}"
-        new_grant = len(rig.apicbase.issued_refresh_tokens) > issued
-        if status == 200:
-            assert _stored_live(rig), f"{fault}: success answered but nothing live stored"
-            outcome = "stored"
-        elif _stored_live(rig):
-            outcome = "stored"  # killed after the write landed
-        elif _parked_live(rig):
-            assert status in {502, 503}, f"{fault}: {status}"
-            rescue = rig.admin.DEPS.connections.parked(CID)
-            assert custody.apply_parked(rig.admin.DEPS, rescue) is not None, f"{fault}: parked but not applicable"
-            assert _stored_live(rig), f"{fault}: the applied rescue is not live"
-            outcome = "parked, then applied"
-        elif new_grant and rig.apicbase.issued_refresh_tokens[-1] in rig.apicbase.live_refresh_tokens:
-            assert _answer_died(fault, trace, write="UpdateItem#save"), f"{fault}: a grant was issued and lost"
-            outcome = "grant lost with its answer"
-        else:
-            assert body_is_honest(response, fault), f"{fault}: {status}"
-            outcome = "not issued"
-        assert rig.apicbase.reuses == 0, f"{fault}: a consumed refresh token was presented again"
-        _clear(rig)
-        assert rig.connect()["statusCode"] == 200, f"{fault}: cannot reconnect"
-        _record(fault, outcome, matrix, "callback")
-    FIGURES["faults: callback calls enumerated"] = len(trace)
-    FIGURES["faults: callback cells that lost a grant (its answer died)"] = matrix.get("grant lost with its answer", 0)
-    print("callback fault matrix:", _calls(trace), json.dumps(matrix, sort_keys=True))
-
-
-def body_is_honest(response: dict[str, Any], fault: Fault) -> bool:
-    """A dependency's failure is a 503 (502: the process died); a 4xx only for a failed condition
-    (the state is gone)."""
-    if response["statusCode"] in {502, 503}:
-        return True
-    return response["statusCode"] == 400 and fault.kind == "ConditionalCheckFailedException"
+    when each AWS attempt and Apicbase request of it fails in turn, in each way, once or for good,
+    taking its time, or the process is killed right after it,
+    then the answer is honest, the grant is stored or parked (lost only with its answer), and
+    connecting again always works."""
+    trace = _trace(rig, _clean_callback)
+    FIGURES["faults: callback attempts enumerated"] = len(trace)
+    _matrix(rig, "callback", (((fault,), None) for fault in single_faults(trace)), callback_cell)
 
 
 def test_refresh_fault_matrix(rig):
     """Given a connection due for a refresh,
-    when each AWS call and Apicbase request of POST /connections/{id}/refresh fails in turn, in
-    each way, once or for good, or the process is killed right after it, or the lease lapses
-    during it,
-    then no refresh token is presented twice, the answer is honest, and the rotated refresh token
-    is stored, or parked and applied by the next refresh; only an answer that died (in transit:
-    said in the same refresh; with the process: said by the next) ends in needs_reauthorization
-    with reason rotation_answer_lost."""
-    seed_connection(rig.admin.DEPS, rig.apicbase, CID, expires_in=3600)
-    clean = rig.refresh()
-    assert clean["statusCode"] == 200, clean["body"]
-    trace = list(rig.injector.calls)
-    matrix: dict[str, int] = {}
-    for fault in faults_for(trace):
-        _clear(rig)
-        seed_connection(rig.admin.DEPS, rig.apicbase, CID, expires_in=3600)
-        presented = rig.apicbase.refresh_requests
-        response = rig.refresh(fault)
-        assert rig.apicbase.refresh_requests - presented <= 1, f"{fault}: presented twice"
-        status = response["statusCode"]
-        assert status in {200, 409, 502, 503}, f"{fault}: {status} {response['body'][:300]}"
-        if status == 200:
-            assert _stored_live(rig), f"{fault}: success answered but the stored token is dead"
-        if status in {409, 503}:
-            code = body_json(response)["error"]["code"]
-            assert code in {
-                "dependency_unavailable",
-                "apicbase_unavailable",
-                "refresh_in_progress",
-                "tokens_parked",
-                "out_of_time",
-                "needs_reauthorization",
-            }, f"{fault}: {code}"
-        outcome = _settle(rig, fault, trace, response)
-        assert rig.apicbase.reuses == 0, f"{fault}: a consumed refresh token was presented again ({outcome})"
-        _record(fault, outcome, matrix, "refresh")
-    assert rig.apicbase.reuses == 0
-    FIGURES["faults: refresh calls enumerated"] = len(trace)
-    FIGURES["faults: refresh cells that lost a rotation (its answer died)"] = sum(
-        v for k, v in matrix.items() if k.startswith("answer died")
-    )
-    print("refresh fault matrix:", _calls(trace), json.dumps(matrix, sort_keys=True))
+    when each AWS attempt and Apicbase request of POST /connections/{id}/refresh fails in turn, in
+    each way, once or for good, taking its time, or the process is killed right after it, or the
+    lease lapses during it,
+    then no refresh token is presented twice, and the rotated refresh token is stored, or parked
+    and applied; only an answer that died is lost, and said."""
+    trace = _trace(rig, _clean_refresh)
+    FIGURES["faults: refresh attempts enumerated"] = len(trace)
+    _matrix(rig, "refresh", (((fault,), None) for fault in single_faults(trace)), refresh_cell)
 
 
-def _settle(rig: Rig, fault: Fault, trace: list[tuple[str, str, bool]], response: dict[str, Any]) -> str:
-    """What became of the refresh token, after the next refresh (the lease lapsed) ran."""
-    if response["statusCode"] == 409 and _reason(rig) == "rotation_answer_lost":
-        assert _cell(fault) == ANSWER_LOST, f"{fault}: rotation_answer_lost where no answer died"
-        _assert_recovers_by_reconnecting(rig, fault)
-        return "answer died in transit: said at once"
-    parked = _parked_live(rig)
-    rig.handlers.clock.advance(LEASE_SECONDS + 1)
-    again = rig.refresh()
-    if again["statusCode"] == 200 and _stored_live(rig):
-        return "parked, then applied" if parked else "intact"
-    assert _reason(rig) == "rotation_answer_lost", f"{fault}: no recovery: {again['body']}"
-    assert _answer_died(fault, trace, write="UpdateItem#save"), f"{fault}: a rotation was lost"
-    _assert_recovers_by_reconnecting(rig, fault, refreshed=True)
-    return "answer died with the process: said by the next refresh"
+def _save_fails_for_good(trace: list[Attempt]) -> list[Fault]:
+    save = next(a for a in trace if a.operation == SAVE)
+    return [Fault.at(save, kind, sticky=True) for kind in (READ_TIMEOUT, UNREACHABLE, THROTTLED)]
 
 
-def _calls(trace: list[tuple[str, str, bool]]) -> str:
-    return ", ".join(f"{service}.{operation}" for service, operation, _ in trace)
+def _parking(rig: Rig, clean: Any, first: Fault) -> list[Attempt]:
+    """The attempts of a run whose write fails for good: it must reach both rescue places."""
+    trace = _trace(rig, clean, first)
+    reached = {a.operation for a in trace}
+    assert set(PARK) <= reached, f"{first}: the park was not reached ({rig.run.killed and 'killed'}): {reached}"
+    return trace
 
 
-def _cell(fault: Fault) -> tuple[str, str, str]:
-    return (fault.service, fault.operation, "sticky" if fault.sticky else fault.kind)
+def test_write_then_park_double_fault_matrix(rig):
+    """Given a refresh (and a callback) whose write of the new pair fails for good, in each way,
+    when each later attempt (the park: the SQS copy, the rescue item) fails too, in each way,
+    then the pair is still kept: one of the two places holds it and it is applied."""
+    for flow, clean, cell in (("refresh", _clean_refresh, refresh_cell), ("callback", _clean_callback, callback_cell)):
+        cells: list[Cell] = []
+        for first in _save_fails_for_good(_trace(rig, clean)):
+            parking = _parking(rig, clean, first)
+            start = next(a.index for a in parking if a.operation == SAVE)
+            cells.extend((pair, None) for pair in after(first, parking, start + 1))
+        _matrix(rig, f"{flow}, write then park", cells, cell)
 
 
-def _assert_recovers_by_reconnecting(rig: Rig, fault: Fault, *, refreshed: bool = False) -> None:
-    assert rig.connect()["statusCode"] == 200, f"{fault}: cannot reconnect"
-    assert rig.stored().status == ACTIVE and rig.live()
+def test_recovery_fault_matrix(rig):
+    """Given an answer lost in transit, a pair parked in both places, and a pair parked in the
+    table alone,
+    when each attempt of what recovers them fails in each way (the witness's introspection and
+    the write that says the loss; the worker applying the SQS copy; the next refresh applying the
+    table's rescue item, with a cold key cache),
+    then the parked pair is still applied (or a loss said), and nothing is presented twice."""
+    trace = _trace(rig, _clean_refresh)
+    token = next(a for a in trace if a.operation == "token")
+    lost = Fault.at(token, ANSWER_LOST)
+    cells: list[Cell] = [(pair, None) for pair in after(lost, _trace(rig, _clean_refresh, lost), token.index + 1)]
+    [first, *_] = _save_fails_for_good(trace)
+    parking = _parking(rig, _clean_refresh, first)
+    send = next(a for a in parking if a.operation == "SendMessage")
+    table_only = (first, Fault.at(send, UNREACHABLE, sticky=True))
+    for faults, step in (((first,), "deliver"), (table_only, "refresh")):
+        _trace_of_step(rig, faults, step)  # the recovery's own attempts, enumerated
+        for fault in single_faults(list(rig.run.attempts)):
+            cells.append((faults, Recovery(step, (fault,))))
+    _matrix(rig, "refresh, recovery", cells, refresh_cell)
+
+
+def _trace_of_step(rig: Rig, faults: tuple[Fault, ...], step: str) -> None:
+    _clean_refresh(rig, faults)
+    rig.recovery_step(Recovery(step, ()))
+    assert any(a.operation.startswith(("UpdateItem CONN#", "GetItem RESCUE#")) for a in rig.run.attempts), step
+
+
+# --- the review's cases, by name -------------------------------------------------------------------
+def _after_answer(service: str | None = None, *, writes: bool = False) -> Any:
+    def matches(attempt: Attempt) -> bool:
+        return (
+            attempt.after_answer
+            and attempt.service != "apicbase"
+            and (service is None or attempt.service == service)
+            and (not writes or attempt.dynamodb_write)
+        )
+
+    return matches
+
+
+REVIEW_REFRESH = {
+    "every DynamoDB write timing out (15 s a call)": Fault.rule(
+        READ_TIMEOUT, "DynamoDB writes time out", _after_answer("dynamodb", writes=True)
+    ),
+    "DynamoDB unreachable (6 s a call)": Fault.rule(UNREACHABLE, "DynamoDB unreachable", _after_answer("dynamodb")),
+    "only the connection's write timing out": Fault.rule(
+        READ_TIMEOUT, "the CONN# write times out", lambda a: a.operation == SAVE
+    ),
+    "every DynamoDB write throttled": Fault.rule(
+        THROTTLED, "DynamoDB writes throttled", _after_answer("dynamodb", writes=True)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REVIEW_REFRESH, ids=list(REVIEW_REFRESH))
+def test_a_refresh_keeps_or_parks_the_rotated_token_when_faults_take_their_time(rig, case):
+    """Given a due connection, and DynamoDB failing after Apicbase answered as the review measured,
+    when it is refreshed (botocore's retries, its backoff, the function's Timeout all on the clock),
+    then the rotated refresh token is stored, or parked and applied once DynamoDB is back; never
+    presented twice."""
+    started = rig.clock()
+    outcome = refresh_cell(rig, (REVIEW_REFRESH[case],))
+    FIGURES[f"faults: review case, refresh, {case}: {outcome}"] += 1
+    assert outcome in {"intact", "parked, then applied"}, f"{outcome} after {rig.clock() - started:.1f} s"
+
+
+REVIEW_CALLBACK = {
+    "the table and the key timing out twice a call": Fault.flaky(
+        READ_TIMEOUT, "DynamoDB and KMS time out twice", 2, lambda a: a.service in {"dynamodb", "kms"}
+    ),
+    "every DynamoDB write throttled after the exchange": Fault.rule(
+        THROTTLED, "DynamoDB writes throttled", _after_answer("dynamodb", writes=True)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REVIEW_CALLBACK, ids=list(REVIEW_CALLBACK))
+def test_a_callback_keeps_or_parks_the_grant_when_faults_take_their_time(rig, case):
+    """Given a callback, and AWS failing as the review measured,
+    when the code is exchanged (every retry and backoff on the clock, the callback's Timeout),
+    then the grant is stored, or parked and applied."""
+    outcome = callback_cell(rig, (REVIEW_CALLBACK[case],))
+    FIGURES[f"faults: review case, callback, {case}: {outcome}"] += 1
+    assert outcome in {"stored", "parked, then applied"}, outcome
+
+
+def test_the_harness_charges_botocores_own_retries(rig):
+    """Given DynamoDB timing out for good on the lease write, when a refresh runs, then botocore
+    tried it as often as the client says, each attempt costing the read timeout: the harness is not
+    a zero-cost fault."""
+    trace = _trace(rig, _clean_refresh)
+    lease = next(a for a in trace if a.operation.endswith("lease"))
+    started = rig.clock()
+    rig.refresh((Fault.at(lease, READ_TIMEOUT, sticky=True),))
+    config = rig.deps.connections.table.meta.client.meta.config
+    tries = [a for a in rig.run.attempts if a.operation == lease.operation]
+    assert [a.try_number for a in tries] == list(range(1, config.retries["total_max_attempts"] + 1))
+    assert rig.clock() - started >= config.read_timeout * len(tries)
+
+
+def test_a_function_that_reaches_its_timeout_is_killed_there(rig):
+    """Given a refresh whose Apicbase answer comes after the admin function's Timeout (the broker's
+    own time check bypassed), when it runs, then it is killed at its deadline: 502, the clock at
+    the deadline and not beyond."""
+    rig.purge()
+    seed_connection(rig.deps, rig.apicbase, CID, expires_in=3600)
+    rig.deps.settings = dataclasses.replace(rig.deps.settings, lease_seconds=10_000)
+    rig.deps.apicbase.refresh_read_timeout = 100.0
+    rig.modules["admin"].DEPS.bind = lambda context: None  # plans on an unbounded deadline
+    slow = Fault.rule(APICBASE_SLOW, "Apicbase answers after 99.5 s", lambda a: a.operation == "token")
+    started = rig.clock()
+    response = rig.refresh((slow,))
+    assert (response["statusCode"], rig.run.killed) == (502, "deadline")
+    assert rig.clock() - started == rig.timeouts["admin"]
+
