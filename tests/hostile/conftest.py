@@ -202,6 +202,14 @@ class Handlers:
 
 
 @pytest.fixture
+def clock() -> Any:
+    """The test clock, which also kills a function that reaches its Timeout (``faults``)."""
+    from tests.hostile.faults import LambdaClock  # noqa: PLC0415 (faults imports this module)
+
+    return LambdaClock()
+
+
+@pytest.fixture
 def handlers(load_handler, aws, template, clock, lambda_context) -> Handlers:
     return Handlers(load_handler, aws, template, clock, lambda_context)
 

@@ -60,6 +60,7 @@ UNREADABLE_2XX = ("2xx: not JSON", "2xx: refresh token with a space")
 # Both
 KILLED = "killed right after"
 LAPSED = "lease lapsed while holding"
+MEANWHILE = "meanwhile"  # something else runs (another function's invocation) before the attempt goes on
 
 SERVER_ERRORS = {
     "dynamodb": "InternalServerError",
@@ -129,6 +130,7 @@ class Fault:
     kind: str
     matches: Callable[[Attempt], bool] = field(compare=False)
     label: str
+    action: Callable[[], Any] | None = field(default=None, compare=False)
 
     @classmethod
     def at(cls, attempt: Attempt, kind: str, *, sticky: bool = False) -> Fault:
@@ -141,6 +143,20 @@ class Fault:
     @classmethod
     def rule(cls, kind: str, label: str, matches: Callable[[Attempt], bool]) -> Fault:
         return cls(kind, matches, label)
+
+    @classmethod
+    def meanwhile(cls, label: str, matches: Callable[[Attempt], bool], action: Callable[[], Any]) -> Fault:
+        """Before the first attempt ``matches`` selects goes on, ``action`` runs (unobserved, as
+        another process would): a race, placed exactly."""
+        done: list[bool] = []
+
+        def first(attempt: Attempt) -> bool:
+            if done or not matches(attempt):
+                return False
+            done.append(True)
+            return True
+
+        return cls(MEANWHILE, first, label, action)
 
     @classmethod
     def flaky(cls, kind: str, label: str, times: int, matches: Callable[[Attempt], bool]) -> Fault:
@@ -304,6 +320,16 @@ class Injector:
             self.run_.fired.append((attempt, fault))
         return attempt, fault
 
+    def _meanwhile(self, fault: Fault) -> None:
+        """Another process's turn: its calls are neither observed nor failed, its clock is its own."""
+        assert fault.action is not None
+        state = self.faults, self.armed, self.run_, self.clock.deadline
+        self.armed, self.clock.deadline = False, None
+        try:
+            fault.action()
+        finally:
+            self.faults, self.armed, self.run_, self.clock.deadline = state
+
     # --- AWS ----------------------------------------------------------------------------------
     def _aws(self, event_name: str, request: Any, proceed: Callable[[], Any], client: Any) -> Any:
         if not self.armed:
@@ -331,6 +357,9 @@ class Injector:
                 self.run_.landed.append(attempt)
             return response
 
+        if kind == MEANWHILE:
+            self._meanwhile(fault)
+            return landing()
         if kind is None:
             return landing()
         if kind == READ_TIMEOUT:
@@ -391,6 +420,9 @@ class Injector:
                 self.run_.answered = True
             return response
 
+        if kind == MEANWHILE:
+            self._meanwhile(fault)
+            return answered(carried_out())
         if kind is None:
             return answered(carried_out())
         if kind == CONNECT_TIMEOUT:
