@@ -136,7 +136,7 @@ def test_a_usable_refresh_token_without_an_access_token_is_kept_and_due_at_once(
     # unusable and expires at once, so the next use refreshes it away
     assert result.outcome == REFRESHED
     assert stored_pair(deps, CID) == TokenPair("", "refresh-x")
-    assert deps.store.get(CID).expires_at <= int(clock())
+    assert deps.connections.get(CID).expires_at <= int(clock())
 
 
 def test_429_sets_the_next_attempt_after_retry_after_and_counts_failures(deps, apicbase, clock, due):
