@@ -119,7 +119,8 @@ class Rig:
     def admin(self, method: str, path: str, body: Any = None, *, container: str = "admin") -> dict[str, Any]:
         event = http_event(method, f"/connections/{CID}{path}", body=None if body is None else json.dumps(body))
         response: dict[str, Any] = self.invoke(container, event)
-        self.watch.see(response["body"])
+        if not path.endswith("/token"):  # the one answer that exists to carry a token
+            self.watch.see(response["body"])
         return response
 
     def proxy(self, path: str) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """Presenting a grant to Apicbase and keeping what comes back: what connect and refresh share.
 
+- ``require_time``: nothing is presented without the time (the function's, and the lease's) to
+  store its answer: ``time_needed``, every figure of it derived from the clients' settings.
 - ``present``: call Apicbase with an application's client credentials; after ``invalid_client``
   re-read the secret once and, if it was rotated, try once more. Apicbase authenticates the
   client before it looks at the code or refresh token, so that retry cannot burn either.
 - ``save_or_park``: the write of a pair sealed under a data key taken BEFORE Apicbase was called
   must land, retried until the deadline; if it fails for good, the sealed pair is parked in the
-  rescue place (a table item, and an SQS message), from where ``apply_parked`` writes it later.
+  rescue place (an SQS message first, then a table item), from where ``apply_parked`` writes it.
 """
 
 from __future__ import annotations
@@ -14,19 +16,76 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from botocore.config import Config
+
 from .adapters.apicbase import ClientCredentials, TokenResponse
-from .deps import Deps
-from .errors import ConditionFailed, ConfigurationError, DependencyUnavailable, InvalidClient, TokensParked
+from .deps import MUST_LAND_CONFIG, Deps
+from .errors import (
+    ConditionFailed,
+    ConfigurationError,
+    DependencyUnavailable,
+    InvalidClient,
+    OutOfTime,
+    TokensParked,
+)
 from .model import Connection, Rescue
 from .observability import logger, metrics
 
 T = TypeVar("T")
-# What the must-land write (with its backoff) and, failing that, the rescue may take.
-WRITE_RESERVE_SECONDS = 8.0
-# Kept back from the write's retries for parking the pair if the write never lands.
-RESCUE_RESERVE_SECONDS = 3.0
-# Without a deadline (tests, scripts) the write is tried this many times.
+# Tries of a pair's write kept time for before it is parked (the first, and one retry).
+MUST_LAND_ATTEMPTS = 2
+# The park: the SQS copy, then the rescue item, one try each kept time for.
+PARK_WRITES = 2
+# The function's own work between the calls (sealing, logging), and returning its answer.
+SLACK_SECONDS = 0.5
+# Custody's own backoff between tries of a write that must land.
+BACKOFF_BASE_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 1.0
+# Without a deadline (tests, scripts) a write is tried this many times.
 UNBOUNDED_ATTEMPTS = 8
+
+
+# --- time ----------------------------------------------------------------------------------------
+def aws_call_seconds(config: Config) -> float:
+    """The longest one AWS call can take with ``config``: every attempt botocore may make, each up
+    to its connect and read timeouts, and the backoff between them at its longest (standard mode:
+    throttling's 1 s base, doubled, at most 20 s)."""
+    attempts = int(config.retries["total_max_attempts"])  # type: ignore[attr-defined]
+    backoff = sum(min(2.0**i, 20.0) for i in range(attempts - 1))
+    timeouts: float = config.connect_timeout + config.read_timeout  # type: ignore[attr-defined]
+    return attempts * timeouts + backoff
+
+
+def _backoff(attempt: int) -> float:
+    return min(BACKOFF_BASE_SECONDS * 2**attempt, BACKOFF_MAX_SECONDS)
+
+
+def park_seconds() -> float:
+    """What the park may take: the SQS copy, then the rescue item, one try each."""
+    return PARK_WRITES * aws_call_seconds(MUST_LAND_CONFIG)
+
+
+def reserve_seconds() -> float:
+    """What is kept, once Apicbase has answered, for its answer to land: MUST_LAND_ATTEMPTS tries
+    of the pair's write (with the backoff between them), then the park, then the slack."""
+    write = MUST_LAND_ATTEMPTS * aws_call_seconds(MUST_LAND_CONFIG)
+    write += sum(_backoff(attempt) for attempt in range(MUST_LAND_ATTEMPTS - 1))
+    return write + park_seconds() + SLACK_SECONDS
+
+
+def time_needed(deps: Deps, read_timeout: float) -> float:
+    """The worst case of one presentation (every connect retry, the read) and of storing its answer."""
+    return deps.apicbase.worst_case_seconds(read_timeout) + reserve_seconds()
+
+
+def require_time(deps: Deps, needed: float, *, lease_until: int | None = None) -> None:
+    """Raise OutOfTime unless the function's remaining time (and the lease) cover ``needed``."""
+    left = deps.time_left()
+    if lease_until is not None:
+        left = min(left, lease_until - deps.now())
+    if left < needed:
+        metrics.add_metric(name="OutOfTime", unit="Count", value=1)
+        raise OutOfTime(f"{left:.0f} s left, {needed:.0f} s needed to present a grant and store its answer")
 
 
 def with_backoff(
@@ -34,36 +93,46 @@ def with_backoff(
     *,
     sleep: Callable[[float], None],
     time_left: Callable[[], float] = lambda: math.inf,
-    base_delay: float = 0.05,
+    keep: float = 0.0,
 ) -> T:
-    """Retry a write that must land (a rotated refresh token exists only in memory) until the
-    deadline, keeping RESCUE_RESERVE_SECONDS for parking it; ``UNBOUNDED_ATTEMPTS`` without one."""
+    """Retry a write that must land (a rotated refresh token exists only in memory; one short try
+    each, MUST_LAND_CONFIG) after growing pauses, while one more try still ends ``keep`` seconds
+    before the deadline; ``UNBOUNDED_ATTEMPTS`` tries without one."""
+    attempt_seconds = aws_call_seconds(MUST_LAND_CONFIG)
     attempt = 0
     while True:
         try:
             return operation()
         except DependencyUnavailable as exc:
-            delay = min(base_delay * 2 ** min(attempt, 6), 2.0)
+            delay = _backoff(attempt)
             attempt += 1
             left = time_left()
-            out_of_tries = attempt >= UNBOUNDED_ATTEMPTS if math.isinf(left) else left - delay < RESCUE_RESERVE_SECONDS
+            out_of_tries = attempt >= UNBOUNDED_ATTEMPTS if math.isinf(left) else left - delay - attempt_seconds < keep
             if not exc.retryable or out_of_tries:
                 raise
             sleep(delay)
 
 
 def present(
-    deps: Deps, credentials: ClientCredentials, call: Callable[..., T], *, connection_id: str, **grant: Any
+    deps: Deps,
+    credentials: ClientCredentials,
+    call: Callable[..., T],
+    *,
+    connection_id: str,
+    needed: float,
+    **grant: Any,
 ) -> tuple[ClientCredentials, T]:
     """``call(credentials, **grant)`` (an Apicbase client method), once more with a rotated secret
-    after invalid_client. Returns the credentials that worked with the answer; a rejection that
-    stands is counted (the ``InvalidClient`` alarm) and raised."""
+    after invalid_client, if ``needed`` seconds are still left for it. Returns the credentials that
+    worked with the answer; a rejection that stands is counted (the ``InvalidClient`` alarm) and
+    raised."""
     try:
         return credentials, call(credentials, **grant)
     except InvalidClient:
         fresh = deps.credentials.get(credentials.application, force_fetch=True)
         if fresh != credentials:
             check_client(fresh, credentials.client_id, connection_id)
+            require_time(deps, needed)
             logger.info("client secret changed; retrying once", connection_id=connection_id)
             try:
                 return fresh, call(fresh, **grant)
@@ -90,29 +159,39 @@ def check_client(credentials: ClientCredentials, client_id: str, connection_id: 
 
 def save_or_park(deps: Deps, save: Callable[[], Connection], rescue: Rescue) -> Connection:
     """``save()`` (a repository verb writing the sealed pair ``rescue`` carries) until the
-    deadline; if it never lands, park ``rescue`` and raise TokensParked."""
+    deadline, keeping the park's time; if it never lands, park ``rescue`` and raise TokensParked."""
     try:
-        return with_backoff(save, sleep=deps.sleep, time_left=deps.time_left)
+        return with_backoff(save, sleep=deps.sleep, time_left=deps.time_left, keep=park_seconds() + SLACK_SECONDS)
     except DependencyUnavailable:
         park(deps, rescue)
         raise TokensParked(f"the tokens of connection {rescue.connection_id} were parked for rescue") from None
 
 
 def park(deps: Deps, rescue: Rescue) -> None:
-    """Put the sealed pair in a second durable place: the table's rescue item, and an SQS
-    message carrying it too (which also gets it applied within seconds). Raises if neither took it."""
+    """Put the sealed pair in a second durable place: an SQS message first (it also gets the pair
+    applied within seconds), then the table's rescue item (the scheduler's sweep finds it). Each
+    is retried while the other still has its try. Raises if neither took it."""
     places = []
-    try:
-        with_backoff(lambda: deps.connections.park(rescue), sleep=deps.sleep, time_left=deps.time_left)
-        places.append("table")
-    except DependencyUnavailable:
-        logger.error("rescue item not written", connection_id=rescue.connection_id)
+    one_try = aws_call_seconds(MUST_LAND_CONFIG)
     if deps.queue is not None:
+        queue = deps.queue
         try:
-            deps.queue.send_rescue(rescue, queued_at=int(deps.now()))
+            with_backoff(
+                lambda: queue.send_rescue(rescue, queued_at=int(deps.now())),
+                sleep=deps.sleep,
+                time_left=deps.time_left,
+                keep=one_try + SLACK_SECONDS,
+            )
             places.append("queue")
         except DependencyUnavailable:
             logger.error("rescue message not sent", connection_id=rescue.connection_id)
+    try:
+        with_backoff(
+            lambda: deps.connections.park(rescue), sleep=deps.sleep, time_left=deps.time_left, keep=SLACK_SECONDS
+        )
+        places.append("table")
+    except DependencyUnavailable:
+        logger.error("rescue item not written", connection_id=rescue.connection_id)
     if not places:
         if rescue.kind == "refresh":
             metrics.add_metric(name="RotatedTokenNotStored", unit="Count", value=1)

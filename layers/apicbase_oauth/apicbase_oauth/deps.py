@@ -25,11 +25,21 @@ if TYPE_CHECKING:  # only the scheduler has a queue: the other functions never i
     from .adapters.queue import RefreshQueue
 
 # Short timeouts: a Lambda behind API Gateway has 30 s in all. botocore's standard mode retries
-# throttling and 5xx with backoff; our own backoff covers the writes that must land.
+# throttling, 5xx and timeouts with backoff (three attempts in all: botocore's ``max_attempts``
+# would count retries, four attempts).
 AWS_CONFIG = Config(
     connect_timeout=2,
     read_timeout=5,
-    retries={"mode": "standard", "max_attempts": 3},
+    retries={"mode": "standard", "total_max_attempts": 3},
+    user_agent_extra="apicbase-oauth-broker",
+)
+# The writes that must land once Apicbase has answered (the pair, its rescue item, its SQS copy):
+# one short attempt each, retried by custody under the function's deadline, so that each attempt
+# costs a known time and the time kept for them (custody.reserve_seconds) follows from this.
+MUST_LAND_CONFIG = Config(
+    connect_timeout=1,
+    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 1},
     user_agent_extra="apicbase-oauth-broker",
 )
 
@@ -81,23 +91,26 @@ class Deps:
 def build(settings: Settings, *, session: Any = None, now: Callable[[], float] = time.time) -> Deps:
     session = session or boto3.session.Session()
 
-    def client(name: str) -> LazyClient:
-        return LazyClient(lambda: session.client(name, config=AWS_CONFIG))
+    def client(name: str, config: Config = AWS_CONFIG) -> LazyClient:
+        return LazyClient(lambda: session.client(name, config=config))
 
-    table = LazyClient(lambda: session.resource("dynamodb", config=AWS_CONFIG).Table(settings.table_name))
+    def table(config: Config = AWS_CONFIG) -> LazyClient:
+        return LazyClient(lambda: session.resource("dynamodb", config=config).Table(settings.table_name))
+
     sqs = client("sqs")
     queue = None
     if settings.refresh_queue_url:
         from .adapters.queue import RefreshQueue  # noqa: PLC0415 (see the imports)
 
-        queue = RefreshQueue(sqs, settings.refresh_queue_url)
+        queue = RefreshQueue(sqs, settings.refresh_queue_url, must_land=client("sqs", MUST_LAND_CONFIG))
     failed_batches = None
     if settings.events_dead_letter_queue_url:
         failed_batches = FailedBatches(sqs, settings.events_dead_letter_queue_url)
+    connections = table()
     return Deps(
         settings=settings,
-        sessions=SessionStore(table, now=now),
-        connections=ConnectionRepository(table, now=now),
+        sessions=SessionStore(connections, now=now),
+        connections=ConnectionRepository(connections, now=now, must_land=table(MUST_LAND_CONFIG)),
         cipher=TokenCipher(client("kms"), settings.token_key_id),
         credentials=CredentialStore(
             client("secretsmanager"), settings.client_secret_id, max_age=settings.secret_max_age_seconds

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .adapters.apicbase import ClientCredentials, Introspection, TokenResponse
 from .adapters.crypto import DataKey
-from .custody import check_client, present, report_oddities, save_or_park
+from .custody import check_client, present, report_oddities, require_time, save_or_park, time_needed
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -47,12 +47,18 @@ def exchange_and_store(
     # The key to seal the grant with is in hand before the code is presented; then the code,
     # which lives 60 seconds, is exchanged before anything else.
     key = deps.cipher.data_key(connection_id)
+    # Nothing is presented without the time to store its answer (and to check who signed in).
+    needed = time_needed(deps, deps.apicbase.read_timeout)
+    if expected_username is not None:
+        needed += deps.apicbase.worst_case_seconds(IDENTITY_READ_TIMEOUT)
+    require_time(deps, needed)
     try:
         credentials, tokens = present(
             deps,
             credentials,
             deps.apicbase.exchange_code,
             connection_id=connection_id,
+            needed=needed,
             code=code,
             redirect_uri=redirect_uri,
             code_verifier=code_verifier,

@@ -4,8 +4,8 @@ Apicbase (django-oauth-toolkit) very likely rotates refresh tokens: each refresh
 token presented, and may revoke the whole family if a revoked one is presented again. The story,
 one step per function, in the order ``refresh_connection`` tells it:
 
-1. Time (``_require_time``): nothing is presented without the time (the function's and the
-   lease's) to store the answer; a caller without it gets OutOfTime before anything is taken.
+1. Time (``custody.require_time``): nothing is presented without the time (the function's and
+   the lease's) to store the answer; a caller without it gets OutOfTime before anything is taken.
 2. Lease (``_take_lease``): a conditional write takes the connection's lease (which outlives any
    function) and returns the item: that is the re-read. ``freshness.should_refresh`` decides.
 3. An interrupted lease (``_after_interruption``): its holder died, so a parked pair is applied,
@@ -30,9 +30,9 @@ from __future__ import annotations
 import random
 import uuid
 
-from .adapters.apicbase import TokenResponse
+from .adapters.apicbase import ClientCredentials, TokenResponse
 from .adapters.crypto import DataKey
-from .custody import apply_parked, check_client, present, report_oddities, save_or_park
+from .custody import apply_parked, check_client, present, report_oddities, require_time, save_or_park, time_needed
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -70,8 +70,6 @@ ROTATION_OUTCOME_UNKNOWN = "rotation_outcome_unknown"
 # the scheduler queues it again when that has passed; an SQS retry would only repeat the answer.
 PERMANENT_FAILURES = (InvalidClient, ApicbaseRejected, ConfigurationError, TokenUnreadable)
 
-# What the must-land write (with its backoff) and, failing that, the rescue may take.
-WRITE_RESERVE_SECONDS = 8.0
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_MAX_SECONDS = 6 * 3600
 
@@ -84,7 +82,7 @@ def refresh_connection(deps: Deps, connection_id: str, purpose: Purpose) -> Refr
     or the failure that was recorded.
     """
     needed = time_needed(deps, deps.apicbase.refresh_read_timeout)
-    _require_time(deps, needed)
+    require_time(deps, needed)
     owner = uuid.uuid4().hex
     connection = _take_lease(deps, connection_id, owner, purpose)
     if isinstance(connection, RefreshResult):
@@ -101,8 +99,10 @@ def refresh_connection(deps: Deps, connection_id: str, purpose: Purpose) -> Refr
             return resolved
     try:
         key = deps.cipher.data_key(connection_id)
-        _require_time(deps, needed, lease_until=connection.lease_until)
-        response = _present(deps, connection, current.refresh_token)
+        credentials = _credentials(deps, connection)
+        # Last, right before Apicbase: every call before it may have been slow.
+        require_time(deps, needed, lease_until=connection.lease_until)
+        response = _present(deps, connection, credentials, current.refresh_token, needed)
     except InvalidGrant:
         return _invalid_grant(deps, connection, owner)
     except OutOfTime:
@@ -117,22 +117,6 @@ def refresh_connection(deps: Deps, connection_id: str, purpose: Purpose) -> Refr
         _record_failure(deps, connection, owner, exc)
         raise
     return _seal_and_save(deps, connection, key, response, current)
-
-
-# --- 1. time ---------------------------------------------------------------------------------
-def time_needed(deps: Deps, read_timeout: float) -> float:
-    """The worst case of one presentation: connect, read, then store the answer."""
-    return deps.apicbase.connect_timeout + read_timeout + WRITE_RESERVE_SECONDS
-
-
-def _require_time(deps: Deps, needed: float, *, lease_until: int | None = None) -> None:
-    """Raise OutOfTime unless the function's remaining time (and the lease) cover ``needed``."""
-    left = deps.time_left()
-    if lease_until is not None:
-        left = min(left, lease_until - deps.now())
-    if left < needed:
-        metrics.add_metric(name="OutOfTime", unit="Count", value=1)
-        raise OutOfTime(f"{left:.0f} s left, {needed:.0f} s needed to present a grant and store its answer")
 
 
 # --- 2. the lease ----------------------------------------------------------------------------
@@ -225,12 +209,23 @@ def _answer_lost(deps: Deps, connection: Connection, *, known: bool = True) -> R
 
 
 # --- 5. the presentation ---------------------------------------------------------------------
-def _present(deps: Deps, connection: Connection, refresh_token: str) -> TokenResponse:
+def _credentials(deps: Deps, connection: Connection) -> ClientCredentials:
     credentials = deps.credentials.get(connection.application)
     # A refresh must use the application that issued the token.
     check_client(credentials, connection.client_id, connection.connection_id)
+    return credentials
+
+
+def _present(
+    deps: Deps, connection: Connection, credentials: ClientCredentials, refresh_token: str, needed: float
+) -> TokenResponse:
     _, response = present(
-        deps, credentials, deps.apicbase.refresh, connection_id=connection.connection_id, refresh_token=refresh_token
+        deps,
+        credentials,
+        deps.apicbase.refresh,
+        connection_id=connection.connection_id,
+        needed=needed,
+        refresh_token=refresh_token,
     )
     return response
 

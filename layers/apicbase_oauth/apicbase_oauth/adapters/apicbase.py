@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from ..errors import (
@@ -83,6 +83,18 @@ class ApicbaseClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = "apicbase-oauth-broker"
+
+    def worst_case_seconds(self, read_timeout: float) -> float:
+        """The longest one request can take: every connect attempt the session's urllib3 ``Retry``
+        allows (each up to the connect timeout, with its backoff between them), then the read."""
+        retry: Retry = getattr(self.session.get_adapter(self.token_url), "max_retries", Retry(0))
+        seconds = self.connect_timeout
+        while True:
+            try:
+                retry = retry.increment("POST", self.token_url, error=ConnectTimeoutError("worst case"))
+            except MaxRetryError:
+                return seconds + read_timeout
+            seconds += retry.get_backoff_time() + self.connect_timeout
 
     def authorize_url(
         self,

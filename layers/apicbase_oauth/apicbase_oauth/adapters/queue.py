@@ -108,13 +108,16 @@ def _batches(items: Iterable[str]) -> Iterator[list[str]]:
 
 
 class RefreshQueue:
-    def __init__(self, sqs_client: Any, queue_url: str) -> None:
+    def __init__(self, sqs_client: Any, queue_url: str, *, must_land: Any = None) -> None:
         self.sqs = sqs_client
         self.queue_url = queue_url
+        # A parked pair's copy goes through a client that tries once, briefly (custody retries).
+        self.must_land = must_land or sqs_client
 
     def send_rescue(self, rescue: Rescue, *, queued_at: int) -> None:
+        """One attempt (custody retries it under the deadline)."""
         try:
-            self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=encode_rescue(rescue, queued_at))
+            self.must_land.send_message(QueueUrl=self.queue_url, MessageBody=encode_rescue(rescue, queued_at))
         except (ClientError, BotoCoreError):
             raise DependencyUnavailable("SQS could not be written") from None
 
