@@ -152,12 +152,15 @@ def test_the_proxy_never_sends_the_access_token_a_parked_pair_replaced(rig, data
     when Apicbase's API is called through the proxy,
     then Apicbase sees the parked pair's live access token (or the caller gets 503 with
     Retry-After), never the deleted one, and no refresh token is presented twice."""
-    _parked(rig)
+    old = _parked(rig)
     answer = rig.proxy("api/v2/products/")
-    if answer["statusCode"] != 503:
+    sent = [request.headers["Authorization"].removeprefix("Bearer ") for request in data_api.seen]
+    assert old.access_token not in sent
+    if answer["statusCode"] == 503:
+        assert int(answer["headers"]["Retry-After"]) > 0
+    else:
         assert answer["statusCode"] == 200, answer["body"]
-        sent = data_api.seen[-1].headers["Authorization"].removeprefix("Bearer ")
-        assert sent in rig.apicbase.access_tokens
+        assert sent[-1] in rig.apicbase.access_tokens
     assert rig.apicbase.reuses == 0
 
 

@@ -84,7 +84,9 @@ def connect(deps, apicbase, connection_id: str = CID) -> None:
 
 
 def table(deps) -> list[dict[str, Any]]:
-    return sorted(deps.connections.table.scan()["Items"], key=lambda item: item["pk"])
+    """The items, but for the tombstones a DELETE leaves (no tokens: see the test of them)."""
+    items = deps.connections.table.scan()["Items"]
+    return sorted((item for item in items if item.get("entity") != "tombstone"), key=lambda item: item["pk"])
 
 
 def assert_json_error(reply: Reply, status: int, code: str) -> None:
@@ -379,6 +381,26 @@ def test_delete_revokes_the_refresh_token_at_apicbase_and_forgets_the_connection
     assert refresh in apicbase.revoked and apicbase.live_refresh_tokens == set() and apicbase.access_tokens == {}
     assert_json_error(admin("admin_get_connection.json"), 404, "connection_not_found")
     assert_json_error(admin("admin_delete_connection.json"), 404, "connection_not_found")
+
+
+def test_a_delete_leaves_a_tombstone_without_tokens_that_a_reconnect_replaces(admin, deps, apicbase, clock) -> None:
+    """Given a connection, when it is deleted, then its item keeps no tokens, lease, user or scope,
+    only what fences late writes (its generation, when it was deleted) until its TTL; and
+    connecting again makes a new connection (a new generation, its version from 1, no TTL)."""
+    connect(deps, apicbase)
+    deleted = deps.connections.get(CID)
+
+    assert admin("admin_delete_connection.json").status == 200
+
+    [tombstone] = deps.connections.table.scan()["Items"]
+    assert tombstone["entity"] == "tombstone" and tombstone["generation"] == deleted.generation
+    assert not {"tokens", "version", "username", "granted_scope", "lease_owner", "refresh_queue"} & set(tombstone)
+    assert tombstone["ttl"] > tombstone["deleted_at"] == int(clock())
+    clock.advance(1)
+    connect(deps, apicbase)
+    again = deps.connections.get(CID)
+    assert (again.version, again.generation != deleted.generation) == (1, True)
+    assert not {"ttl", "deleted_at"} & set(deps.connections.table.scan()["Items"][0])
 
 
 def test_a_failed_revocation_still_forgets_the_tokens_and_says_so(admin, deps, apicbase) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from .adapters.apicbase import Introspection
+from .custody import revoke_quietly
 from .deps import Deps
 from .errors import BrokerError
 from .freshness import ADMIN
-from .grants import revoke_quietly
 from .model import Connection, ConnectionSummary, RefreshResult, immutable
 from .observability import logger, metrics
 from .refresh import refresh_connection

@@ -21,8 +21,10 @@ from botocore.config import Config
 from .adapters.apicbase import ClientCredentials, TokenResponse
 from .deps import MUST_LAND_CONFIG, Deps
 from .errors import (
+    BrokerError,
     ConditionFailed,
     ConfigurationError,
+    ConnectionNotFound,
     DependencyUnavailable,
     InvalidClient,
     OutOfTime,
@@ -206,8 +208,9 @@ def park(deps: Deps, rescue: Rescue) -> None:
 
 
 def apply_parked(deps: Deps, rescue: Rescue) -> Connection | None:
-    """Write a parked pair to its connection, unless the connection moved on since (then the
-    rescue is stale and dropped). Returns the connection it revived, or None."""
+    """Write a parked pair to its connection, unless it holds it already (another copy was applied
+    first) or moved on since (deleted, or a newer grant or pair stored): then the rescue is stale,
+    and its pair is revoked (``drop``). Returns the connection it revived, or None."""
     connection_id = rescue.connection_id
     applied: Connection | None = None
     try:
@@ -215,7 +218,11 @@ def apply_parked(deps: Deps, rescue: Rescue) -> Connection | None:
             lambda: deps.connections.apply_parked(rescue), sleep=deps.sleep, time_left=deps.time_left
         )
     except ConditionFailed:
-        logger.warning("parked tokens are stale; a newer write won", connection_id=connection_id, kind=rescue.kind)
+        if landed(deps, connection_id, rescue.tokens) is not None:
+            logger.info("parked tokens were applied already", connection_id=connection_id, kind=rescue.kind)
+        else:
+            logger.warning("parked tokens are stale; a newer write won", connection_id=connection_id, kind=rescue.kind)
+            drop(deps, connection_id, rescue.application, rescue.tokens, reason="stale_parked_pair")
     else:
         metrics.add_metric(name="RescueApplied", unit="Count", value=1)
         logger.warning("parked tokens applied", connection_id=connection_id, kind=rescue.kind)
@@ -224,6 +231,45 @@ def apply_parked(deps: Deps, rescue: Rescue) -> Connection | None:
     except DependencyUnavailable:
         logger.warning("applied rescue item not deleted; the next look drops it as stale", connection_id=connection_id)
     return applied
+
+
+def landed(deps: Deps, connection_id: str, sealed: bytes) -> Connection | None:
+    """After a fenced write of ``sealed`` failed its condition: the connection, if it holds that
+    very pair (an earlier try landed and its answer was lost, or another copy of the rescue was
+    applied first), else None. Raises DependencyUnavailable when the table cannot tell."""
+    try:
+        connection = deps.connections.get(connection_id)
+    except ConnectionNotFound:
+        return None
+    return connection if connection.tokens == sealed else None
+
+
+def drop(deps: Deps, connection_id: str, application: str, tokens: str | bytes, *, reason: str) -> None:
+    """A pair that can never be stored (its connection was deleted, or moved on to a newer grant)
+    is revoked at Apicbase, best effort, and recorded: ``DroppedPairRevoked`` or
+    ``RevocationFailed``. ``tokens``: its refresh token, or the sealed pair."""
+    error = revoke_quietly(deps, connection_id, application, tokens)
+    if error is None:
+        metrics.add_metric(name="DroppedPairRevoked", unit="Count", value=1)
+    logger.warning(
+        "a pair that cannot be stored was dropped", connection_id=connection_id, reason=reason, revoked=error is None
+    )
+
+
+def revoke_quietly(deps: Deps, connection_id: str, application: str, refresh_token: str | bytes) -> str | None:
+    """Revoke a refresh token at Apicbase (RFC 7009), best effort: ``refresh_token`` is the token,
+    or a sealed pair (opened here). Returns the error code when it failed (counted and logged:
+    it is reported, never raised), else None."""
+    try:
+        if isinstance(refresh_token, bytes):
+            refresh_token = deps.cipher.decrypt(connection_id, refresh_token).refresh_token
+        deps.apicbase.revoke(deps.credentials.get(application), token=refresh_token)
+    except Exception as exc:
+        code = exc.code if isinstance(exc, BrokerError) else "internal_error"
+        metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
+        logger.warning("refresh token not revoked", connection_id=connection_id, error=code)
+        return code
+    return None
 
 
 def report_oddities(response: TokenResponse, connection_id: str) -> None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from .adapters.apicbase import ClientCredentials, Introspection, TokenResponse
 from .adapters.crypto import DataKey
-from .custody import check_client, present, report_oddities, require_time, save_or_park, time_needed
+from .custody import check_client, present, report_oddities, require_time, revoke_quietly, save_or_park, time_needed
 from .deps import Deps
 from .errors import (
     ApicbaseError,
-    BrokerError,
     DependencyUnavailable,
     IdentityMismatch,
     IdentityUnverified,
@@ -20,7 +19,7 @@ from .errors import (
     MalformedResponse,
     TokensParked,
 )
-from .model import Connection, Grant, Rescue, TokenPair
+from .model import Connection, Grant, Rescue, TokenPair, new_generation
 from .observability import logger, metrics
 
 # How long the identity check waits for introspection before it fails closed.
@@ -146,22 +145,6 @@ def _verify_identity(
     raise IdentityMismatch("You signed in to Apicbase as a different user than expected, so nothing was connected.")
 
 
-def revoke_quietly(deps: Deps, connection_id: str, application: str, refresh_token: str | bytes) -> str | None:
-    """Revoke a refresh token at Apicbase (RFC 7009), best effort: ``refresh_token`` is the token,
-    or a sealed pair (opened here). Returns the error code when it failed (counted and logged:
-    it is reported, never raised), else None."""
-    try:
-        if isinstance(refresh_token, bytes):
-            refresh_token = deps.cipher.decrypt(connection_id, refresh_token).refresh_token
-        deps.apicbase.revoke(deps.credentials.get(application), token=refresh_token)
-    except Exception as exc:
-        code = exc.code if isinstance(exc, BrokerError) else "internal_error"
-        metrics.add_metric(name="RevocationFailed", unit="Count", value=1)
-        logger.warning("refresh token not revoked", connection_id=connection_id, error=code)
-        return code
-    return None
-
-
 def report_identity_change(connection: Connection) -> None:
     """A reconnect signed in as another Apicbase user than the grant it replaced (the stream
     announces it as Identity Changed)."""
@@ -213,6 +196,7 @@ def store_grant(
         scope=scope,
         username=username,
         source=source,
+        generation=new_generation(),  # every grant stored is a new generation of its connection
     )
     rescue = Rescue.of_grant(grant, parked_at=int(deps.now()))
     try:

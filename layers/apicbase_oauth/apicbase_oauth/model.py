@@ -7,6 +7,7 @@ edge turns them into JSON.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, dataclass_transform
 
@@ -45,6 +46,11 @@ def immutable(cls: type[_T]) -> type[_T]:
     ``__eq__``, ``__hash__``, ``__setattr__`` and ``__delattr__`` of a frozen dataclass cost every
     cold start their creation (docs/BENCHMARKS.md). Compared by value? ``@dataclass(frozen=True)``."""
     return dataclass(eq=False)(cls)
+
+
+def new_generation() -> str:
+    """A connection's generation: random, so that no two grants of one connection share one."""
+    return uuid.uuid4().hex
 
 
 # Whole matches: re.match(...$) would accept a trailing newline.
@@ -108,6 +114,10 @@ class Connection:
     previous_username: str | None = None
     # The name of the library the grant acts on (the user's active library), as Apicbase said.
     library: str | None = None
+    # Which grant this is: a new one with every grant stored (connect, reconnect after a DELETE,
+    # import), kept by the tombstone a DELETE leaves. Every late write names the generation it
+    # belongs to, so nothing of an older grant writes into a newer one ("" before generations).
+    generation: str = ""
 
     def __repr__(self) -> str:
         return f"Connection(connection_id={self.connection_id!r}, status={self.status!r}, version={self.version})"
@@ -169,6 +179,7 @@ class Grant:
     scope: str | None
     username: str | None
     source: str
+    generation: str = ""
 
 
 @immutable
@@ -189,6 +200,8 @@ class Rescue:
     username: str | None
     source: str
     parked_at: int
+    # The connection's generation it belongs to: a grant's own, a refresh's the one it refreshed.
+    generation: str = ""
 
     def __repr__(self) -> str:
         return f"Rescue(connection_id={self.connection_id!r}, kind={self.kind!r}, base_version={self.base_version})"

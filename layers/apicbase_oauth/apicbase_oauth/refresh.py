@@ -32,7 +32,17 @@ import uuid
 
 from .adapters.apicbase import ClientCredentials, TokenResponse
 from .adapters.crypto import DataKey
-from .custody import apply_parked, check_client, present, report_oddities, require_time, save_or_park, time_needed
+from .custody import (
+    apply_parked,
+    check_client,
+    drop,
+    landed,
+    present,
+    report_oddities,
+    require_time,
+    save_or_park,
+    time_needed,
+)
 from .deps import Deps
 from .errors import (
     ApicbaseError,
@@ -276,7 +286,9 @@ def _seal_and_save(
         username=connection.username,
         source=connection.source or "callback",
         parked_at=int(deps.now()),
+        generation=connection.generation,
     )
+    stored: Connection | None
     try:
         stored = save_or_park(
             deps,
@@ -286,13 +298,12 @@ def _seal_and_save(
             rescue,
         )
     except ConditionFailed:
-        # Reconnected or deleted while we refreshed: the newer grant wins, ours is discarded.
-        metrics.add_metric(name="RefreshSuperseded", unit="Count", value=1)
-        logger.warning("refreshed pair superseded by a newer grant", connection_id=connection.connection_id)
-        return RefreshResult(SUPERSEDED, deps.connections.get(connection.connection_id))
+        stored = _landed_or_dropped(deps, connection, sealed, pair)
     except TokensParked:
         # The lease stays held: nobody presents the old refresh token until the parked pair is applied.
         raise
+    if stored is None:
+        return RefreshResult(SUPERSEDED, deps.connections.get(connection.connection_id))
     report_oddities(response, connection.connection_id)
     metrics.add_metric(name="Refreshed", unit="Count", value=1)
     logger.info(
@@ -303,6 +314,22 @@ def _seal_and_save(
         rotated=pair.refresh_token != current.refresh_token,
     )
     return RefreshResult(REFRESHED, stored, pair)
+
+
+def _landed_or_dropped(deps: Deps, connection: Connection, sealed: bytes, pair: TokenPair) -> Connection | None:
+    """The write's fence failed: an earlier try of it landed (its answer lost), or the connection
+    was reconnected or deleted while we refreshed. Then the newer grant wins, and our pair, which
+    can never be stored, is revoked at Apicbase (best effort) rather than left live there."""
+    try:
+        stored = landed(deps, connection.connection_id, sealed)
+    except DependencyUnavailable:
+        logger.error("refreshed pair's write not confirmed", connection_id=connection.connection_id)
+        raise
+    if stored is None:
+        metrics.add_metric(name="RefreshSuperseded", unit="Count", value=1)
+        logger.warning("refreshed pair superseded by a newer grant", connection_id=connection.connection_id)
+        drop(deps, connection.connection_id, connection.application, pair.refresh_token, reason="superseded_refresh")
+    return stored
 
 
 # --- endings that are not a refresh ----------------------------------------------------------

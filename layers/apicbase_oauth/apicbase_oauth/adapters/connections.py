@@ -1,11 +1,14 @@
 """The connection repository: every read and write of a connection's items, one verb each.
 
 Items (one table, key ``pk``):
-- ``CONN#<connection_id>``: the connection. The tokens are a sealed pair; ``version`` grows with
-  every token write; ``lease_owner``/``lease_until`` make refreshes single-flight;
+- ``CONN#<connection_id>``: the connection. The tokens are a sealed pair; ``generation`` names the
+  grant (new with every grant stored); ``version`` grows with every token write;
+  ``lease_owner``/``lease_until`` make refreshes single-flight;
   ``interrupted_lease_until`` remembers a lease that lapsed while held (the witness of a refresh
   that may have been cut short); ``refresh_queue`` (present only while the connection should be
-  refreshed) puts it in the sparse ``refresh-due`` index.
+  refreshed) puts it in the sparse ``refresh-due`` index. A DELETE leaves a tombstone (``entity``
+  ``tombstone``, no tokens, the generation and ``deleted_at`` kept for TOMBSTONE_SECONDS, longer
+  than any message or parked pair lives): nothing written for the deleted grant can revive it.
 - ``RESCUE#<connection_id>``: a parked pair, sealed, whose write to its connection failed for
   good. In the refresh-due index (due at once), deleted once applied.
 
@@ -23,7 +26,16 @@ from dataclasses import field
 from typing import Any
 
 from ..errors import ConditionFailed, ConnectionNotFound, DependencyUnavailable, LeaseHeld
-from ..model import ACTIVE, NEEDS_REAUTHORIZATION, Connection, ConnectionSummary, Grant, Rescue, immutable
+from ..model import (
+    ACTIVE,
+    NEEDS_REAUTHORIZATION,
+    Connection,
+    ConnectionSummary,
+    Grant,
+    Rescue,
+    immutable,
+    new_generation,
+)
 from ..observability import logger
 from .dynamodb import (
     CONNECTIONS_INDEX,
@@ -37,6 +49,10 @@ from .dynamodb import (
     decode_cursor,
     encode_cursor,
 )
+
+TOMBSTONE = "tombstone"
+# A deleted connection's tombstone outlives every message (the DLQ keeps them 14 days).
+TOMBSTONE_SECONDS = 30 * 24 * 3600
 
 
 def rescue_key(connection_id: str) -> str:
@@ -70,9 +86,17 @@ class Condition:
         return arguments
 
 
-def _same_grant(version: int) -> Condition:
-    """The connection still holds the pair that was read (a reconnect or a delete moves it on)."""
-    return Condition("version = :fence_version", {":fence_version": version})
+def _same_grant(generation: str, version: int) -> Condition:
+    """The connection still holds the grant and the pair that were read: a connection (not a
+    tombstone), of the same generation (a reconnect or a DELETE starts a new one) and the same
+    version (every token write bumps it)."""
+    condition = Condition(
+        "entity = :fence_entity AND version = :fence_version",
+        {":fence_entity": "connection", ":fence_version": version},
+    )
+    if not generation:  # an item written before generations
+        return condition & Condition("attribute_not_exists(generation)")
+    return condition & Condition("generation = :fence_generation", {":fence_generation": generation})
 
 
 def _lease_held_by(owner: str) -> Condition:
@@ -97,12 +121,17 @@ def _lease_free(now: int, *, respect_backoff: bool) -> Condition:
 
 
 def _unwritten_since(parked_at: int) -> Condition:
-    """Nothing was written to the connection since a grant was parked (a grant read no version)."""
-    return Condition("attribute_not_exists(updated_at) OR updated_at <= :fence_since", {":fence_since": parked_at})
+    """Nothing was written to the connection since a grant was parked (a grant read no version),
+    and it was not deleted since (nor in that second: a deleted connection is never revived)."""
+    return Condition(
+        "(attribute_not_exists(updated_at) OR updated_at <= :fence_since) "
+        "AND (attribute_not_exists(deleted_at) OR deleted_at < :fence_since)",
+        {":fence_since": parked_at},
+    )
 
 
-def _exists() -> Condition:
-    return Condition("attribute_exists(pk)")
+def _is_connection() -> Condition:
+    return Condition("entity = :fence_entity", {":fence_entity": "connection"})
 
 
 def _parked_at(parked_at: int) -> Condition:
@@ -198,7 +227,7 @@ class ConnectionRepository:
                 Key={"pk": connection_key(connection.connection_id)},
                 UpdateExpression="SET " + ", ".join(sets),
                 ReturnValues="ALL_NEW",
-                **_same_grant(connection.version).arguments(values),
+                **_same_grant(connection.generation, connection.version).arguments(values),
             )
         except (ConditionFailed, DependencyUnavailable):
             logger.warning("username not recorded", connection_id=connection.connection_id)
@@ -222,12 +251,14 @@ class ConnectionRepository:
                 Key={"pk": connection_key(connection_id)},
                 UpdateExpression=(
                     "SET interrupted_lease_until = if_not_exists(lease_until, :zero), "
-                    "lease_owner = :owner, lease_until = :until"
+                    "lease_owner = :owner, lease_until = :until, "
+                    # A connection stored before generations gets one with its first lease.
+                    "generation = if_not_exists(generation, :generation)"
                 ),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 **_lease_free(now, respect_backoff=respect_backoff).arguments(
-                    {":owner": owner, ":until": now + lease_seconds, ":zero": 0}
+                    {":owner": owner, ":until": now + lease_seconds, ":zero": 0, ":generation": new_generation()}
                 ),
             )
         except CheckFailed as failed:
@@ -273,7 +304,7 @@ class ConnectionRepository:
             + ", ".join(sets)
             + " REMOVE lease_owner, lease_until, next_attempt_at, last_error, interrupted_lease_until",
             ReturnValues="ALL_NEW",
-            **_same_grant(connection.version).arguments(values),
+            **_same_grant(connection.generation, connection.version).arguments(values),
         )
         return connection_from_item(result["Attributes"])
 
@@ -348,7 +379,7 @@ class ConnectionRepository:
                 "updated_at = :now REMOVE refresh_queue, lease_owner, lease_until, next_attempt_at"
             ),
             ReturnValues="ALL_NEW",
-            **_same_grant(connection.version).arguments(
+            **_same_grant(connection.generation, connection.version).arguments(
                 {
                     ":status": NEEDS_REAUTHORIZATION,
                     ":reason": reason,
@@ -374,7 +405,7 @@ class ConnectionRepository:
         """Write a parked pair to its connection: a refresh's over its base version, a grant's
         only if nothing was written since it was parked (ConditionFailed: it is stale)."""
         if rescue.kind == "refresh":
-            return self._write_grant(rescue.grant, _same_grant(rescue.base_version), refreshed=True)
+            return self._write_grant(rescue.grant, _same_grant(rescue.generation, rescue.base_version), refreshed=True)
         return self._write_grant(rescue.grant, _unwritten_since(rescue.parked_at))
 
     def drop_parked(self, rescue: Rescue) -> None:
@@ -387,13 +418,28 @@ class ConnectionRepository:
 
     # --- disconnect ------------------------------------------------------------------------
     def forget(self, connection_id: str) -> Connection:
-        """Delete the connection; returns it as it was (its refresh token, to revoke)."""
+        """Delete the connection's tokens; returns it as it was (its refresh token, to revoke).
+
+        The item becomes a tombstone for TOMBSTONE_SECONDS: no tokens, no lease, out of both
+        indexes, its generation kept and ``deleted_at`` set, so that nothing written for the
+        deleted grant (a refresh in flight, a parked pair, a message) can revive it, and a
+        reconnect starts a new generation (its version from 1 again)."""
+        now = int(self.now())
         try:
             result = call(
-                self.table.delete_item,
+                self.table.update_item,
                 Key={"pk": connection_key(connection_id)},
+                UpdateExpression=(
+                    "SET entity = :tombstone, #status = :tombstone, updated_at = :now, deleted_at = :now, "
+                    "#ttl = :ttl REMOVE tokens, version, refresh_queue, lease_owner, lease_until, "
+                    "interrupted_lease_until, next_attempt_at, username, previous_username, granted_scope, "
+                    "created_at, reauthorization_reason"
+                ),
                 ReturnValues="ALL_OLD",
-                **_exists().arguments(),
+                **_is_connection().arguments(
+                    {":tombstone": TOMBSTONE, ":now": now, ":ttl": now + TOMBSTONE_SECONDS},
+                    {"#status": "status", "#ttl": "ttl"},
+                ),
             )
         except ConditionFailed:
             raise ConnectionNotFound(f"connection {connection_id} does not exist") from None
@@ -417,6 +463,7 @@ class ConnectionRepository:
             ":one": 1,
             ":source": grant.source,
             ":nobody": "",
+            ":generation": grant.generation or new_generation(),
         }
         sets = [
             "entity = :entity",
@@ -432,6 +479,7 @@ class ConnectionRepository:
             "version = if_not_exists(version, :zero) + :one",
             "consecutive_failures = :zero",
             "#source = :source",
+            "generation = :generation",
             # Whom the replaced grant belonged to (a reconnect by another user is announced).
             "previous_username = if_not_exists(username, :nobody)",
         ]
@@ -445,6 +493,9 @@ class ConnectionRepository:
             "lease_until",
             "interrupted_lease_until",
             "library",  # the new grant's is told after it is stored
+            # A tombstone's, when the connection is connected again after a DELETE.
+            "deleted_at",
+            "#ttl",
         ]
         # `scope` is a DynamoDB reserved word.
         for name, value in (("granted_scope", grant.scope), ("username", grant.username)):
@@ -453,7 +504,7 @@ class ConnectionRepository:
                 sets.append(f"{name} = :{name}")
             else:
                 removes.append(name)
-        names = {"#status": "status", "#source": "source"}
+        names = {"#status": "status", "#source": "source", "#ttl": "ttl"}
         arguments = (
             fence.arguments(values, names)
             if fence
@@ -478,6 +529,7 @@ class ConnectionRepository:
 def _rescue_item(rescue: Rescue) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pk": rescue_key(rescue.connection_id),
+        "generation": rescue.generation,
         "entity": "rescue",
         "connection_id": rescue.connection_id,
         "kind": rescue.kind,
@@ -511,4 +563,5 @@ def _rescue_from_item(item: dict[str, Any]) -> Rescue:
         username=item.get("username"),
         source=item["source"],
         parked_at=int(item["parked_at"]),
+        generation=str(item.get("generation") or ""),
     )

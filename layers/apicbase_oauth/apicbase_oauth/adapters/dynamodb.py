@@ -110,6 +110,7 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         source=item.get("source"),
         previous_username=item.get("previous_username") or None,
         library=item.get("library"),
+        generation=str(item.get("generation") or ""),
     )
 
 

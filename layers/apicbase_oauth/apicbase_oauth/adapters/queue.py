@@ -34,7 +34,10 @@ _RESCUE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "username": (str, type(None)),
     "source": str,
     "parked_at": int,
+    "generation": str,
 }
+# Messages parked before generations existed carry none: they are fenced by version and time alone.
+_OPTIONAL_RESCUE_FIELDS = {"generation": ""}
 
 
 @immutable
@@ -60,6 +63,8 @@ def encode_rescue(rescue: Rescue, queued_at: int) -> str:
 
 
 def _decode_rescue(connection_id: str, fields: Any) -> Rescue:
+    if isinstance(fields, dict):
+        fields = {**_OPTIONAL_RESCUE_FIELDS, **fields}
     if not isinstance(fields, dict) or set(fields) != set(_RESCUE_FIELDS):
         raise InvalidRequest("rescue message does not have our fields", code="invalid_message")
     for name, kind in _RESCUE_FIELDS.items():
