@@ -12,6 +12,7 @@ from apicbase_oauth.connect import begin_sign_in, complete_callback
 from apicbase_oauth.edge import answers, checks, gateway, pages, routes
 from apicbase_oauth.errors import BrokerError
 from apicbase_oauth.observability import API_GATEWAY_HTTP, LambdaContext, logger, metrics
+from apicbase_oauth.signin import binder_tag
 
 DEPS = deps.build(Settings.from_env())
 BRAND = DEPS.settings.brand
@@ -25,23 +26,28 @@ def start(event: dict) -> Page:
     except BrokerError as exc:
         return (*failed(exc), [])
     status, headers, body = pages.redirect(sign_in.authorize_url)
-    return status, headers, body, [pages.binder_cookie(sign_in.binder, sign_in.max_age)]
+    return status, headers, body, [pages.binder_cookie(sign_in.binder, sign_in.max_age, sign_in.tag)]
 
 
 def callback(event: dict) -> Page:
     query = gateway.query_of(event)
+    state = checks.issued(query.get("state"))
+    # This sign-in's binder cookie (each sign-in under way in the browser has its own).
+    tag = binder_tag(state) if state else ""
+    binder = gateway.cookie(event, pages.binder_cookie_name(tag)) or gateway.cookie(event, pages.BINDER_COOKIE)
     try:
         outcome = complete_callback(
             DEPS,
-            state=checks.issued(query.get("state")),
+            state=state,
             code=checks.code_or_none(query.get("code")),
             error=checks.redirect_error(query.get("error")),
-            binder=checks.issued(gateway.cookie(event, pages.BINDER_COOKIE)),
+            binder=checks.issued(binder),
         )
     except BrokerError as exc:
-        return cleared(failed(exc))
+        return cleared(failed(exc), tag)
     if outcome.error is not None:
-        return cleared(failed(outcome.error, return_url=outcome.return_url, connection_id=outcome.connection_id))
+        page = failed(outcome.error, return_url=outcome.return_url, connection_id=outcome.connection_id)
+        return cleared(page, tag)
     assert outcome.connection is not None
     connection = outcome.connection
     page = pages.connected(
@@ -51,12 +57,13 @@ def callback(event: dict) -> Page:
         return_url=outcome.return_url,
         brand=BRAND,
     )
-    return cleared(page)
+    return cleared(page, tag)
 
 
-def cleared(page: tuple[int, dict[str, str], str]) -> Page:
-    """The callback's answer, whatever it is, ends the binder cookie's use."""
-    return (*page, [pages.clear_binder_cookie()])
+def cleared(page: tuple[int, dict[str, str], str], tag: str) -> Page:
+    """The callback's answer, whatever it is, ends its binder cookie's use (another sign-in's
+    cookie stays, for that sign-in's callback)."""
+    return (*page, [pages.clear_binder_cookie(tag), pages.clear_binder_cookie()])
 
 
 def failed(

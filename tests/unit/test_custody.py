@@ -18,7 +18,7 @@ from apicbase_oauth.model import MAX_TOKEN_LENGTH, Grant, Rescue, TokenPair
 from apicbase_oauth.refresh import refresh_connection
 from apicbase_oauth.schedule import refresh_from_message
 from tests.conftest import load_event
-from tests.unit.refresh_support import AwsCalls, EventSink, real_clock, seed, stored_pair
+from tests.unit.refresh_support import AwsCalls, EventSink, drain, real_clock, seed, stored_pair
 
 CID = "lib-42"
 DUE = 3600
@@ -126,6 +126,72 @@ def test_a_write_that_never_lands_parks_the_pair_and_the_next_refresh_applies_it
     assert stored_pair(deps, CID).refresh_token == rotated
     assert (apicbase.refresh_requests, apicbase.reuses) == (presented, 0)
     assert deps.connections.parked(CID) is None
+
+
+def _queued(deps: Any) -> list[str]:
+    return list(drain(deps.queue.sqs, deps.settings.refresh_queue_url))
+
+
+def test_when_the_table_takes_neither_the_pair_nor_its_rescue_the_sqs_copy_keeps_it(deps, apicbase, monkeypatch):
+    # Given a due connection, and DynamoDB refusing the refreshed pair's write and the rescue item
+    seed(deps, apicbase, CID, expires_in=DUE)
+    calls = AwsCalls(monkeypatch)
+    calls.fail("UpdateItem", "InternalServerError", times=100, when=lambda p: ":tokens" in str(p))
+    calls.fail("PutItem", "InternalServerError", times=100, when=lambda p: "RESCUE#" in str(p))
+    # When it is refreshed
+    with pytest.raises(TokensParked):
+        refresh_due(deps)
+    rotated = apicbase.issued_refresh_tokens[-1]
+    assert deps.connections.parked(CID) is None
+    # Then the SQS copy holds the rotated pair, and the worker stores it once DynamoDB is back
+    calls._failures.clear()
+    assert [refresh_from_message(deps, body) for body in _queued(deps)] == ["rescued"]
+    assert stored_pair(deps, CID).refresh_token == rotated
+    assert apicbase.reuses == 0
+
+
+def test_a_stale_parked_pair_never_overwrites_a_newer_pair_of_its_connection(deps, apicbase, clock, monkeypatch):
+    # Given a refreshed pair parked (its write failed), applied by the next refresh, which a
+    # later refresh rotated again
+    seed(deps, apicbase, CID, expires_in=DUE)
+    calls = AwsCalls(monkeypatch)
+    calls.fail("UpdateItem", "InternalServerError", times=100, when=lambda p: ":tokens" in str(p))
+    with pytest.raises(TokensParked):
+        refresh_due(deps)
+    calls._failures.clear()
+    stale = _queued(deps)  # the SQS copy, delivered late
+    clock.advance(deps.settings.lease_seconds + 1)
+    assert refresh_due(deps).outcome == "rescued"
+    assert refresh_connection(deps, CID, Purpose("admin", 0, force=True)).outcome == "refreshed"
+    newest = stored_pair(deps, CID)
+    # When the stale copy arrives
+    assert [refresh_from_message(deps, body) for body in stale] == ["rescue_stale"]
+    # Then the newest pair stays, live
+    assert stored_pair(deps, CID) == newest and newest.refresh_token in apicbase.live_refresh_tokens
+    assert apicbase.reuses == 0
+
+
+def test_the_reauthorization_mark_spares_a_pair_stored_meanwhile(deps, apicbase, clock):
+    # Given a refresh whose answer is lost, and a newer pair of the connection stored (a parked
+    # pair applied) while the old access token is being introspected
+    seed(deps, apicbase, CID, expires_in=DUE)
+    apicbase.lose_answers = 1
+    newer = TokenPair(*apicbase.issue_pair())
+
+    def meanwhile(form: dict[str, str]) -> None:
+        if "token" in form and "grant_type" not in form and apicbase.on_form is not None:
+            apicbase.on_form = None
+            held = deps.connections.get(CID)
+            deps.connections.save_refreshed(
+                held, tokens=deps.cipher.encrypt(CID, newer), expires_at=int(clock()) + DUE, scope=None
+            )
+
+    apicbase.on_form = meanwhile
+    # When the witness says the answer was lost
+    result = refresh_due(deps)
+    # Then the connection is not marked for reauthorization: it holds the newer pair, alive
+    assert result.outcome == "rotated_elsewhere"
+    assert deps.connections.get(CID).status == "active" and stored_pair(deps, CID) == newer
 
 
 def test_a_parked_pair_carried_by_a_message_is_applied_by_the_worker(deps, apicbase, clock):

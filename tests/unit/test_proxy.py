@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from apicbase_oauth import connect as connect_flow
-from apicbase_oauth import proxy
+from apicbase_oauth import proxy, tokens
 from apicbase_oauth.adapters.budget import budget_key
 from apicbase_oauth.edge import forwarding
 from apicbase_oauth.errors import InvalidRequest
@@ -217,6 +217,73 @@ def test_a_second_401_is_passed_on_after_one_refresh(call, deps, apicbase, data_
     assert reply.status == 401
     assert apicbase.refresh_requests == 1
     assert len(data_api.seen) == 2
+
+
+def test_a_path_that_always_answers_401_costs_one_rotation_not_one_per_call(call, deps, apicbase, data_api) -> None:
+    # Given a connected library, and a path Apicbase answers 401 to whatever the token
+    connect(deps, apicbase)
+    data_api.scripted += [(401, {"Content-Type": "application/json"}, b'{"detail": "no"}')] * 30
+    # When it is called ten times through the proxy
+    statuses = [call().status for _ in range(10)]
+    # Then every 401 is passed on, and only the first call refreshed: the token it got was refused
+    # too, so Apicbase refuses the resource, not the token
+    assert statuses == [401] * 10
+    assert apicbase.refresh_requests == 1
+    assert len(data_api.seen) == 11
+    # And a consumer reporting that token as rejected does not rotate it either
+    token = deps.cipher.decrypt(CID, deps.connections.get(CID).tokens).access_token
+    assert tokens.replace_rejected_token(deps, CID, token).access_token == token
+    assert apicbase.refresh_requests == 1
+
+
+def test_a_refused_token_is_refreshed_for_a_401_again_after_a_while(call, deps, apicbase, data_api, clock) -> None:
+    # Given a token Apicbase refused right after a refresh for a 401
+    connect(deps, apicbase)
+    data_api.scripted += [(401, {"Content-Type": "application/json"}, b'{"detail": "no"}')] * 30
+    call()
+    # When its 401s go on past the guard's time
+    clock.advance(tokens.REFUSED_TOKEN_SECONDS + 1)
+    call()
+    # Then one more refresh is tried (a token revoked elsewhere is not stuck for good)
+    assert apicbase.refresh_requests == 2
+
+
+# --- 429 and the budget ------------------------------------------------------------------------
+def test_a_connection_that_needs_reauthorization_spends_no_budget(call, deps, apicbase, data_api, clock) -> None:
+    # Given a connection whose grant is gone
+    connect(deps, apicbase)
+    connection = deps.connections.get(CID)
+    deps.connections.mark_for_reauthorization(connection, reason="refresh_token_rejected")
+    # When it is called through the proxy
+    reply = call()
+    # Then the answer is 409, Apicbase saw nothing, and its user's budget is untouched
+    assert (reply.status, reply.json()["error"]["code"]) == (409, "needs_reauthorization")
+    assert data_api.seen == []
+    key = budget_key(f"user:{apicbase.username}", int(clock() // 60))
+    assert "Item" not in deps.connections.table.get_item(Key={"pk": key})
+
+
+def test_apicbase_s_own_429_gives_its_budget_unit_back(call, deps, apicbase, data_api, clock) -> None:
+    # Given Apicbase answering 429 to a call the budget let through
+    connect(deps, apicbase)
+    data_api.scripted.append((429, {"Content-Type": "application/json", "Retry-After": "5"}, b"{}"))
+    key = budget_key(f"user:{apicbase.username}", int(clock() // 60))
+    # When it is called, then called again once Apicbase serves
+    assert call().status == 429
+    assert deps.connections.table.get_item(Key={"pk": key})["Item"]["count"] == 0
+    assert call().status == 200
+    # Then only the request Apicbase served cost a unit
+    assert deps.connections.table.get_item(Key={"pk": key})["Item"]["count"] == 1
+
+
+def test_the_caller_s_host_header_never_reaches_apicbase(call, deps, apicbase, data_api) -> None:
+    # Given a caller that sends a Host header of its own (API Gateway's, or a forged one)
+    connect(deps, apicbase)
+    # When it calls through the proxy
+    reply = call(headers={"host": "evil.example", "x-forwarded-host": "evil.example"})
+    # Then Apicbase's request names no host but the one its URL has
+    assert reply.status == 200
+    assert not {"host", "x-forwarded-host"} & set(reply.json()["headers"])
 
 
 # --- 429 and the budget ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from apicbase_oauth import connect, signin
 from apicbase_oauth.adapters.dynamodb import connection_key, state_key
 from apicbase_oauth.edge import pages
 from apicbase_oauth.errors import ApicbaseUnavailable
+from apicbase_oauth.signin import binder_tag
 from tests.binding import start_id_of, state_of
 from tests.conftest import load_event
 from tests.unit.logcapture import captured_logs
@@ -95,7 +96,8 @@ def test_connect_url_sets_a_host_only_cookie_and_redirects_to_apicbase(deps, bro
     assert response["statusCode"] == 302
     assert state_of(response["headers"]["Location"]) == started.state
     assert response["headers"]["Cache-Control"] == "no-store"
-    assert attributes[0].startswith(pages.BINDER_COOKIE + "=") and pages.BINDER_COOKIE.startswith("__Host-")
+    name = pages.binder_cookie_name(binder_tag(started.state))
+    assert attributes[0].startswith(name + "=") and name.startswith("__Host-apicbase-connect-")
     assert attributes[1:5] == COOKIE_ATTRIBUTES and "Domain" not in cookie
     assert attributes[5] == f"Max-Age={deps.settings.state_ttl_seconds}"
 
@@ -135,8 +137,42 @@ def test_the_browser_that_opened_connect_url_completes_the_callback(deps, apicba
 
     assert response["statusCode"] == 200
     assert stored(deps) is not None
-    assert response["cookies"] == [f"{pages.BINDER_COOKIE}=; {'; '.join(COOKIE_ATTRIBUTES)}; Max-Age=0"]
+    name = pages.binder_cookie_name(binder_tag(started.state))
+    assert response["cookies"][0] == f"{name}=; {'; '.join(COOKIE_ATTRIBUTES)}; Max-Age=0"
     assert browser.jar == {}
+
+
+def test_several_connect_links_opened_in_one_browser_each_complete(deps, apicbase, browser, public) -> None:
+    """Given two connect sessions (two connections) whose connect_urls one browser opened, one
+    after the other, when Apicbase sends that browser back for each, in either order, then each
+    callback completes with its own binder cookie, and clears only its own."""
+    first, second = session(deps), connect.start_connect_session(deps, "lib-43")
+    browser.open(first.connect_url)
+    browser.open(second.connect_url)
+    assert len(browser.jar) == 2
+
+    assert browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": second.state})["statusCode"] == 200
+    assert len(browser.jar) == 1
+    assert browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": first.state})["statusCode"] == 200
+
+    assert deps.connections.get(CID) and deps.connections.get("lib-43") and browser.jar == {}
+    # And each is still bound to its browser: the other cookie in another browser does not do
+    third = session(deps)
+    browser.open(third.connect_url)
+    other_cookie = [f"{pages.binder_cookie_name(binder_tag(first.state))}={value}" for value in browser.jar.values()]
+    refused = public("/oauth/callback", {"code": apicbase.issue_code(), "state": first.state}, cookies=other_cookie)
+    assert refused["statusCode"] == 400
+
+
+def test_a_session_is_bound_to_one_browser_once(deps) -> None:
+    """Given a session bound to a browser's binder, when another binder is offered for it (a
+    start item replayed), then it is refused and the first binder stays the session's."""
+    started = session(deps)
+    key = state_key(started.state)
+    assert deps.sessions.bind(key, "a" * 64)
+
+    assert not deps.sessions.bind(key, "b" * 64)
+    assert deps.sessions.consume(started.state).binder_hash == "a" * 64
 
 
 def test_login_csrf_a_state_forwarded_to_another_browser_is_refused(deps, apicbase, public, browser) -> None:
@@ -315,11 +351,11 @@ def test_states_start_ids_and_binders_are_never_logged(
     first, second = session(deps), session(deps, expected_username="owner@example.com")
     with captured_logs(caplog) as logs:
         browser.open(first.connect_url)
-        binders = [browser.jar[pages.BINDER_COOKIE]]
+        binders = [browser.jar[pages.binder_cookie_name(binder_tag(first.state))]]
         browser.open(first.connect_url)
         public("/oauth/callback", {"code": apicbase.issue_code(), "state": first.state})
         browser.open(second.connect_url)
-        binders.append(browser.jar[pages.BINDER_COOKIE])
+        binders.append(browser.jar[pages.binder_cookie_name(binder_tag(second.state))])
         browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": second.state})
         text = logs()
 

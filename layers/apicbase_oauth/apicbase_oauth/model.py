@@ -118,6 +118,10 @@ class Connection:
     # import), kept by the tombstone a DELETE leaves. Every late write names the generation it
     # belongs to, so nothing of an older grant writes into a newer one ("" before generations).
     generation: str = ""
+    # The version whose access token Apicbase refused (401) right after it replaced a refused one,
+    # and until when that token is not refreshed again for a 401 (``tokens.REFUSED_TOKEN_SECONDS``).
+    refused_version: int | None = None
+    refused_until: int | None = None
 
     def __repr__(self) -> str:
         return f"Connection(connection_id={self.connection_id!r}, status={self.status!r}, version={self.version})"
@@ -161,6 +165,11 @@ class AccessToken:
     access_token: str
     expires_at: int
     scope: str | None
+    # Which pair of the connection it is (its generation and version), and whether Apicbase
+    # refused it right after it replaced a refused token: then a 401 is passed on, not refreshed.
+    generation: str = ""
+    version: int = 0
+    refused: bool = False
 
     def __repr__(self) -> str:
         return f"AccessToken(connection_id={self.connection_id!r}, expires_at={self.expires_at})"

@@ -6,10 +6,13 @@ once for the budget's user and the token), one UpdateItem (the budget), then Api
 
 - A 401 from Apicbase (django-oauth-toolkit deletes the old access token on every refresh)
   replaces the token once (``tokens.replace_rejected_token``: the same single flight as every
-  refresh) and retries once; a second 401 is passed on. A 401 is not counted by Apicbase's
-  per-user limit (it has no user), so the retry spends no second budget unit.
+  refresh) and retries once; a second 401 is passed on, and that new token is not refreshed for a
+  401 again for a while (``tokens.REFUSED_TOKEN_SECONDS``): Apicbase refuses the resource, not the
+  token. A 401 is not counted by Apicbase's per-user limit (it has no user), so the retry spends
+  no second budget unit.
 - The budget (``adapters.budget``) answers 429 with Retry-After before Apicbase would; Apicbase's
-  own 429 is passed on with its Retry-After.
+  own 429 is passed on with its Retry-After, and gives its unit back. A connection that cannot
+  serve a token (needs reauthorization) spends none.
 - Only an allow-list of headers passes either way (the request's at the edge,
   ``edge.forwarding``, which also checks the path and builds the Lambda answer). Bodies are
   forwarded as bytes and never logged.
@@ -77,22 +80,29 @@ class Proxy:
         deps, connection_id = self.deps, request.connection_id
         started = time.monotonic()
         connection = deps.connections.get(connection_id)
+        # The token first: a connection that needs reauthorization (or has none to serve) spends
+        # nothing of its user's budget.
+        token = tokens.token_of(deps, connection)  # the connection just read: no second GetItem
         try:
-            self.budget.spend(spender(username=connection.username, connection_id=connection_id))
+            counted = self.budget.spend(spender(username=connection.username, connection_id=connection_id))
         except OverBudget:
             metrics.add_metric(name="ProxyOverBudget", unit="Count", value=1)
             raise
-        token = tokens.token_of(deps, connection)  # the connection just read: no second GetItem
         answer = self._send(request, token.access_token)
         retried = False
-        if answer.status == 401:
+        if answer.status == 401 and not token.refused:
             # Revoked by a refresh elsewhere (DOT deletes the old access token), or expired early.
             newer = tokens.replace_rejected_token(deps, connection_id, token.access_token)
             answer, retried = self._send(request, newer.access_token), True
             metrics.add_metric(name="ProxyRetriedAfter401", unit="Count", value=1)
+            if answer.status == 401:
+                # A token just issued refused too: Apicbase refuses the resource, not the token.
+                tokens.refused_after_refresh(deps, newer)
         if answer.status == 429:
-            # Apicbase's own limit, despite the budget: several brokers, or a minute's turn.
+            # Apicbase's own limit, despite the budget: several brokers, or a minute's turn. It
+            # served nothing, so the unit goes back: the caller's retry is the one that costs.
             metrics.add_metric(name="ApicbaseThrottled", unit="Count", value=1)
+            self.budget.give_back(counted)
         logger.info(
             "proxied to Apicbase",
             connection_id=connection_id,

@@ -10,6 +10,8 @@ import hmac
 import secrets
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from .adapters.dynamodb import state_key
+from .adapters.sessions import session_tag
 from .deps import Deps
 from .errors import InvalidState
 from .model import ConnectSession, StartedSession, immutable
@@ -85,6 +87,7 @@ class SignIn:
     authorize_url: str
     binder: str
     max_age: int
+    tag: str = ""  # the session's (``session_tag``): its cookie is named with it
 
     def __repr__(self) -> str:
         return f"SignIn(max_age={self.max_age})"
@@ -107,7 +110,12 @@ def begin_sign_in(deps: Deps, *, start_id: str | None) -> SignIn:
         raise InvalidState(
             "This connect link has expired or was already used. Start connecting again from your application."
         )
-    return SignIn(pending.authorize_url, binder, max(pending.expires_at - int(deps.now()), 1))
+    return SignIn(pending.authorize_url, binder, max(pending.expires_at - int(deps.now()), 1), pending.tag)
+
+
+def binder_tag(state: str) -> str:
+    """The tag of the session a callback's state names: which binder cookie is its."""
+    return session_tag(state_key(state))
 
 
 def _binder_hash(binder: str) -> str:

@@ -14,13 +14,14 @@ more margin.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ConditionFailed, OverBudget
+from ..errors import ConditionFailed, DependencyUnavailable, OverBudget
 from .dynamodb import call
 
 BUDGET_PREFIX = "BUDGET#"
@@ -47,16 +48,18 @@ class RequestBudget:
         self.per_minute = per_minute
         self.now = now
 
-    def spend(self, spender: str) -> None:
+    def spend(self, spender: str) -> str:
         """Count one request (one UpdateItem), or raise ``OverBudget`` with the seconds to the
-        next minute when this minute's budget is spent (nothing is counted then)."""
+        next minute when this minute's budget is spent (nothing is counted then). Returns the
+        counter it was counted on (to give it back)."""
         now = self.now()
         minute = int(now // 60)
         expires = (minute + 1) * 60 + KEEP_SECONDS
+        key = budget_key(spender, minute)
         try:
             call(
                 self.table.update_item,
-                Key={"pk": budget_key(spender, minute)},
+                Key={"pk": key},
                 UpdateExpression="ADD #count :one SET #ttl = if_not_exists(#ttl, :ttl)",
                 ConditionExpression="attribute_not_exists(#count) OR #count < :limit",
                 ExpressionAttributeNames={"#count": "count", "#ttl": "ttl"},
@@ -68,3 +71,17 @@ class RequestBudget:
                 f"the budget of {self.per_minute} Apicbase requests per minute for this user is spent",
                 retry_after=retry_after,
             ) from None
+        return key
+
+    def give_back(self, key: str) -> None:
+        """Uncount one request Apicbase did not serve (its own 429): the caller's retry is the one
+        that costs. Best effort: a failure leaves the unit spent."""
+        with contextlib.suppress(ConditionFailed, DependencyUnavailable):
+            call(
+                self.table.update_item,
+                Key={"pk": key},
+                UpdateExpression="ADD #count :minus_one",
+                ConditionExpression="#count > :zero",
+                ExpressionAttributeNames={"#count": "count"},
+                ExpressionAttributeValues={":minus_one": -1, ":zero": 0},
+            )

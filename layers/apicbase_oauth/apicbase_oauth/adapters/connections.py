@@ -234,6 +234,16 @@ class ConnectionRepository:
             return connection
         return connection_from_item(result["Attributes"])
 
+    def remember_refused(self, connection_id: str, *, generation: str, version: int, until: int) -> None:
+        """Apicbase refused (401) the access token of ``version`` right after it replaced a refused
+        one: no refresh for it until ``until``. Fenced by the grant (a newer pair forgets it)."""
+        self._quietly(
+            self.table.update_item,
+            Key={"pk": connection_key(connection_id)},
+            UpdateExpression="SET refused_version = :refused, refused_until = :until",
+            **_same_grant(generation, version).arguments({":refused": version, ":until": until}),
+        )
+
     # --- refresh ---------------------------------------------------------------------------
     def take_lease(
         self, connection_id: str, owner: str, lease_seconds: int, *, respect_backoff: bool = False

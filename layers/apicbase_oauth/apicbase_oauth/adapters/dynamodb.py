@@ -111,6 +111,8 @@ def connection_from_item(item: dict[str, Any]) -> Connection:
         previous_username=item.get("previous_username") or None,
         library=item.get("library"),
         generation=str(item.get("generation") or ""),
+        refused_version=num("refused_version"),
+        refused_until=num("refused_until"),
     )
 
 

@@ -32,8 +32,19 @@ class PendingStart:
     session_key: str
     expires_at: int
 
+    @property
+    def tag(self) -> str:
+        return session_tag(self.session_key)
+
     def __repr__(self) -> str:  # the authorize URL carries the state
         return f"PendingStart(expires_at={self.expires_at})"
+
+
+def session_tag(session_key: str) -> str:
+    """A short name of a session, the same from its key (GET /oauth/start) and from its state
+    (the callback, via ``state_key``): its binder cookie is named with it, so that the sign-ins a
+    browser has under way each keep their own cookie."""
+    return session_key.removeprefix("STATE#")[:16]
 
 
 class SessionStore:

@@ -130,18 +130,24 @@ _SERVER_ERROR = (
 )
 
 
-# The browser binder (RFC 9700 4.7.1). __Host-: Secure, Path=/, no Domain, so only this
-# host sets and reads it; SameSite=Lax still sends it on Apicbase's top-level redirect back.
+# The browser binder (RFC 9700 4.7.1). __Host-: Secure, Path=/, no Domain, so only this host sets
+# and reads it; SameSite=Lax still sends it on Apicbase's top-level redirect back. One cookie per
+# sign-in, named with its session's tag, so that several connect links opened in one browser each
+# complete; the name without a tag is still read (cookies set before tags).
 BINDER_COOKIE = "__Host-apicbase-connect"
 _COOKIE_ATTRIBUTES = "Secure; HttpOnly; SameSite=Lax; Path=/"
 
 
-def binder_cookie(binder: str, max_age: int) -> str:
-    return f"{BINDER_COOKIE}={binder}; {_COOKIE_ATTRIBUTES}; Max-Age={max_age}"
+def binder_cookie_name(tag: str) -> str:
+    return f"{BINDER_COOKIE}-{tag}" if tag else BINDER_COOKIE
 
 
-def clear_binder_cookie() -> str:
-    return f"{BINDER_COOKIE}=; {_COOKIE_ATTRIBUTES}; Max-Age=0"
+def binder_cookie(binder: str, max_age: int, tag: str = "") -> str:
+    return f"{binder_cookie_name(tag)}={binder}; {_COOKIE_ATTRIBUTES}; Max-Age={max_age}"
+
+
+def clear_binder_cookie(tag: str = "") -> str:
+    return f"{binder_cookie_name(tag)}=; {_COOKIE_ATTRIBUTES}; Max-Age=0"
 
 
 def render(
