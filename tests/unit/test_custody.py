@@ -105,15 +105,24 @@ def test_a_read_timeout_before_apicbase_did_anything_keeps_the_connection(deps, 
 
 
 # --- a write that never lands -----------------------------------------------------------------------
-def test_a_write_that_never_lands_parks_the_pair_and_the_next_refresh_applies_it(deps, apicbase, clock, monkeypatch):
-    # Given a due connection, and DynamoDB refusing every write of the refreshed pair
+def park_a_refresh(deps: Any, apicbase: Any, monkeypatch: Any, *, rescue_item_fails: bool = False) -> tuple[Any, str]:
+    """A due connection refreshed while DynamoDB refuses its pair's write (and the rescue item,
+    with ``rescue_item_fails``): the pair is parked. Returns the failing calls (clear them once
+    DynamoDB is back) and the rotated refresh token."""
     seed(deps, apicbase, CID, expires_in=DUE)
     calls = AwsCalls(monkeypatch)
     calls.fail("UpdateItem", "InternalServerError", times=100, when=lambda p: ":tokens" in str(p))
-    # When it is refreshed
+    if rescue_item_fails:
+        calls.fail("PutItem", "InternalServerError", times=100, when=lambda p: "RESCUE#" in str(p))
     with pytest.raises(TokensParked):
         refresh_due(deps)
-    rotated = apicbase.issued_refresh_tokens[-1]
+    return calls, apicbase.issued_refresh_tokens[-1]
+
+
+def test_a_write_that_never_lands_parks_the_pair_and_the_next_refresh_applies_it(deps, apicbase, clock, monkeypatch):
+    # Given a due connection, and DynamoDB refusing every write of the refreshed pair
+    # When it is refreshed
+    calls, rotated = park_a_refresh(deps, apicbase, monkeypatch)
     # Then the sealed pair is parked, and the lease stays held so that nobody presents the old token
     parked = deps.connections.parked(CID)
     assert parked is not None and deps.cipher.decrypt(CID, parked.tokens).refresh_token == rotated
@@ -134,14 +143,8 @@ def _queued(deps: Any) -> list[str]:
 
 def test_when_the_table_takes_neither_the_pair_nor_its_rescue_the_sqs_copy_keeps_it(deps, apicbase, monkeypatch):
     # Given a due connection, and DynamoDB refusing the refreshed pair's write and the rescue item
-    seed(deps, apicbase, CID, expires_in=DUE)
-    calls = AwsCalls(monkeypatch)
-    calls.fail("UpdateItem", "InternalServerError", times=100, when=lambda p: ":tokens" in str(p))
-    calls.fail("PutItem", "InternalServerError", times=100, when=lambda p: "RESCUE#" in str(p))
     # When it is refreshed
-    with pytest.raises(TokensParked):
-        refresh_due(deps)
-    rotated = apicbase.issued_refresh_tokens[-1]
+    calls, rotated = park_a_refresh(deps, apicbase, monkeypatch, rescue_item_fails=True)
     assert deps.connections.parked(CID) is None
     # Then the SQS copy holds the rotated pair, and the worker stores it once DynamoDB is back
     calls._failures.clear()
@@ -153,11 +156,7 @@ def test_when_the_table_takes_neither_the_pair_nor_its_rescue_the_sqs_copy_keeps
 def test_a_stale_parked_pair_never_overwrites_a_newer_pair_of_its_connection(deps, apicbase, clock, monkeypatch):
     # Given a refreshed pair parked (its write failed), applied by the next refresh, which a
     # later refresh rotated again
-    seed(deps, apicbase, CID, expires_in=DUE)
-    calls = AwsCalls(monkeypatch)
-    calls.fail("UpdateItem", "InternalServerError", times=100, when=lambda p: ":tokens" in str(p))
-    with pytest.raises(TokensParked):
-        refresh_due(deps)
+    calls, _ = park_a_refresh(deps, apicbase, monkeypatch)
     calls._failures.clear()
     stale = _queued(deps)  # the SQS copy, delivered late
     clock.advance(deps.settings.lease_seconds + 1)
