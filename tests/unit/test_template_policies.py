@@ -190,8 +190,8 @@ def _item_rights(template: dict[str, Any], function: str) -> set[tuple[str, str]
                 ("PutItem", "RESCUE"),
             },
         ),
-        # The admin API puts states and starts (never reads or deletes them), manages connections,
-        # and parks, applies and removes parked pairs.
+        # The admin API puts states and starts (never reads or deletes them), manages connections
+        # (a DELETE leaves a tombstone: an UpdateItem), and parks, applies and removes parked pairs.
         (
             "ConnectionsFunction",
             {
@@ -199,7 +199,6 @@ def _item_rights(template: dict[str, Any], function: str) -> set[tuple[str, str]
                 ("PutItem", "START"),
                 ("GetItem", "CONN"),
                 ("UpdateItem", "CONN"),
-                ("DeleteItem", "CONN"),
                 ("PutItem", "RESCUE"),
                 ("GetItem", "RESCUE"),
                 ("DeleteItem", "RESCUE"),
