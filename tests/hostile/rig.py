@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from aws_lambda_powertools.utilities import parameters
-from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 from local.lambda_context import LambdaContext
 
 from apicbase_oauth import pages
@@ -45,7 +43,7 @@ def build(handlers: Any, apicbase: Any, watch: Any, monkeypatch: Any, template: 
         for name, logical_id in FUNCTIONS.items()
     }
     sqs = handlers.aws.session.client("sqs")
-    return Rig(handlers, apicbase, watch, modules, timeouts, injector, parameters.SecretsProvider(), sqs)
+    return Rig(handlers, apicbase, watch, modules, timeouts, injector, sqs)
 
 
 def _body(response: dict[str, Any]) -> Any:
@@ -60,7 +58,6 @@ class Rig:
     modules: dict[str, Any]
     timeouts: dict[str, int]
     injector: Injector
-    provider: Any
     sqs: Any
 
     @property
@@ -80,8 +77,7 @@ class Rig:
         """Every function in a fresh container: no data keys, no secret cached."""
         for module in self.modules.values():
             module.DEPS.cipher._keys.clear()
-        self.provider.clear_cache()
-        DEFAULT_PROVIDERS["secrets"] = self.provider
+            module.DEPS.credentials._cached = None
 
     def elsewhere(self, name: str) -> str:
         """Another container of the same function (a race runs there, not in the busy one)."""

@@ -264,10 +264,11 @@ def test_the_identity_check_is_the_callbacks_only_introspection_and_its_answer_i
     started = session(deps, expected_username="chef@example.com")
     browser.open(started.connect_url)
     writes: list[tuple[str, bool]] = []
-    deps.connections.table.meta.client.meta.events.register(
-        "before-call.dynamodb",
-        lambda model, params, **_: writes.append((model.name, ":username" in str(params.get("body")))),
-    )
+    for table in (deps.connections.table, deps.connections.must_land):  # the grant's write has its own client
+        table.meta.client.meta.events.register(
+            "before-call.dynamodb",
+            lambda model, params, **_: writes.append((model.name, ":username" in str(params.get("body")))),
+        )
     asked = apicbase.token_requests, apicbase.introspections
 
     response = browser.get("/oauth/callback", {"code": apicbase.issue_code(), "state": started.state})
