@@ -114,9 +114,9 @@ def begin_sign_in(deps: Deps, *, start_id: str | None) -> SignIn:
 
 
 def binder_tag(state: str) -> str:
-    """The tag of the session a callback's state names: which binder cookie is its ("" for what
-    is no state at all: checked before it is hashed, as it may not even be text)."""
-    return session_tag(state_key(state)) if validation.is_state(state) else ""
+    """The tag of the session a callback's state names: which binder cookie is its. The state is
+    checked at the edge first (``checks.issued``): what is not one may not even be text."""
+    return session_tag(state_key(state))
 
 
 def _binder_hash(binder: str) -> str:
