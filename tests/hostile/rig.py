@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 from local.lambda_context import LambdaContext
 
-from apicbase_oauth import pages
 from apicbase_oauth.config import LEASE_SECONDS
+from apicbase_oauth.edge import pages
 from apicbase_oauth.model import ACTIVE
 from tests.binding import open_in_browser
 from tests.conftest import load_event
