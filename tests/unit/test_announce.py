@@ -385,6 +385,7 @@ def test_a_parked_pair_applied_is_announced_as_what_it_is(
         connection_id="lib-1",
         kind=kind,
         tokens=connection.tokens,
+        generation=connection.generation,
         base_version=connection.version,
         application=connection.application,
         client_id=connection.client_id,

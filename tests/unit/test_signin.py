@@ -146,7 +146,10 @@ def test_several_connect_links_opened_in_one_browser_each_complete(deps, apicbas
     """Given two connect sessions (two connections) whose connect_urls one browser opened, one
     after the other, when Apicbase sends that browser back for each, in either order, then each
     callback completes with its own binder cookie, and clears only its own."""
-    first, second = session(deps), connect.start_connect_session(deps, "lib-43")
+    first, second = (
+        session(deps),
+        connect.start_connect_session(deps, "lib-43", redirect_uri=deps.settings.callback_url),
+    )
     browser.open(first.connect_url)
     browser.open(second.connect_url)
     assert len(browser.jar) == 2
