@@ -18,11 +18,11 @@ from .adapters.credentials import CredentialStore
 from .adapters.crypto import TokenCipher
 from .adapters.events import EventPublisher
 from .adapters.sessions import SessionStore
-from .adapters.stream import FailedBatches, StreamReader
 from .config import Settings
 
-if TYPE_CHECKING:  # only the scheduler has a queue: the other functions never import it
+if TYPE_CHECKING:  # only the scheduler has a queue, only the events function the stream: others never import them
     from .adapters.queue import RefreshQueue
+    from .adapters.stream import FailedBatches, StreamReader
 
 # Short timeouts: a Lambda behind API Gateway has 30 s in all. botocore's standard mode retries
 # throttling, 5xx and timeouts with backoff (three attempts in all: botocore's ``max_attempts``
@@ -103,9 +103,12 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
         from .adapters.queue import RefreshQueue  # noqa: PLC0415 (see the imports)
 
         queue = RefreshQueue(sqs, settings.refresh_queue_url, must_land=client("sqs", MUST_LAND_CONFIG))
-    failed_batches = None
+    failed_batches = stream = None
     if settings.events_dead_letter_queue_url:
+        from .adapters.stream import FailedBatches, StreamReader  # noqa: PLC0415 (see the imports)
+
         failed_batches = FailedBatches(sqs, settings.events_dead_letter_queue_url)
+        stream = StreamReader(client("dynamodbstreams"))
     connections = table()
     return Deps(
         settings=settings,
@@ -130,7 +133,7 @@ def build(settings: Settings, *, session: Any = None, now: Callable[[], float] =
             source=settings.event_source,
         ),
         queue=queue,
-        stream=StreamReader(client("dynamodbstreams")),
+        stream=stream,
         failed_batches=failed_batches,
         now=now,
     )
